@@ -1,0 +1,153 @@
+"""Topic administration and small kafka-python helpers for tools and tests.
+
+Consumers here use ``assign()``, never group subscription: the embedded broker's group
+membership never completes (JoinGroup answers MEMBER_ID_REQUIRED and the rejoin hangs), and
+tools that read a topic end to end need no group anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+
+from connectors.config import KafkaConfig
+from connectors.errors import KafkaUnavailable, StreamshardError
+
+
+def _unreachable(cfg: KafkaConfig, exc: Exception) -> KafkaUnavailable:
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {cfg.bootstrap_servers} ({type(exc).__name__}); is a broker "
+        "running? start one with `streamshard broker start` or pass --bootstrap-servers"
+    )
+
+
+@contextmanager
+def admin_client(cfg: KafkaConfig) -> Iterator[KafkaAdminClient]:
+    try:
+        client = KafkaAdminClient(**cfg.kafka_python_kwargs(), request_timeout_ms=10000)
+    except (NoBrokersAvailable, KafkaError, OSError) as exc:
+        raise _unreachable(cfg, exc) from exc
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def create_topics(cfg: KafkaConfig, names: Iterable[str], partitions: int = 1) -> list[str]:
+    """Create topics that do not exist yet; return the names created (idempotent)."""
+    if partitions < 1:
+        raise StreamshardError(f"partitions must be >= 1, got {partitions}")
+    created = []
+    with admin_client(cfg) as admin:
+        existing = set(admin.list_topics())
+        for name in dict.fromkeys(names):
+            if name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(name, partitions, 1)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+    return created
+
+
+def list_topics(cfg: KafkaConfig) -> list[str]:
+    with admin_client(cfg) as admin:
+        return sorted(t for t in admin.list_topics() if not t.startswith("__"))
+
+
+def delete_topics(cfg: KafkaConfig, names: Iterable[str]) -> list[str]:
+    with admin_client(cfg) as admin:
+        doomed = [n for n in names if n in set(admin.list_topics())]
+        if doomed:
+            admin.delete_topics(doomed)
+    return doomed
+
+
+def partitions_for(cfg: KafkaConfig, topic: str) -> list[int]:
+    with admin_client(cfg) as admin:
+        described = admin.describe_topics([topic])
+    parts = described[0].get("partitions") or [] if described else []
+    if not parts:
+        raise StreamshardError(f"topic {topic!r} does not exist at {cfg.bootstrap_servers}")
+    return sorted(p["partition"] for p in parts)
+
+
+def producer(cfg: KafkaConfig, **overrides) -> KafkaProducer:
+    try:
+        return KafkaProducer(**cfg.kafka_python_kwargs(), **overrides)
+    except (NoBrokersAvailable, KafkaError, OSError) as exc:
+        raise _unreachable(cfg, exc) from exc
+
+
+def produce(
+    cfg: KafkaConfig, topic: str, records: Iterable[tuple[bytes | None, bytes]]
+) -> dict[int, int]:
+    """Send (key, value) records, wait for every ack; return the end offset of each partition.
+
+    The end offsets come from the acks, not from ListOffsets, which the embedded broker answers
+    wrongly for "latest" (so they can bound a Flink source exactly).
+    """
+    prod = producer(cfg, acks="all", linger_ms=5)
+    try:
+        futures = [prod.send(topic, key=key, value=value) for key, value in records]
+        prod.flush()
+        ends: dict[int, int] = {}
+        for future in futures:
+            meta = future.get(timeout=30)
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        return ends
+    finally:
+        prod.close()
+
+
+def consumer(cfg: KafkaConfig, topic: str, committed_only: bool = True) -> KafkaConsumer:
+    """A group-less consumer assigned to every partition of ``topic``, from the beginning."""
+    try:
+        cons = KafkaConsumer(
+            **cfg.kafka_python_kwargs(),
+            enable_auto_commit=False,
+            group_id=None,
+            isolation_level="read_committed" if committed_only else "read_uncommitted",
+        )
+    except (NoBrokersAvailable, KafkaError, OSError) as exc:
+        raise _unreachable(cfg, exc) from exc
+    cons.assign([TopicPartition(topic, p) for p in partitions_for(cfg, topic)])
+    cons.seek_to_beginning()
+    return cons
+
+
+def read_records(
+    cfg: KafkaConfig,
+    topic: str,
+    count: int | None = None,
+    timeout: float = 30.0,
+    idle: float | None = None,
+    committed_only: bool = True,
+) -> list:
+    """Read ``topic`` from the beginning until ``count`` records, ``timeout`` seconds, or
+    ``idle`` seconds without a new record; returns kafka-python ``ConsumerRecord``s.
+
+    Tests pass the count they expect and judge the result: "latest" offsets cannot be
+    trusted on the embedded broker, so a read ends on what arrived, not on end offsets.
+    """
+    cons = consumer(cfg, topic, committed_only)
+    out: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while count is None or len(out) < count:
+            now = time.monotonic()
+            if now > deadline or (idle is not None and now - last > idle):
+                break
+            for batch in cons.poll(timeout_ms=200).values():
+                out.extend(batch)
+                last = time.monotonic()
+    finally:
+        cons.close()
+    return out

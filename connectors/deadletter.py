@@ -1,0 +1,43 @@
+"""The dead-letter record: the raw payload, where it came from, and why it was refused."""
+
+from __future__ import annotations
+
+import json
+import time
+
+
+def dead_letter(
+    payload: bytes | str,
+    reason: str,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+    step: str = "decode",
+    now_ms: int | None = None,
+) -> str:
+    """Encode one dead letter as JSON.
+
+    ``payload`` is kept whole (as text; undecodable bytes are escaped, never dropped), so the
+    record can be fixed and replayed. ``partition``/``offset`` are ``null`` where the reader
+    does not know them.
+
+    Examples
+    --------
+    >>> doc = json.loads(dead_letter("{oops", "invalid JSON", topic="events", now_ms=1))
+    >>> doc["reason"], doc["payload"], doc["offset"]
+    ('invalid JSON', '{oops', None)
+    """
+    if isinstance(payload, bytes):
+        payload = payload.decode("utf-8", "backslashreplace")
+    return json.dumps(
+        {
+            "reason": reason,
+            "step": step,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "time": int(time.time() * 1000) if now_ms is None else now_ms,
+            "payload": payload,
+        },
+        separators=(",", ":"),
+    )

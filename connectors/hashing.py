@@ -1,0 +1,83 @@
+"""Feature hashing, bit for bit the same as scikit-learn's
+``FeatureHasher(n_features=2**bits, input_type="dict")`` (``alternate_sign=True``).
+
+A string value ``v`` of feature ``name`` becomes the token ``"name=v"`` with value 1; a number
+becomes the token ``name`` with that value. The token is hashed with scikit-learn's own
+MurmurHash3 (32-bit, seed 0, signed); the index is ``abs(h) % 2**bits`` and the sign of ``h``
+flips the value. Duplicate indices in one event are summed and zeros dropped, as
+``FeatureHasher`` does, so an exported model scores identically inside a scikit-learn pipeline.
+
+Categorical tokens repeat endlessly in a stream, so their hashes are memoized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+
+import numpy as np
+from sklearn.utils import murmurhash3_32
+
+MIN_BITS, MAX_BITS = 1, 30
+_INT32_MIN = -(2**31)
+
+
+def check_bits(bits: int) -> int:
+    if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"hash bits must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
+    return bits
+
+
+@lru_cache(maxsize=1 << 20)
+def token_hash(token: str) -> int:
+    """Signed 32-bit MurmurHash3 of ``token`` (UTF-8), seed 0: scikit-learn's own."""
+    return murmurhash3_32(token, seed=0, positive=False)
+
+
+def _index_sign(h: int, n_features: int) -> tuple[int, float]:
+    if h == _INT32_MIN:  # abs(-2**31) overflows int32; scikit-learn defines it thus
+        return (2147483647 - (n_features - 1)) % n_features, -1.0
+    return abs(h) % n_features, (1.0 if h >= 0 else -1.0)
+
+
+def hash_features(features: Mapping[str, str | float], bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hash one event's features into sorted unique ``(indices int64, values float64)``.
+
+    Examples
+    --------
+    >>> idx, val = hash_features({"os": "ios", "price": 2.5}, bits=20)
+    >>> len(idx), sorted(abs(val).tolist())
+    (2, [1.0, 2.5])
+    """
+    n_features = 1 << bits
+    acc: dict[int, float] = {}
+    for name, value in features.items():
+        if isinstance(value, str):
+            token, value = f"{name}={value}", 1.0
+        else:
+            token = name
+            if value == 0:
+                continue
+        index, sign = _index_sign(token_hash(token), n_features)
+        acc[index] = acc.get(index, 0.0) + sign * float(value)
+    items = sorted((i, v) for i, v in acc.items() if v != 0.0)
+    indices = np.fromiter((i for i, _ in items), dtype=np.int64, count=len(items))
+    values = np.fromiter((v for _, v in items), dtype=np.float64, count=len(items))
+    return indices, values
+
+
+def hash_batch(
+    batch: Iterable[Mapping[str, str | float]], bits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hash many events into CSR arrays ``(indptr, indices, values)``."""
+    indptr = [0]
+    all_idx: list[np.ndarray] = []
+    all_val: list[np.ndarray] = []
+    for features in batch:
+        idx, val = hash_features(features, bits)
+        all_idx.append(idx)
+        all_val.append(val)
+        indptr.append(indptr[-1] + len(idx))
+    if not all_idx:
+        return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    return np.asarray(indptr, np.int64), np.concatenate(all_idx), np.concatenate(all_val)
