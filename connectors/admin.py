@@ -13,7 +13,9 @@ from contextlib import contextmanager
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+import socket
+
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from connectors.config import KafkaConfig
 from connectors.errors import KafkaUnavailable, StreamshardError
@@ -26,11 +28,26 @@ def _unreachable(cfg: KafkaConfig, exc: Exception) -> KafkaUnavailable:
     )
 
 
+def check_reachable(cfg: KafkaConfig, timeout: float = 3.0) -> None:
+    """Fail fast, in seconds rather than the client's 30 s bootstrap timeout, when no
+    bootstrap server accepts a TCP connection."""
+    last: Exception | None = None
+    for server in cfg.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+            return
+        except (OSError, ValueError) as exc:
+            last = exc
+    raise _unreachable(cfg, last or OSError("no bootstrap servers"))
+
+
 @contextmanager
 def admin_client(cfg: KafkaConfig) -> Iterator[KafkaAdminClient]:
+    check_reachable(cfg)
     try:
         client = KafkaAdminClient(**cfg.kafka_python_kwargs(), request_timeout_ms=10000)
-    except (NoBrokersAvailable, KafkaError, OSError) as exc:
+    except (KafkaError, OSError) as exc:
         raise _unreachable(cfg, exc) from exc
     try:
         yield client
@@ -75,13 +92,14 @@ def partitions_for(cfg: KafkaConfig, topic: str) -> list[int]:
     parts = described[0].get("partitions") or [] if described else []
     if not parts:
         raise StreamshardError(f"topic {topic!r} does not exist at {cfg.bootstrap_servers}")
-    return sorted(p["partition"] for p in parts)
+    return sorted(p.get("partition_index", p.get("partition")) for p in parts)
 
 
 def producer(cfg: KafkaConfig, **overrides) -> KafkaProducer:
+    check_reachable(cfg)
     try:
         return KafkaProducer(**cfg.kafka_python_kwargs(), **overrides)
-    except (NoBrokersAvailable, KafkaError, OSError) as exc:
+    except (KafkaError, OSError) as exc:
         raise _unreachable(cfg, exc) from exc
 
 
@@ -108,6 +126,7 @@ def produce(
 
 def consumer(cfg: KafkaConfig, topic: str, committed_only: bool = True) -> KafkaConsumer:
     """A group-less consumer assigned to every partition of ``topic``, from the beginning."""
+    check_reachable(cfg)
     try:
         cons = KafkaConsumer(
             **cfg.kafka_python_kwargs(),
@@ -115,9 +134,13 @@ def consumer(cfg: KafkaConfig, topic: str, committed_only: bool = True) -> Kafka
             group_id=None,
             isolation_level="read_committed" if committed_only else "read_uncommitted",
         )
-    except (NoBrokersAvailable, KafkaError, OSError) as exc:
+    except (KafkaError, OSError) as exc:
         raise _unreachable(cfg, exc) from exc
-    cons.assign([TopicPartition(topic, p) for p in partitions_for(cfg, topic)])
+    parts = cons.partitions_for_topic(topic)
+    if not parts:
+        cons.close()
+        raise StreamshardError(f"topic {topic!r} does not exist at {cfg.bootstrap_servers}")
+    cons.assign([TopicPartition(topic, p) for p in sorted(parts)])
     cons.seek_to_beginning()
     return cons
 

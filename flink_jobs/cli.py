@@ -1,0 +1,212 @@
+"""The ``streamshard`` command line: one subcommand per job or tool.
+
+Errors a user can cause print one line and exit 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import deque
+
+from connectors.errors import StreamshardError
+from flink_jobs import generate, validate
+from flink_jobs.options import Parser, add_kafka_args, kafka_config
+
+EXIT_USAGE = 2
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from connectors.broker import pid_alive, port_open, read_record, start_detached, stop_detached
+
+    if args.action == "start":
+        record = start_detached(args.port)
+        print(f"broker running at {record.bootstrap_servers} (pid {record.pid}, log {record.log})")
+    elif args.action == "stop":
+        record = stop_detached()
+        print(f"broker stopped (pid {record.pid})" if record else "no broker was running")
+    else:
+        record = read_record()
+        if record is None or not pid_alive(record.pid):
+            print("broker: not running")
+            return 1
+        port = int(record.bootstrap_servers.rsplit(":", 1)[1])
+        state = "running" if port_open(port) else "not answering"
+        print(f"broker: {state} at {record.bootstrap_servers} (pid {record.pid}, log {record.log})")
+        return 0 if state == "running" else 1
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from connectors.admin import create_topics, delete_topics, list_topics
+
+    cfg = kafka_config(args)
+    if args.action == "list":
+        print("\n".join(list_topics(cfg)))
+        return 0
+    if not args.names:
+        raise StreamshardError(f"topics {args.action} needs at least one topic name")
+    if args.action == "create":
+        created = create_topics(cfg, args.names, args.partitions)
+        print(f"created: {', '.join(created) or '(none; all existed)'}")
+    else:
+        print(f"deleted: {', '.join(delete_topics(cfg, args.names)) or '(none existed)'}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    cfg = generate.config_from_args(args)
+    result = generate.generate(cfg)
+    print(
+        f"wrote {result.events:,} events ({result.malformed:,} malformed) to {cfg.topic} in "
+        f"{result.seconds:.1f}s; end offsets {result.offsets_flag() or '(none)'}"
+    )
+    if cfg.truth_path:
+        print(f"truth: {cfg.truth_path}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    validate.run(validate.config_from_args(args))
+    return 0
+
+
+def _record_line(record, with_meta: bool) -> str:
+    text = record.value.decode("utf-8", "backslashreplace") if record.value is not None else None
+    try:
+        value = json.loads(text) if text is not None else None
+    except ValueError:
+        value = text
+    if not with_meta:
+        return json.dumps(value)
+    key = record.key.decode("utf-8", "backslashreplace") if record.key is not None else None
+    doc = {"partition": record.partition, "offset": record.offset, "key": key, "value": value}
+    return json.dumps(doc)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from connectors.admin import consumer
+
+    if args.n < 1:
+        raise StreamshardError(f"-n must be >= 1, got {args.n}")
+    cons = consumer(kafka_config(args), args.topic, committed_only=not args.uncommitted)
+    kept: deque = deque(maxlen=None if args.follow else args.n)
+    try:
+        idle_polls = 0
+        while args.follow or idle_polls < args.idle * 5:
+            batches = cons.poll(timeout_ms=200)
+            idle_polls = 0 if batches else idle_polls + 1
+            for batch in batches.values():
+                for record in batch:
+                    if args.follow:
+                        print(_record_line(record, args.with_meta), flush=True)
+                    elif args.head and len(kept) >= args.n:
+                        continue
+                    else:
+                        kept.append(record)
+            if args.head and len(kept) >= args.n:
+                break
+    finally:
+        cons.close()
+    for record in kept:
+        print(_record_line(record, args.with_meta))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flink_jobs.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="streamshard",
+        description="Streaming machine learning on PyFlink and Kafka.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("broker", help="start, stop or inspect the embedded Kafka broker")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+    p.set_defaults(func=_broker)
+
+    p = sub.add_parser("topics", help="create, list or delete Kafka topics")
+    p.add_argument("action", choices=["create", "list", "delete"])
+    p.add_argument("names", nargs="*", metavar="TOPIC")
+    p.add_argument("--partitions", type=int, default=1)
+    add_kafka_args(p)
+    p.set_defaults(func=_topics)
+
+    p = sub.add_parser("generate", help="write a synthetic event stream with a known true model")
+    generate.add_arguments(p)
+    p.set_defaults(func=_generate)
+
+    p = sub.add_parser("validate", help="Flink job: validate events, bad ones to dead-letters")
+    validate.add_arguments(p)
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("tail", help="print the records of a topic as JSON lines")
+    p.add_argument("--topic", required=True)
+    p.add_argument("-n", type=int, default=10, help="how many records (default 10)")
+    p.add_argument("--head", action="store_true", help="the first N records instead of the last")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
+    p.add_argument("--with-meta", action="store_true", help="wrap with partition/offset/key")
+    p.add_argument("--uncommitted", action="store_true", help="also read uncommitted records")
+    p.add_argument(
+        "--idle", type=float, default=2.0, help="seconds without records that end the read"
+    )
+    add_kafka_args(p)
+    p.set_defaults(func=_tail)
+
+    p = sub.add_parser("demo", help="broker + stream + validate, end to end, nothing to configure")
+    p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--out", default="streamshard-demo", help="where the demo writes its files")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost Java cause of a failed Flink job, on one line."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    causes = [line for line in lines if line.startswith(("Caused by:", ": "))]
+    line = causes[-1] if causes else next((x for x in lines if x), repr(exc))
+    return line.removeprefix("Caused by:").removeprefix(":").strip()[:500]
+
+
+def run_command(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("streamshard: interrupted", file=sys.stderr)
+        return 130
+    except StreamshardError as exc:
+        if args.debug:
+            raise
+        print(f"streamshard {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        if args.debug:
+            raise
+        if type(exc).__name__ == "Py4JJavaError":
+            print(f"streamshard {args.command}: job failed: {_root_cause(exc)}", file=sys.stderr)
+            return 1
+        print(
+            f"streamshard {args.command}: error: {type(exc).__name__}: {exc} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""``streamshard generate``: write a synthetic stream with a known true model to Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from connectors.config import KafkaConfig
+from connectors.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode, truth_report
+from flink_jobs.options import add_kafka_args, kafka_config
+
+SCENARIOS = ("ctr",)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    kafka: KafkaConfig
+    settings: CtrSettings
+    topic: str = "events"
+    partitions: int = 1
+    rate: float | None = None
+    truth_path: str | None = None
+    malformed: float = 0.0
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    events: int
+    malformed: int
+    end_offsets: dict[int, int]
+    seconds: float
+
+    def offsets_flag(self) -> str:
+        return ",".join(f"{p}={o}" for p, o in sorted(self.end_offsets.items()))
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.start = total, enabled and total > 0, time.monotonic()
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        rate = done / max(time.monotonic() - self.start, 1e-9)
+        width = 30
+        filled = int(width * done / self.total)
+        sys.stderr.write(
+            f"\rgenerate [{'#' * filled}{'.' * (width - filled)}] {done:,}/{self.total:,} "
+            f"events {rate:,.0f}/s"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def generate(cfg: GenerateConfig) -> GenerateResult:
+    """Produce the stream, chunk by chunk, waiting for every ack; throttle to ``rate``."""
+    from connectors.admin import create_topics, producer
+
+    create_topics(cfg.kafka, [cfg.topic], cfg.partitions)
+    stream = CtrStream(cfg.settings)
+    bad_rng = np.random.default_rng(cfg.settings.seed + 7)
+    prod = producer(cfg.kafka, acks="all", linger_ms=20, batch_size=512 * 1024)
+    progress = _Progress(cfg.settings.events, cfg.progress)
+    ends: dict[int, int] = {}
+    probs, labels, malformed, sent = [], [], 0, 0
+    start = time.monotonic()
+    try:
+        for docs, p, y in stream.chunks():
+            bad = bad_rng.random(len(docs)) < cfg.malformed
+            futures = []
+            for i, doc in enumerate(docs):
+                if bad[i]:
+                    value = corrupt(doc, MALFORMED_KINDS[malformed % len(MALFORMED_KINDS)])
+                    malformed += 1
+                else:
+                    value = encode(doc)
+                futures.append(prod.send(cfg.topic, key=doc["event_id"].encode(), value=value))
+                sent += 1
+                if cfg.rate and sent % 100 == 0:
+                    ahead = sent / cfg.rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            prod.flush()
+            for future in futures:
+                meta = future.get(timeout=30)
+                ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+            probs.append(p[~bad])
+            labels.append(y[~bad])
+            progress.update(sent)
+    finally:
+        progress.close()
+        prod.close()
+    if cfg.truth_path:
+        report = truth_report(
+            cfg.settings,
+            np.concatenate(probs) if probs else np.zeros(0),
+            np.concatenate(labels) if labels else np.zeros(0, np.int64),
+        )
+        report.update(topic=cfg.topic, malformed=malformed, end_offsets=ends)
+        Path(cfg.truth_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.truth_path).write_text(json.dumps(report, indent=2))
+    return GenerateResult(sent, malformed, ends, time.monotonic() - start)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", default="ctr", choices=SCENARIOS)
+    parser.add_argument("--events", type=int, required=True, metavar="N")
+    parser.add_argument("--topic", default="events")
+    parser.add_argument("--partitions", type=int, default=1, help="when creating the topic")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--rate", type=float, metavar="R", help="events per second (default: max)")
+    parser.add_argument("--drift-at", type=int, metavar="K", help="concept drift from event K")
+    parser.add_argument("--base-rate", type=float, default=0.10, help="target click rate")
+    parser.add_argument("--truth", metavar="PATH", help="write the true model's AUC/log loss")
+    parser.add_argument(
+        "--malformed",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="replace this fraction of events with malformed records (for testing dead letters)",
+    )
+    parser.add_argument("--task", default="ctr", help="the task name stamped on every event")
+    add_kafka_args(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> GenerateConfig:
+    from connectors.errors import ConfigError
+
+    if args.events < 0:
+        raise ConfigError(f"--events must be >= 0, got {args.events}")
+    if args.rate is not None and args.rate <= 0:
+        raise ConfigError(f"--rate must be > 0 events/s, got {args.rate}")
+    if not 0.0 <= args.malformed <= 1.0:
+        raise ConfigError(f"--malformed must be a fraction in [0, 1], got {args.malformed}")
+    try:
+        settings = CtrSettings(
+            events=args.events,
+            seed=args.seed,
+            base_rate=args.base_rate,
+            drift_at=args.drift_at,
+            task=args.task,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return GenerateConfig(
+        kafka=kafka_config(args),
+        settings=settings,
+        topic=args.topic,
+        partitions=args.partitions,
+        rate=args.rate,
+        truth_path=args.truth,
+        malformed=args.malformed,
+        progress=sys.stderr.isatty(),
+    )

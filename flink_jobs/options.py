@@ -1,0 +1,90 @@
+"""Flags shared by every command: where Kafka is, how Flink runs, and one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from connectors.broker import read_record
+from connectors.config import BOOTSTRAP_ENV, KafkaConfig
+from connectors.errors import ConfigError
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line and exit status 2."""
+
+    def error(self, message: str) -> None:  # noqa: D102 - argparse hook
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def add_kafka_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Kafka")
+    group.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT[,...]",
+        help=f"Kafka brokers (default: ${BOOTSTRAP_ENV}, else the broker started by "
+        "`streamshard broker start`, else 127.0.0.1:9092)",
+    )
+    group.add_argument(
+        "--kafka-property",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Kafka client property, e.g. security.protocol=SASL_SSL (repeatable)",
+    )
+    group.add_argument(
+        "--kafka-properties-file", metavar="PATH", help="Java-style properties file"
+    )
+
+
+def kafka_config(args: argparse.Namespace) -> KafkaConfig:
+    overrides = {}
+    for item in args.kafka_property:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--kafka-property must be NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = value.strip()
+    bootstrap = args.bootstrap_servers
+    if not bootstrap and not _env_bootstrap():
+        record = read_record()
+        bootstrap = record.bootstrap_servers if record else None
+    return KafkaConfig.from_sources(bootstrap, args.kafka_properties_file, overrides)
+
+
+def _env_bootstrap() -> str | None:
+    import os
+
+    return os.environ.get(BOOTSTRAP_ENV)
+
+
+def add_flink_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Flink")
+    group.add_argument("--parallelism", type=int, default=1, help="default operator parallelism")
+    group.add_argument(
+        "--checkpoint-interval",
+        type=int,
+        default=2000,
+        metavar="MS",
+        help="checkpoint every MS milliseconds; 0 turns checkpointing off (default 2000)",
+    )
+    group.add_argument("--state-backend", default="hashmap", choices=["hashmap", "rocksdb"])
+    group.add_argument("--checkpoint-dir", metavar="URI", help="e.g. file:///tmp/ckpt")
+    group.add_argument(
+        "--execution-mode",
+        default="process",
+        choices=["process", "thread"],
+        help="Python execution mode (thread is faster but not proven for every operator)",
+    )
+
+
+def flink_settings(args: argparse.Namespace):
+    from flink_jobs.env import FlinkSettings
+
+    return FlinkSettings(
+        parallelism=args.parallelism,
+        checkpoint_interval_ms=args.checkpoint_interval,
+        state_backend=args.state_backend,
+        checkpoint_dir=args.checkpoint_dir,
+        execution_mode=args.execution_mode,
+    )

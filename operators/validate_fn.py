@@ -1,0 +1,38 @@
+"""The PyFlink adapter of the event codec: valid events downstream, bad ones to a side output."""
+
+from __future__ import annotations
+
+from pyflink.common import Types
+from pyflink.datastream import OutputTag, ProcessFunction
+
+from connectors.deadletter import dead_letter
+from connectors.errors import DecodeError
+from connectors.events import decode_event
+
+DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
+
+
+class ValidateFunction(ProcessFunction):
+    """Emit each valid event as normalized JSON; route each bad one to ``DEAD_LETTERS``.
+
+    Never raises on input: whatever arrives ends in exactly one of the two outputs.
+    """
+
+    def __init__(self, source_topic: str, require_label: bool = True):
+        self.source_topic = source_topic
+        self.require_label = require_label
+
+    def open(self, runtime_context) -> None:
+        metrics = runtime_context.get_metrics_group()
+        self.valid_count = metrics.counter("valid_events")
+        self.dead_count = metrics.counter("dead_letters")
+
+    def process_element(self, value, ctx):
+        try:
+            event = decode_event(value, self.require_label)
+        except DecodeError as exc:
+            self.dead_count.inc()
+            yield DEAD_LETTERS, dead_letter(value, exc.reason, topic=self.source_topic)
+            return
+        self.valid_count.inc()
+        yield event.to_json()
