@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-EPS = 1e-15
+EPS = float(np.finfo(np.float64).eps)  # the clip scikit-learn uses
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -37,7 +37,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def log_loss(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mean binary cross-entropy, scores clipped to [1e-15, 1 - 1e-15]."""
+    """Mean binary cross-entropy, scores clipped to [eps, 1 - eps] as scikit-learn does."""
     p = np.clip(np.asarray(scores, dtype=np.float64), EPS, 1 - EPS)
     y = np.asarray(labels, dtype=np.float64)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
