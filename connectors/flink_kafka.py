@@ -68,8 +68,20 @@ def explicit_offsets(topic: str, offsets: Mapping[int, int]) -> KafkaOffsetsInit
     return KafkaOffsetsInitializer(_j_initializer().offsets(j_map.asMap()))
 
 
+def check_start(start: str) -> str:
+    """Validate a start position before any JVM is started."""
+    if start in ("earliest", "latest", "committed") or (
+        start.startswith("timestamp:") and start[10:].isdigit()
+    ):
+        return start
+    raise ConfigError(
+        f"--start must be earliest, latest, committed or timestamp:MS, got {start!r}"
+    )
+
+
 def starting_offsets(start: str) -> KafkaOffsetsInitializer:
     """``earliest``, ``latest``, ``committed`` (falls back to earliest) or ``timestamp:MS``."""
+    check_start(start)
     if start == "earliest":
         return KafkaOffsetsInitializer.earliest()
     if start == "latest":
@@ -78,11 +90,7 @@ def starting_offsets(start: str) -> KafkaOffsetsInitializer:
         jvm = get_gateway().jvm
         earliest = jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy.EARLIEST
         return KafkaOffsetsInitializer(_j_initializer().committedOffsets(earliest))
-    if start.startswith("timestamp:") and start[10:].isdigit():
-        return KafkaOffsetsInitializer.timestamp(int(start[10:]))
-    raise ConfigError(
-        f"start must be earliest, latest, committed or timestamp:MS, got {start!r}"
-    )
+    return KafkaOffsetsInitializer.timestamp(int(start[10:]))
 
 
 def kafka_source(

@@ -13,7 +13,7 @@ import argparse
 from dataclasses import dataclass, field
 
 from connectors.config import KafkaConfig
-from connectors.flink_kafka import parse_offsets
+from connectors.flink_kafka import check_start, parse_offsets
 from flink_jobs.env import FlinkSettings
 from flink_jobs.options import Parser, add_flink_args, add_kafka_args, flink_settings, kafka_config
 
@@ -90,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> ValidateConfig:
         input_topic=args.input_topic,
         output_topic=args.output_topic,
         dead_letter_topic=args.dead_letter_topic,
-        start=args.start,
+        start=check_start(args.start),
         stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
         guarantee=args.delivery,
     )

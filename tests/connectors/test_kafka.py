@@ -1,0 +1,92 @@
+"""Against the embedded broker over TCP: clients, topic admin, the broker's own lifecycle."""
+
+import json
+import socket
+
+import pytest
+
+from connectors.admin import create_topics, delete_topics, list_topics, produce, read_records
+from connectors.broker import EmbeddedBroker
+from connectors.config import KafkaConfig
+from connectors.errors import BrokerError, KafkaUnavailable
+from tests.cli_helpers import streamshard
+
+pytestmark = pytest.mark.kafka
+
+
+def test_produce_and_read_round_trip(kafka, topic_name):
+    create_topics(kafka, [topic_name], partitions=3)
+    records = [(f"k{i}".encode(), json.dumps({"i": i}).encode()) for i in range(500)]
+    ends = produce(kafka, topic_name, records)
+    assert sum(ends.values()) == 500 and set(ends) <= {0, 1, 2}
+    got = read_records(kafka, topic_name, count=500, timeout=30)
+    assert sorted(json.loads(r.value)["i"] for r in got) == list(range(500))
+    assert {r.key for r in got} == {k for k, _ in records}
+
+
+def test_topic_admin_is_idempotent(kafka, topic_name):
+    names = [f"{topic_name}-a", f"{topic_name}-b"]
+    assert create_topics(kafka, names, partitions=2) == names
+    assert create_topics(kafka, names) == []
+    assert set(names) <= set(list_topics(kafka))
+    assert delete_topics(kafka, names) == names
+    assert not set(names) & set(list_topics(kafka))
+
+
+def test_unreachable_broker_is_one_clear_error():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: connections are refused
+        with pytest.raises(KafkaUnavailable, match=f"cannot reach Kafka at 127.0.0.1:{port}"):
+            list_topics(KafkaConfig(f"127.0.0.1:{port}"))
+
+
+def test_taken_port_is_refused_with_its_cause(broker):
+    with pytest.raises(BrokerError, match=f"port {broker.port} on 127.0.0.1 is taken"):
+        EmbeddedBroker(port=broker.port).start()
+
+
+def test_missing_binary_is_refused_with_its_cause(monkeypatch):
+    monkeypatch.setenv("CALF_TANSU_BIN", "/nonexistent/tansu")
+    with pytest.raises(BrokerError, match="embedded broker binary not found"):
+        EmbeddedBroker().start()
+
+
+def test_generate_then_tail_through_the_cli(kafka, topic_name, tmp_path):
+    truth = tmp_path / "truth.json"
+    env = {"STREAMSHARD_BOOTSTRAP": kafka.bootstrap_servers}
+    out = streamshard(
+        "generate", "--events", "3000", "--topic", topic_name, "--seed", "7",
+        "--truth", str(truth), env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "wrote 3,000 events" in out.stdout and "end offsets 0=3000" in out.stdout
+    report = json.loads(truth.read_text())
+    assert report["events"] == 3000 and 0.5 < report["auc"] < 1.0
+
+    out = streamshard("tail", "--topic", topic_name, "-n", "5", "--head", env=env)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [d["event_id"] for d in lines] == [f"e-{i:09d}" for i in range(5)]
+
+    out = streamshard("tail", "--topic", topic_name, "-n", "2", "--with-meta", env=env)
+    assert [json.loads(x)["offset"] for x in out.stdout.splitlines()] == [2998, 2999]
+
+
+def test_broker_commands_start_status_stop(tmp_path):
+    env = {"STREAMSHARD_HOME": str(tmp_path / "state")}
+    started = streamshard("broker", "start", env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        assert "broker running at 127.0.0.1:" in started.stdout
+        assert streamshard("broker", "status", env=env).returncode == 0
+        again = streamshard("broker", "start", env=env)
+        assert again.returncode == 2 and "already running" in again.stderr
+        # commands find the running broker without flags
+        topics = streamshard("topics", "create", "from-state-file", env=env)
+        assert topics.returncode == 0 and "from-state-file" in topics.stdout
+    finally:
+        stopped = streamshard("broker", "stop", env=env)
+    assert stopped.returncode == 0 and "broker stopped" in stopped.stdout
+    status = streamshard("broker", "status", env=env)
+    assert status.returncode == 1 and "not running" in status.stdout

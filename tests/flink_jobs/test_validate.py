@@ -1,0 +1,67 @@
+"""The validate job on a real mini-cluster against the embedded broker, exactly-once outputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from connectors.admin import create_topics, produce, read_records
+from connectors.synthetic import (
+    EXPECTED_REASON,
+    MALFORMED_KINDS,
+    CtrSettings,
+    CtrStream,
+    corrupt,
+    encode,
+)
+from tests.cli_helpers import streamshard
+
+pytestmark = [pytest.mark.flink, pytest.mark.kafka]
+
+EVENTS = 10_000
+
+
+def test_valid_events_out_and_every_bad_one_in_dead_letters(kafka, topic_name, tmp_path):
+    docs = [doc for doc, _ in CtrStream(CtrSettings(events=EVENTS, seed=11)).events()]
+    bad_at = set(np.random.default_rng(1).choice(EVENTS, size=EVENTS // 100, replace=False).tolist())
+    records, expected_reason, expected_valid = [], {}, set()
+    for i, doc in enumerate(docs):
+        if i in bad_at:
+            kind = MALFORMED_KINDS[len(expected_reason) % len(MALFORMED_KINDS)]
+            value = corrupt(doc, kind)
+            expected_reason[value.decode()] = EXPECTED_REASON[kind]
+        else:
+            value = encode(doc)
+            expected_valid.add(doc["event_id"])
+        records.append((doc["event_id"].encode(), value))
+    source, out, dlq = topic_name, f"{topic_name}-valid", f"{topic_name}-dlq"
+    create_topics(kafka, [source], partitions=2)
+    ends = produce(kafka, source, records)
+
+    result = streamshard(
+        "validate",
+        "--bootstrap-servers", kafka.bootstrap_servers,
+        "--input-topic", source,
+        "--output-topic", out,
+        "--dead-letter-topic", dlq,
+        "--stop-at-offsets", ",".join(f"{p}={o}" for p, o in ends.items()),
+        "--checkpoint-interval", "1000",
+        "--checkpoint-dir", f"file://{tmp_path}/ckpt",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # read_committed (the default of read_records): only what the transactions committed
+    valid = read_records(kafka, out, count=len(expected_valid), timeout=60)
+    extra = read_records(kafka, out, count=len(expected_valid) + 1, timeout=3)
+    assert len(extra) == len(expected_valid), "duplicates or extra records in the output"
+    ids = [json.loads(r.value)["event_id"] for r in valid]
+    assert len(ids) == len(set(ids)) and set(ids) == expected_valid
+
+    dead = read_records(kafka, dlq, count=len(bad_at) + 1, timeout=5)
+    assert len(dead) == len(bad_at)
+    for record in dead:
+        letter = json.loads(record.value)
+        assert letter["topic"] == source
+        assert expected_reason[letter["payload"]] in letter["reason"]
+    assert {json.loads(r.value)["payload"] for r in dead} == set(expected_reason)
