@@ -1,0 +1,163 @@
+"""The parameter server's pure parts: range sharding, the shard's server function, the
+worker's replica and the consistency rule. No pyflink import: the Flink adapters in
+``operators/ps_fn.py`` only move these objects' inputs and outputs in and out of state.
+
+Coordinates ``[0, 2**bits]`` (the last one is the intercept) are split into ``S`` contiguous
+ranges (Li et al., OSDI 2014, range partitioning); inside a shard they are stored in blocks of
+``BLOCK`` coordinates, so a checkpoint only rewrites the blocks a push touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK = 4096
+
+
+def shard_width(dim: int, shards: int) -> int:
+    return -(-dim // shards)
+
+
+def split_by_shard(idx: np.ndarray, g: np.ndarray, dim: int, shards: int) -> list:
+    """Split sorted ``(idx, g)`` into one ``(shard, idx, g)`` per shard, empty ones included
+    (an empty push still advances that shard's clock for the worker)."""
+    cuts = np.searchsorted(idx, np.arange(1, shards) * shard_width(dim, shards))
+    return [
+        (s, part_idx, part_g)
+        for s, (part_idx, part_g) in enumerate(
+            zip(np.split(idx, cuts), np.split(g, cuts), strict=True)
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """``async`` (never wait), ``bounded:TAU`` (bounded delay) or ``sync`` (BSP).
+
+    Examples
+    --------
+    >>> Consistency.parse("bounded:2").may_start(clock=5, applied=[2, 3])
+    True
+    >>> Consistency.parse("bounded:2").may_start(clock=5, applied=[1, 3])
+    False
+    """
+
+    mode: str
+    tau: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Consistency:
+        if text in ("async", "sync"):
+            return cls(text)
+        if text.startswith("bounded:") and text[8:].isdigit():
+            return cls("bounded", int(text[8:]))
+        raise ValueError(f"consistency must be async, sync or bounded:TAU (TAU >= 0), got {text!r}")
+
+    def may_start(self, clock: int, applied: list[int]) -> bool:
+        """May a worker start mini-batch ``clock`` (0-based) given, per shard, the last of its
+        own clocks that shard has applied (-1 for none)?"""
+        if self.mode == "async":
+            return True
+        tau = 0 if self.mode == "sync" else self.tau
+        return min(applied, default=clock) >= clock - tau - 1
+
+    def __str__(self) -> str:
+        return f"bounded:{self.tau}" if self.mode == "bounded" else self.mode
+
+
+class ShardServer:
+    """The server-side function of one shard: apply a push, return what changed.
+
+    ``blocks`` maps a block id to that block's arrays: the optimizer's state plus ``sent``,
+    the weights last broadcast (for the significantly-modified filter).
+    """
+
+    def __init__(self, optimizer, threshold: float = 0.0):
+        self.optimizer = optimizer
+        self.threshold = threshold
+
+    def _block(self, blocks: MutableMapping, bid: int) -> dict[str, np.ndarray]:
+        arrays = blocks.get(bid)
+        if arrays is None:
+            arrays = self.optimizer.init_state(BLOCK)
+            arrays["sent"] = np.zeros(BLOCK)
+        return arrays
+
+    def apply(
+        self, blocks: MutableMapping, idx: np.ndarray, g: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Apply gradients; return ``(changed idx, new weights)``, or ``None`` (nothing
+        written) when the push or its result is not finite."""
+        if idx.size == 0:
+            return idx, np.zeros(0)
+        if not np.all(np.isfinite(g)):
+            return None
+        bids = idx // BLOCK
+        cuts = np.flatnonzero(np.diff(bids)) + 1
+        groups = list(zip(np.split(idx, cuts), np.split(g, cuts), strict=True))
+        staged = []
+        for part_idx, part_g in groups:
+            bid = int(part_idx[0] // BLOCK)
+            arrays = self._block(blocks, bid)
+            local = part_idx % BLOCK
+            gathered = {k: arrays[k][local] for k in self.optimizer.state_names}
+            w = self.optimizer.apply(gathered, np.arange(local.size), part_g)
+            if not (np.all(np.isfinite(w)) and all(np.all(np.isfinite(v)) for v in gathered.values())):
+                return None
+            staged.append((bid, arrays, local, gathered, w))
+        out_idx, out_w = [], []
+        for bid, arrays, local, gathered, w in staged:
+            for k, v in gathered.items():
+                arrays[k][local] = v
+            moved = np.abs(w - arrays["sent"][local]) > self.threshold
+            arrays["sent"][local[moved]] = w[moved]
+            blocks[bid] = arrays
+            out_idx.append(local[moved] + bid * BLOCK)
+            out_w.append(w[moved])
+        return np.concatenate(out_idx), np.concatenate(out_w)
+
+
+class Replica:
+    """A worker's copy of the weights, block by block, rebuilt from the update stream.
+
+    ``blocks`` maps block id -> weights array; any mapping (a dict, or Flink state).
+    """
+
+    def __init__(self, blocks: MutableMapping | None = None):
+        self.blocks = {} if blocks is None else blocks
+
+    def assign(self, idx: np.ndarray, w: np.ndarray) -> None:
+        if idx.size == 0:
+            return
+        bids = idx // BLOCK
+        cuts = np.flatnonzero(np.diff(bids)) + 1
+        for part_idx, part_w in zip(np.split(idx, cuts), np.split(w, cuts), strict=True):
+            bid = int(part_idx[0] // BLOCK)
+            block = self.blocks.get(bid)
+            block = np.zeros(BLOCK) if block is None else block
+            block[part_idx % BLOCK] = part_w
+            self.blocks[bid] = block
+
+    def lookup(self, idx: np.ndarray) -> np.ndarray:
+        out = np.zeros(idx.size)
+        if idx.size == 0:
+            return out
+        bids = idx // BLOCK
+        cuts = np.flatnonzero(np.diff(bids)) + 1
+        start = 0
+        for part in np.split(idx, cuts):
+            block = self.blocks.get(int(part[0] // BLOCK))
+            if block is not None:
+                out[start : start + part.size] = block[part % BLOCK]
+            start += part.size
+        return out
+
+    def dense(self, dim: int) -> np.ndarray:
+        w = np.zeros(dim)
+        for bid, block in self.blocks.items():
+            lo = bid * BLOCK
+            w[lo : min(dim, lo + BLOCK)] = block[: min(BLOCK, dim - lo)]
+        return w
