@@ -11,7 +11,7 @@ import sys
 from collections import deque
 
 from connectors.errors import StreamshardError
-from flink_jobs import generate, validate
+from flink_jobs import generate, train, validate
 from flink_jobs.options import Parser, add_kafka_args, kafka_config
 
 EXIT_USAGE = 2
@@ -69,6 +69,12 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     validate.run(validate.config_from_args(args))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    summary = train.run(train.config_from_args(args))
+    train.print_summary(summary)
     return 0
 
 
@@ -148,6 +154,10 @@ def build_parser() -> Parser:
     p = sub.add_parser("validate", help="Flink job: validate events, bad ones to dead-letters")
     validate.add_arguments(p)
     p.set_defaults(func=_validate)
+
+    p = sub.add_parser("train", help="Flink job: online training through a parameter server")
+    train.add_arguments(p)
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("tail", help="print the records of a topic as JSON lines")
     p.add_argument("--topic", required=True)

@@ -38,6 +38,15 @@ class FlinkSettings:
     python_executable: str = sys.executable
     bundle_size: int = 1000
     bundle_time_ms: int = 100
+    restart_attempts: int = 5
+    buffer_timeout_ms: int = 100
+
+    def checkpoint_uri(self) -> str:
+        if self.checkpoint_dir:
+            return self.checkpoint_dir
+        from connectors.broker import state_dir
+
+        return (state_dir() / "checkpoints").resolve().as_uri()
 
     def __post_init__(self) -> None:
         if self.parallelism < 1:
@@ -67,8 +76,12 @@ def flink_configuration(s: FlinkSettings) -> Configuration:
     conf.set_string("python.fn-execution.bundle.time", str(s.bundle_time_ms))
     conf.set_string("state.backend.type", s.state_backend)
     conf.set_string("pipeline.max-parallelism", str(s.max_parallelism))
-    if s.checkpoint_dir:
-        conf.set_string("execution.checkpointing.dir", s.checkpoint_dir)
+    # Checkpoints go to a file system: the default (JobManager memory) refuses state over 5 MB,
+    # which one task's replica already exceeds.
+    conf.set_string("execution.checkpointing.dir", s.checkpoint_uri())
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", str(s.restart_attempts))
+    conf.set_string("restart-strategy.fixed-delay.delay", "1 s")
     if s.execution_mode == "thread":
         # thread mode runs Python inside the JVM, which must find the venv's packages
         site = sysconfig.get_paths()["purelib"]
@@ -81,6 +94,7 @@ def make_env(s: FlinkSettings) -> StreamExecutionEnvironment:
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(s))
     env.set_parallelism(s.parallelism)
     env.set_max_parallelism(s.max_parallelism)
+    env.set_buffer_timeout(s.buffer_timeout_ms)
     if s.checkpoint_interval_ms > 0:
         env.enable_checkpointing(s.checkpoint_interval_ms, CHECKPOINT_MODES[s.checkpoint_mode])
     return env

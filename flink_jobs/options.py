@@ -58,7 +58,9 @@ def _env_bootstrap() -> str | None:
     return os.environ.get(BOOTSTRAP_ENV)
 
 
-def add_flink_args(parser: argparse.ArgumentParser) -> None:
+def add_flink_args(
+    parser: argparse.ArgumentParser, bundle_time_ms: int = 100, buffer_timeout_ms: int = 100
+) -> None:
     group = parser.add_argument_group("Flink")
     group.add_argument("--parallelism", type=int, default=1, help="default operator parallelism")
     group.add_argument(
@@ -76,6 +78,23 @@ def add_flink_args(parser: argparse.ArgumentParser) -> None:
         choices=["process", "thread"],
         help="Python execution mode (thread is faster but not proven for every operator)",
     )
+    group.add_argument(
+        "--bundle-size", type=int, default=1000, help="records per Python bundle (default 1000)"
+    )
+    group.add_argument(
+        "--bundle-time",
+        type=int,
+        default=bundle_time_ms,
+        metavar="MS",
+        help=f"flush a Python bundle after MS milliseconds (default {bundle_time_ms})",
+    )
+    group.add_argument(
+        "--buffer-timeout",
+        type=int,
+        default=buffer_timeout_ms,
+        metavar="MS",
+        help=f"flush network buffers after MS milliseconds (default {buffer_timeout_ms})",
+    )
 
 
 def flink_settings(args: argparse.Namespace):
@@ -87,4 +106,7 @@ def flink_settings(args: argparse.Namespace):
         state_backend=args.state_backend,
         checkpoint_dir=args.checkpoint_dir,
         execution_mode=args.execution_mode,
+        bundle_size=args.bundle_size,
+        bundle_time_ms=args.bundle_time,
+        buffer_timeout_ms=args.buffer_timeout,
     )

@@ -1,0 +1,494 @@
+"""``streamshard train``: online logistic regression through a parameter server in Flink state.
+
+::
+
+    events ─► parse/hash ─► keyBy(task#worker) ─► WORKER ─push─► keyBy(task/shard) ─► SHARD
+     (Kafka)     └─► dead-letters                    ▲                                  │
+                                                     └── broadcast ◄── model-updates ◄──┘
+    WORKER ─► train-predictions (Kafka)                                  (Kafka, feedback)
+           └► keyBy(task) ─► EVALUATOR ─► metrics (Kafka)
+
+``--engine local`` runs the same math in this process, without Flink: the yardstick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from connectors.config import KafkaConfig
+from connectors.errors import ConfigError, StreamshardError
+from connectors.flink_kafka import parse_offsets
+from flink_jobs.env import FlinkSettings
+from flink_jobs.options import add_flink_args, add_kafka_args, flink_settings, kafka_config
+from operators.optim import make_optimizer
+from operators.ps import Consistency
+
+HYPER = ("alpha", "beta", "l1", "l2", "lr")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    kafka: KafkaConfig
+    flink: FlinkSettings = field(default_factory=FlinkSettings)
+    engine: str = "flink"
+    run_id: str = field(default_factory=lambda: f"r-{uuid.uuid4().hex[:12]}")
+    bits: int = 20
+    shards: int = 4
+    workers: int = 2
+    batch_size: int = 100
+    batch_timeout_ms: int = 200
+    consistency: str = "async"
+    optimizer: str = "ftrl"
+    hyper: dict = field(default_factory=lambda: {"alpha": 0.05, "beta": 1.0, "l1": 0.0, "l2": 0.0})
+    update_threshold: float = 0.0
+    window: int = 10_000
+    input_topic: str = "events"
+    updates_topic: str = "model-updates"
+    predictions_topic: str = "train-predictions"
+    metrics_topic: str = "metrics"
+    dead_letter_topic: str = "dead-letters"
+    delivery: str = "exactly-once"
+    stop_offsets: dict | None = None
+    max_events: int | None = None
+    summary_json: str | None = None
+    timeout_s: float | None = None
+    fail_marker: str | None = None
+    job_name: str = "streamshard-train"
+
+    def ps_settings(self):
+        from operators.ps_fn import PsSettings
+
+        return PsSettings(
+            run_id=self.run_id,
+            bits=self.bits,
+            shards=self.shards,
+            workers=self.workers,
+            batch_size=self.batch_size,
+            batch_timeout_ms=self.batch_timeout_ms,
+            consistency=self.consistency,
+            optimizer=self.optimizer,
+            hyper=tuple(sorted(self.hyper.items())),
+            update_threshold=self.update_threshold,
+            input_topic=self.input_topic,
+            fail_marker=self.fail_marker,
+            checkpoint_dir=self.flink.checkpoint_dir,
+        )
+
+    def settings_for_summary(self) -> dict:
+        skip = ("kafka", "flink", "fail_marker")
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        doc["stop_offsets"] = {str(p): o for p, o in (self.stop_offsets or {}).items()} or None
+        doc["flink"] = asdict(self.flink)
+        doc["kafka"] = {"bootstrap_servers": self.kafka.bootstrap_servers}
+        return doc
+
+
+def build(env, cfg: TrainConfig):
+    """Wire the training job onto ``env``."""
+    from pyflink.common import Types, WatermarkStrategy
+
+    from connectors.flink_kafka import kafka_sink, kafka_source
+    from operators.ps_fn import (
+        COUNTS,
+        DEAD_LETTERS,
+        PICKLED,
+        PREDICTIONS,
+        REPLICA,
+        EvaluatorFunction,
+        ParseFunction,
+        ShardFunction,
+        WorkerFunction,
+        prediction_lines,
+    )
+
+    s = cfg.ps_settings()
+    no_wm = WatermarkStrategy.no_watermarks()
+    events = env.from_source(
+        kafka_source(cfg.kafka, cfg.input_topic, cfg.job_name, "earliest", cfg.stop_offsets),
+        no_wm,
+        "events-source",
+    ).uid("events-source")
+    updates = env.from_source(
+        kafka_source(
+            cfg.kafka, cfg.updates_topic, f"{cfg.job_name}-{cfg.run_id}", low_latency=True
+        ),
+        no_wm,
+        "model-updates-source",
+    ).uid("model-updates-source")
+
+    parsed = events.process(ParseFunction(s), output_type=PICKLED).name("parse").uid("parse")
+    parsed.get_side_output(DEAD_LETTERS).sink_to(
+        kafka_sink(cfg.kafka, cfg.dead_letter_topic, cfg.delivery, f"{cfg.run_id}-dlq")
+    ).name("dead-letter-sink").uid("dead-letter-sink")
+
+    workers = (
+        parsed.key_by(lambda ex: ex[2], key_type=Types.STRING())
+        .connect(updates.broadcast(REPLICA))
+        .process(WorkerFunction(s), output_type=PICKLED)
+        .name("worker")
+        .uid("worker")
+    )
+    shards = (
+        workers.key_by(lambda p: f"{p[1]}/{p[2]}", key_type=Types.STRING())
+        .process(ShardFunction(s), output_type=Types.STRING())
+        .name("shard")
+        .uid("shard")
+    )
+    # the feedback edge: at-least-once by design, updates are absolute and idempotent
+    shards.sink_to(
+        kafka_sink(cfg.kafka, cfg.updates_topic, "at-least-once", low_latency=True)
+    ).name("model-updates-sink").uid("model-updates-sink")
+
+    batches = workers.get_side_output(PREDICTIONS)
+    batches.flat_map(prediction_lines, output_type=Types.STRING()).name("prediction-lines").uid(
+        "prediction-lines"
+    ).sink_to(
+        kafka_sink(cfg.kafka, cfg.predictions_topic, cfg.delivery, f"{cfg.run_id}-pred")
+    ).name("train-predictions-sink").uid("train-predictions-sink")
+
+    counts = parsed.get_side_output(COUNTS).union(shards.get_side_output(COUNTS))
+    batches.union(counts).key_by(lambda r: r[1], key_type=Types.STRING()).process(
+        EvaluatorFunction(cfg.window), output_type=Types.STRING()
+    ).name("evaluator").uid("evaluator").sink_to(
+        kafka_sink(cfg.kafka, cfg.metrics_topic, cfg.delivery, f"{cfg.run_id}-metrics")
+    ).name("metrics-sink").uid("metrics-sink")
+    return shards
+
+
+# ---- bounding a run ---------------------------------------------------------------------
+
+
+def resolve_bounds(cfg: TrainConfig) -> tuple[dict[int, int] | None, int | None]:
+    """End offsets per partition and the number of events they hold (``None``: unbounded).
+
+    ``--max-events N`` on a one-partition topic is offsets [earliest, earliest + N); on several
+    partitions the first N records read decide. Never "latest" offsets: the embedded broker
+    answers ListOffsets "latest" wrongly.
+    """
+    from kafka import TopicPartition
+
+    from connectors.admin import consumer
+
+    if cfg.stop_offsets is None and cfg.max_events is None:
+        return None, None
+    cons = consumer(cfg.kafka, cfg.input_topic, committed_only=False)
+    try:
+        parts = sorted(tp.partition for tp in cons.assignment())
+        begin = cons.beginning_offsets([TopicPartition(cfg.input_topic, p) for p in parts])
+        start = {tp.partition: off for tp, off in begin.items()}
+        if cfg.stop_offsets is not None:
+            ends = {p: cfg.stop_offsets.get(p, start[p]) for p in parts}
+        elif len(parts) == 1:
+            ends = {parts[0]: start[parts[0]] + cfg.max_events}
+        else:
+            ends = dict(start)
+            seen, idle_since = 0, time.monotonic()
+            while seen < cfg.max_events and time.monotonic() - idle_since < 5:
+                for tp, records in cons.poll(timeout_ms=200).items():
+                    for record in records[: cfg.max_events - seen]:
+                        ends[tp.partition] = record.offset + 1
+                        seen += 1
+                    idle_since = time.monotonic()
+    finally:
+        cons.close()
+    return ends, sum(ends[p] - start.get(p, 0) for p in ends)
+
+
+# ---- running ----------------------------------------------------------------------------
+
+
+class _MetricsWatcher:
+    """Follows the metrics topic: latest cumulative record per task and counter totals."""
+
+    def __init__(self, kafka: KafkaConfig, topic: str):
+        from connectors.admin import consumer
+
+        self.consumer = consumer(kafka, topic, committed_only=True)
+        self.cumulative: dict[str, dict] = {}
+        self.windows: list[dict] = []
+        self.counters: dict[str, int] = {}
+
+    def poll(self) -> None:
+        for records in self.consumer.poll(timeout_ms=500).values():
+            for record in records:
+                doc = json.loads(record.value)
+                if doc["type"] == "cumulative":
+                    best = self.cumulative.get(doc["task"])
+                    if best is None or doc["count"] >= best["count"]:
+                        self.cumulative[doc["task"]] = doc
+                elif doc["type"] == "counter":
+                    self.counters[doc["name"]] = max(self.counters.get(doc["name"], 0), doc["count"])
+                else:
+                    self.windows.append(doc)
+
+    def accounted(self) -> int:
+        from operators.ps_fn import DEAD_LETTER_COUNT
+
+        tasks = sum(doc["count"] for doc in self.cumulative.values())
+        return tasks + self.counters.get(DEAD_LETTER_COUNT, 0)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def run_flink(cfg: TrainConfig) -> dict:
+    from connectors.admin import create_topics
+    from flink_jobs.env import make_env
+
+    create_topics(
+        cfg.kafka, [cfg.predictions_topic, cfg.metrics_topic, cfg.dead_letter_topic]
+    )
+    create_topics(cfg.kafka, [cfg.updates_topic], partitions=1)  # one total order of updates
+    stop_offsets, expected = resolve_bounds(cfg)
+    cfg = replace(cfg, stop_offsets=stop_offsets)
+    env = make_env(cfg.flink)
+    build(env, cfg)
+    watcher = _MetricsWatcher(cfg.kafka, cfg.metrics_topic)
+    started = time.monotonic()
+    client = env.execute_async(cfg.job_name)
+    try:
+        last_check = 0.0
+        while expected is None or watcher.accounted() < expected:
+            watcher.poll()
+            now = time.monotonic()
+            if now - last_check > 2:
+                last_check = now
+                status = str(client.get_job_status().result())
+                if status in ("FAILED", "CANCELED", "FINISHED"):
+                    raise StreamshardError(f"training job ended early with status {status}")
+            if cfg.timeout_s and now - started > cfg.timeout_s:
+                raise StreamshardError(
+                    f"timed out after {cfg.timeout_s:.0f}s with {watcher.accounted()} of "
+                    f"{expected} events accounted for"
+                )
+        elapsed = time.monotonic() - started
+    finally:
+        try:
+            client.cancel().result()
+        except Exception:  # already ended
+            pass
+        watcher.close()
+    return _summary(cfg, watcher.cumulative, watcher.counters, watcher.windows, expected, elapsed)
+
+
+def run_local(cfg: TrainConfig) -> dict:
+    """The reference learner over the same events, one process, mini-batches cut by count."""
+    from connectors.admin import consumer
+    from connectors.errors import DecodeError
+    from connectors.events import decode_event
+    from connectors.hashing import hash_batch
+    from operators.evaluation import Prequential
+    from operators.local import OnlineLogistic
+
+    stop_offsets, expected = resolve_bounds(cfg)
+    models: dict[str, OnlineLogistic] = {}
+    evals: dict[str, Prequential] = {}
+    pending: dict[str, list] = {}
+    windows: list[dict] = []
+    dead = 0
+    started = time.monotonic()
+
+    def train(task: str, batch: list) -> None:
+        model = models.setdefault(
+            task, OnlineLogistic(cfg.bits, cfg.optimizer, cfg.update_threshold, **cfg.hyper)
+        )
+        indptr, indices, values = hash_batch([e.features for e in batch], cfg.bits)
+        labels = [e.label for e in batch]
+        version = model.version_
+        scores = model.learn_many(indptr, indices, values, labels)
+        ev = evals.setdefault(task, Prequential(task, cfg.window))
+        windows.extend(ev.add(labels, scores, version, 0))
+        run_local.predictions.extend(
+            zip((e.event_id for e in batch), scores.tolist(), strict=True)
+        )
+
+    run_local.predictions = []
+    cons = consumer(cfg.kafka, cfg.input_topic, committed_only=True)
+    try:
+        seen = 0
+        while expected is None or seen < expected:
+            polled = cons.poll(timeout_ms=500)
+            if not polled and expected is None:
+                break
+            for tp, records in sorted(polled.items(), key=lambda kv: kv[0].partition):
+                for record in records:
+                    if stop_offsets and record.offset >= stop_offsets.get(tp.partition, 0):
+                        continue
+                    seen += 1
+                    try:
+                        event = decode_event(record.value)
+                    except DecodeError:
+                        dead += 1
+                        continue
+                    batch = pending.setdefault(event.task, [])
+                    batch.append(event)
+                    if len(batch) >= cfg.batch_size:
+                        train(event.task, batch)
+                        pending[event.task] = []
+    finally:
+        cons.close()
+    for task, batch in pending.items():
+        if batch:
+            train(task, batch)
+    elapsed = time.monotonic() - started
+    cumulative = {task: ev.cumulative() for task, ev in evals.items()}
+    from operators.ps_fn import DEAD_LETTER_COUNT, REJECTED_COUNT
+
+    counters = {
+        DEAD_LETTER_COUNT: dead,
+        REJECTED_COUNT: sum(m.rejected_ for m in models.values()),
+    }
+    summary = _summary(cfg, cumulative, counters, windows, expected, elapsed)
+    run_local.models = models
+    return summary
+
+
+def _summary(cfg, cumulative, counters, windows, expected, elapsed) -> dict:
+    from operators.ps_fn import DEAD_LETTER_COUNT, REJECTED_COUNT
+
+    events = sum(doc["count"] for doc in cumulative.values()) + counters.get(DEAD_LETTER_COUNT, 0)
+    return {
+        "engine": cfg.engine,
+        "events": events,
+        "expected_events": expected,
+        "seconds": round(elapsed, 3),
+        "events_per_s": events / elapsed if elapsed > 0 else None,
+        "dead_letters": counters.get(DEAD_LETTER_COUNT, 0),
+        "rejected_pushes": counters.get(REJECTED_COUNT, 0),
+        "tasks": cumulative,
+        "windows": windows,
+        "settings": cfg.settings_for_summary(),
+    }
+
+
+def run(cfg: TrainConfig) -> dict:
+    summary = run_local(cfg) if cfg.engine == "local" else run_flink(cfg)
+    if cfg.summary_json:
+        Path(cfg.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.summary_json).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+# ---- flags ------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", default="flink", choices=["flink", "local"])
+    model = parser.add_argument_group("model")
+    model.add_argument("--hash-bits", type=int, default=20, help="2**BITS hashed features")
+    model.add_argument("--optimizer", default="ftrl", choices=["ftrl", "adagrad", "sgd"])
+    model.add_argument("--alpha", type=float, default=0.05, help="FTRL learning rate")
+    model.add_argument("--beta", type=float, default=1.0, help="FTRL beta")
+    model.add_argument("--l1", type=float, default=0.0)
+    model.add_argument("--l2", type=float, default=0.0)
+    model.add_argument("--lr", type=float, help="AdaGrad/SGD learning rate")
+    ps = parser.add_argument_group("parameter server")
+    ps.add_argument("--shards", type=int, default=4)
+    ps.add_argument("--workers", type=int, default=2)
+    ps.add_argument("--batch-size", type=int, default=100)
+    ps.add_argument(
+        "--batch-timeout", type=int, default=200, metavar="MS",
+        help="train a partial mini-batch once its oldest example waited MS (0: count only)",
+    )
+    ps.add_argument("--consistency", default="async", help="async | bounded:TAU | sync")
+    ps.add_argument(
+        "--update-threshold", type=float, default=0.0, metavar="EPS",
+        help="significantly-modified filter: send a weight only once it moved more than EPS",
+    )
+    ps.add_argument("--window", type=int, default=10_000, help="metrics window (predictions)")
+    io = parser.add_argument_group("topics and bounds")
+    io.add_argument("--input-topic", default="events")
+    io.add_argument("--updates-topic", default="model-updates")
+    io.add_argument("--predictions-topic", default="train-predictions")
+    io.add_argument("--metrics-topic", default="metrics")
+    io.add_argument("--dead-letter-topic", default="dead-letters")
+    io.add_argument("--delivery", default="exactly-once", choices=["exactly-once", "at-least-once", "none"])
+    io.add_argument("--max-events", type=int, metavar="N", help="stop after N events")
+    io.add_argument("--stop-at-offsets", metavar="P=OFFSET,...", help="stop at these end offsets")
+    io.add_argument("--summary-json", metavar="PATH", help="write final metrics and settings")
+    io.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    io.add_argument("--run-id", help="tags this run's model updates (default: random)")
+    parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
+    add_kafka_args(parser)
+    # the feedback loop waits on every Python bundle and every network buffer it crosses
+    add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    for name in ("shards", "workers", "batch_size", "window"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.max_events is not None and args.max_events < 1:
+        raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
+    if args.batch_timeout < 0 or args.update_threshold < 0:
+        raise ConfigError("--batch-timeout and --update-threshold must be >= 0")
+    try:
+        Consistency.parse(args.consistency)
+        hyper = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
+        make_optimizer(args.optimizer, **hyper)
+        from connectors.hashing import check_bits
+
+        check_bits(args.hash_bits)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    flink = flink_settings(args)
+    if args.inject_failure and not flink.checkpoint_dir:
+        raise ConfigError("--inject-failure needs --checkpoint-dir")
+    cfg = TrainConfig(
+        kafka=kafka_config(args),
+        flink=flink,
+        engine=args.engine,
+        bits=args.hash_bits,
+        shards=args.shards,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        batch_timeout_ms=args.batch_timeout,
+        consistency=args.consistency,
+        optimizer=args.optimizer,
+        hyper=hyper,
+        update_threshold=args.update_threshold,
+        window=args.window,
+        input_topic=args.input_topic,
+        updates_topic=args.updates_topic,
+        predictions_topic=args.predictions_topic,
+        metrics_topic=args.metrics_topic,
+        dead_letter_topic=args.dead_letter_topic,
+        delivery=args.delivery,
+        stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
+        max_events=args.max_events,
+        summary_json=args.summary_json,
+        timeout_s=args.timeout,
+        fail_marker=args.inject_failure,
+    )
+    return replace(cfg, run_id=args.run_id) if args.run_id else cfg
+
+
+def print_summary(summary: dict) -> None:
+    print(
+        f"{summary['engine']}: {summary['events']:,} events in {summary['seconds']:.1f}s "
+        f"({(summary['events_per_s'] or 0):,.0f}/s); dead letters {summary['dead_letters']}, "
+        f"rejected pushes {summary['rejected_pushes']}"
+    )
+    for task, doc in sorted(summary["tasks"].items()):
+        print(
+            f"  task {task}: n={doc['count']:,} AUC {doc['auc']:.4f} (±{doc['auc_error_bound']:.1e}) "
+            f"log loss {doc['log_loss']:.4f} accuracy {doc['accuracy']:.4f} "
+            f"staleness max {doc['staleness_max']} model version {doc['model_version']}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from flink_jobs.cli import run_command
+
+    return run_command(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

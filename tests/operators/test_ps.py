@@ -1,0 +1,140 @@
+import numpy as np
+import pytest
+
+from operators.local import OnlineLogistic
+from operators.logistic import dimension, gradient, predict_proba
+from operators.optim import Ftrl
+from operators.ps import BLOCK, Consistency, Replica, ShardServer, split_by_shard
+
+
+def test_split_by_shard_covers_every_shard_in_contiguous_ranges():
+    dim, shards = dimension(10), 4
+    idx = np.array([0, 5, 256, 300, 700, 1024])
+    g = np.arange(idx.size, dtype=float)
+    parts = split_by_shard(idx, g, dim, shards)
+    assert [s for s, _, _ in parts] == [0, 1, 2, 3]
+    assert np.concatenate([p for _, p, _ in parts]).tolist() == idx.tolist()
+    width = -(-dim // shards)
+    for s, part, _ in parts:
+        assert np.all(part // width == s)
+
+
+def test_shard_server_equals_the_optimizer_on_dense_state_across_blocks():
+    opt = Ftrl(alpha=0.1, l1=0.01)
+    server = ShardServer(Ftrl(alpha=0.1, l1=0.01))
+    blocks: dict = {}
+    dense = opt.init_state(3 * BLOCK)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        idx = np.unique(rng.integers(0, 3 * BLOCK, 40))
+        g = rng.normal(0, 1, idx.size)
+        changed, w = server.apply(blocks, idx, g)
+        expected = opt.apply(dense, idx, g)
+        moved = expected != 0
+        assert set(changed.tolist()) >= set(idx[moved].tolist())
+        np.testing.assert_array_equal(w, opt.weights(dense, changed))
+
+
+def test_non_finite_push_is_rejected_and_writes_nothing():
+    server = ShardServer(Ftrl())
+    blocks: dict = {}
+    server.apply(blocks, np.array([1, 2]), np.array([0.5, 0.5]))
+    before = {k: {n: a.copy() for n, a in v.items()} for k, v in blocks.items()}
+    assert server.apply(blocks, np.array([1, 5000]), np.array([np.nan, 1.0])) is None
+    assert server.apply(blocks, np.array([2]), np.array([1e308 * 10])) is None
+    for bid, arrays in before.items():
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(blocks[bid][name], array)
+    assert 1 not in blocks  # the second block was never created
+
+
+def test_update_threshold_sends_only_significant_moves():
+    loose, strict = ShardServer(Ftrl(alpha=0.1)), ShardServer(Ftrl(alpha=0.1), threshold=0.05)
+    b1, b2 = {}, {}
+    rng = np.random.default_rng(1)
+    sent_loose = sent_strict = 0
+    for _ in range(200):
+        idx = np.unique(rng.integers(0, 100, 10))
+        g = rng.normal(0, 0.1, idx.size)
+        sent_loose += loose.apply(b1, idx, g)[0].size
+        sent_strict += strict.apply(b2, idx, g)[0].size
+    assert sent_strict < sent_loose / 2
+    # what a replica holds is never further than the threshold from the truth
+    replica = Replica()
+    strict2 = ShardServer(Ftrl(alpha=0.1), threshold=0.05)
+    b3: dict = {}
+    truth = Ftrl(alpha=0.1)
+    dense = truth.init_state(100)
+    for _ in range(200):
+        idx = np.unique(rng.integers(0, 100, 10))
+        g = rng.normal(0, 0.1, idx.size)
+        replica.assign(*strict2.apply(b3, idx, g))
+        truth.apply(dense, idx, g)
+    gap = np.abs(replica.lookup(np.arange(100)) - truth.weights(dense, np.arange(100)))
+    assert gap.max() <= 0.05
+
+
+def test_replica_lookup_and_dense():
+    replica = Replica()
+    replica.assign(np.array([3, BLOCK + 1]), np.array([0.5, -1.0]))
+    assert replica.lookup(np.array([0, 3, BLOCK + 1, 5 * BLOCK])).tolist() == [0, 0.5, -1.0, 0]
+    dense = replica.dense(2 * BLOCK)
+    assert dense[3] == 0.5 and dense[BLOCK + 1] == -1.0 and dense.sum() == -0.5
+
+
+@pytest.mark.parametrize(
+    "text,clock,applied,ok",
+    [
+        ("async", 100, [-1, -1], True),
+        ("sync", 0, [-1, -1], True),
+        ("sync", 1, [0, -1], False),
+        ("sync", 1, [0, 0], True),
+        ("bounded:0", 3, [2, 2], True),
+        ("bounded:0", 3, [1, 2], False),
+        ("bounded:2", 5, [2, 4], True),
+        ("bounded:2", 5, [1, 4], False),
+    ],
+)
+def test_consistency_rule(text, clock, applied, ok):
+    assert Consistency.parse(text).may_start(clock, applied) is ok
+
+
+def test_consistency_parse_errors():
+    for bad in ("bounded", "bounded:-1", "eventual", "bounded:x"):
+        with pytest.raises(ValueError, match="consistency must be"):
+            Consistency.parse(bad)
+
+
+def test_gradient_is_the_summed_log_loss_gradient():
+    bits = 4
+    indptr = np.array([0, 2, 3])
+    indices = np.array([1, 3, 1])
+    values = np.array([1.0, 2.0, -1.0])
+    labels = np.array([1.0, 0.0])
+    w = {1: 0.3, 3: -0.2, 16: 0.1}
+    scores = predict_proba(indptr, indices, values, lambda i: np.array([w[j] for j in i]), bits)
+    z0, z1 = 0.3 * 1 + -0.2 * 2 + 0.1, 0.3 * -1 + 0.1
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-np.array([z0, z1]))))
+    idx, g = gradient(indptr, indices, values, labels, scores, bits)
+    r = scores - labels
+    assert idx.tolist() == [1, 3, 16]
+    np.testing.assert_allclose(g, [r[0] * 1 + r[1] * -1, r[0] * 2, r[0] + r[1]])
+
+
+def test_local_learner_learns_the_synthetic_stream():
+    from connectors.hashing import hash_batch
+    from connectors.synthetic import CtrSettings, CtrStream
+    from operators.metrics import roc_auc
+
+    model = OnlineLogistic(bits=18, alpha=0.1)
+    scores, labels = [], []
+    for docs, _, y in CtrStream(CtrSettings(events=30_000, seed=2)).chunks():
+        for lo in range(0, len(docs), 100):
+            batch = docs[lo : lo + 100]
+            indptr, indices, values = hash_batch([d["features"] for d in batch], 18)
+            scores.append(model.learn_many(indptr, indices, values, y[lo : lo + 100]))
+            labels.append(y[lo : lo + 100])
+    s, y = np.concatenate(scores), np.concatenate(labels)
+    assert roc_auc(y[-10_000:], s[-10_000:]) > roc_auc(y[:10_000], s[:10_000]) + 0.02
+    assert roc_auc(y[-10_000:], s[-10_000:]) > 0.7
+    assert np.all(np.isfinite(model.weights_)) and model.version_ == 300
