@@ -1,0 +1,115 @@
+"""The training job on a real mini-cluster with the embedded broker.
+
+Each job costs about a minute here, so each test checks several things of one run.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from connectors.admin import create_topics, produce, read_records
+from connectors.messages import decode_update
+from connectors.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode
+from flink_jobs import train
+from operators.logistic import dimension
+from operators.ps import Replica
+from tests.cli_helpers import streamshard
+
+pytestmark = [pytest.mark.flink, pytest.mark.kafka]
+
+BITS = 16
+
+
+def fill_topic(kafka, topic, events, seed, malformed_every=None):
+    records = []
+    for i, (doc, _) in enumerate(CtrStream(CtrSettings(events=events, seed=seed)).events()):
+        bad = malformed_every and i % malformed_every == malformed_every - 1
+        value = corrupt(doc, MALFORMED_KINDS[i % len(MALFORMED_KINDS)]) if bad else encode(doc)
+        records.append((doc["event_id"].encode(), value))
+    create_topics(kafka, [topic], partitions=1)
+    return produce(kafka, topic, records)
+
+
+def run_train(kafka, base, tmp_path, *flags):
+    summary = tmp_path / f"{base}-summary.json"
+    out = streamshard(
+        "train",
+        "--bootstrap-servers", kafka.bootstrap_servers,
+        "--input-topic", base,
+        "--updates-topic", f"{base}-updates",
+        "--predictions-topic", f"{base}-pred",
+        "--metrics-topic", f"{base}-metrics",
+        "--dead-letter-topic", f"{base}-dlq",
+        "--hash-bits", str(BITS),
+        "--summary-json", str(summary),
+        "--checkpoint-dir", f"file://{tmp_path}/ckpt-{base}",
+        "--timeout", "400",
+        *flags,
+        timeout=500,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(summary.read_text())
+
+
+def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_path):
+    events = 4000  # 1% malformed: 40 dead letters, 3960 good events = 44 batches of 90
+    fill_topic(kafka, topic_name, events, seed=21, malformed_every=100)
+    flags = ["--consistency", "sync", "--workers", "1", "--shards", "4",
+             "--batch-size", "90", "--batch-timeout", "0", "--max-events", str(events)]
+    # mini-batches cut by count only (--batch-timeout 0), so both engines see the same batches
+    summary = run_train(kafka, topic_name, tmp_path, *flags)
+
+    local_cfg = train.TrainConfig(
+        kafka=kafka, engine="local", input_topic=topic_name, bits=BITS, workers=1, shards=4,
+        batch_size=90, consistency="sync", max_events=events,
+    )
+    local = train.run(local_cfg)
+    local_scores = dict(train.run_local.predictions)
+
+    # every malformed event went to dead-letters with its reason; the job never restarted
+    assert summary["dead_letters"] == events // 100 == local["dead_letters"]
+    dead = read_records(kafka, f"{topic_name}-dlq", count=events // 100 + 1, timeout=5)
+    assert len(dead) == events // 100
+    assert all(json.loads(r.value)["reason"] for r in dead)
+
+    # progressive predictions: the same scores for the same events
+    preds = read_records(kafka, f"{topic_name}-pred", count=len(local_scores) + 1, timeout=5)
+    flink_scores = {json.loads(r.value)["event_id"]: json.loads(r.value)["score"] for r in preds}
+    assert flink_scores.keys() == local_scores.keys()
+    diff = max(abs(flink_scores[k] - local_scores[k]) for k in local_scores)
+    assert diff <= 1e-6
+
+    # final weights: replay the run's model updates (absolute values, last one wins)
+    replica = Replica()
+    for record in read_records(kafka, f"{topic_name}-updates", idle=3):
+        update = decode_update(record.value)
+        replica.assign(update.indices, update.values)
+    flink_w = replica.dense(dimension(BITS))
+    local_w = train.run_local.models["ctr"].weights_
+    assert np.all(np.isfinite(flink_w))
+    assert np.max(np.abs(flink_w - local_w)) <= 1e-6
+    assert np.count_nonzero(local_w) > 100
+
+    # the metrics agree too
+    f, l = summary["tasks"]["ctr"], local["tasks"]["ctr"]
+    assert f["count"] == l["count"] and abs(f["log_loss"] - l["log_loss"]) <= 1e-9
+    assert abs(f["auc"] - l["auc"]) <= 1e-9
+
+
+def test_bounded_delay_never_exceeds_its_bound(kafka, topic_name, tmp_path):
+    events = 6000
+    fill_topic(kafka, topic_name, events, seed=22)
+    summary = run_train(
+        kafka, topic_name, tmp_path,
+        "--consistency", "bounded:2", "--workers", "2", "--shards", "4",
+        "--batch-size", "50", "--max-events", str(events),
+    )
+    assert summary["events"] == events
+    preds = read_records(kafka, f"{topic_name}-pred", count=events, timeout=30)
+    staleness = [json.loads(r.value)["staleness"] for r in preds]
+    assert len(staleness) == events
+    assert max(staleness) <= 2
+    assert summary["tasks"]["ctr"]["staleness_max"] <= 2
+    # every event trained exactly once
+    assert len({json.loads(r.value)["event_id"] for r in preds}) == events
