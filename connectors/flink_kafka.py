@@ -74,9 +74,7 @@ def check_start(start: str) -> str:
         start.startswith("timestamp:") and start[10:].isdigit()
     ):
         return start
-    raise ConfigError(
-        f"--start must be earliest, latest, committed or timestamp:MS, got {start!r}"
-    )
+    raise ConfigError(f"--start must be earliest, latest, committed or timestamp:MS, got {start!r}")
 
 
 def starting_offsets(start: str) -> KafkaOffsetsInitializer:
@@ -138,7 +136,9 @@ def kafka_sink(
     use ``isolation.level=read_committed`` and see output one checkpoint interval late.
     """
     if guarantee not in GUARANTEES:
-        raise ConfigError(f"delivery guarantee must be one of {sorted(GUARANTEES)}, got {guarantee!r}")
+        raise ConfigError(
+            f"delivery guarantee must be one of {sorted(GUARANTEES)}, got {guarantee!r}"
+        )
     serializer = (
         KafkaRecordSerializationSchema.builder()
         .set_topic(topic)

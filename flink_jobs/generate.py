@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from connectors.config import KafkaConfig
-from connectors.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode, truth_report
+from connectors.synthetic import (
+    MALFORMED_KINDS,
+    CtrSettings,
+    CtrStream,
+    corrupt,
+    encode,
+    truth_report,
+)
 from flink_jobs.options import add_kafka_args, kafka_config
 
 SCENARIOS = ("ctr",)

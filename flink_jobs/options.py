@@ -33,9 +33,7 @@ def add_kafka_args(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a Kafka client property, e.g. security.protocol=SASL_SSL (repeatable)",
     )
-    group.add_argument(
-        "--kafka-properties-file", metavar="PATH", help="Java-style properties file"
-    )
+    group.add_argument("--kafka-properties-file", metavar="PATH", help="Java-style properties file")
 
 
 def kafka_config(args: argparse.Namespace) -> KafkaConfig:

@@ -4,7 +4,7 @@
 
     events ─► parse/hash ─► keyBy(task#worker) ─► WORKER ─push─► keyBy(task/shard) ─► SHARD
      (Kafka)     └─► dead-letters                    ▲                                  │
-                                                     └── broadcast ◄── model-updates ◄──┘
+                                       fan out to every worker ◄── model-updates ◄──────┘
     WORKER ─► train-predictions (Kafka)                                  (Kafka, feedback)
            └► keyBy(task) ─► EVALUATOR ─► metrics (Kafka)
 
@@ -98,11 +98,11 @@ def build(env, cfg: TrainConfig):
         DEAD_LETTERS,
         PICKLED,
         PREDICTIONS,
-        REPLICA,
         EvaluatorFunction,
         ParseFunction,
         ShardFunction,
         WorkerFunction,
+        fan_out_updates,
         prediction_lines,
     )
 
@@ -126,9 +126,14 @@ def build(env, cfg: TrainConfig):
         kafka_sink(cfg.kafka, cfg.dead_letter_topic, cfg.delivery, f"{cfg.run_id}-dlq")
     ).name("dead-letter-sink").uid("dead-letter-sink")
 
+    fanned = (
+        updates.flat_map(fan_out_updates(s.workers), output_type=PICKLED)
+        .name("fan-out-updates")
+        .uid("fan-out-updates")
+    )
     workers = (
-        parsed.key_by(lambda ex: ex[2], key_type=Types.STRING())
-        .connect(updates.broadcast(REPLICA))
+        parsed.connect(fanned)
+        .key_by(lambda ex: ex[2], lambda up: up[0], key_type=Types.STRING())
         .process(WorkerFunction(s), output_type=PICKLED)
         .name("worker")
         .uid("worker")
@@ -222,7 +227,9 @@ class _MetricsWatcher:
                     if best is None or doc["count"] >= best["count"]:
                         self.cumulative[doc["task"]] = doc
                 elif doc["type"] == "counter":
-                    self.counters[doc["name"]] = max(self.counters.get(doc["name"], 0), doc["count"])
+                    self.counters[doc["name"]] = max(
+                        self.counters.get(doc["name"], 0), doc["count"]
+                    )
                 else:
                     self.windows.append(doc)
 
@@ -240,9 +247,7 @@ def run_flink(cfg: TrainConfig) -> dict:
     from connectors.admin import create_topics
     from flink_jobs.env import make_env
 
-    create_topics(
-        cfg.kafka, [cfg.predictions_topic, cfg.metrics_topic, cfg.dead_letter_topic]
-    )
+    create_topics(cfg.kafka, [cfg.predictions_topic, cfg.metrics_topic, cfg.dead_letter_topic])
     create_topics(cfg.kafka, [cfg.updates_topic], partitions=1)  # one total order of updates
     stop_offsets, expected = resolve_bounds(cfg)
     cfg = replace(cfg, stop_offsets=stop_offsets)
@@ -303,9 +308,7 @@ def run_local(cfg: TrainConfig) -> dict:
         scores = model.learn_many(indptr, indices, values, labels)
         ev = evals.setdefault(task, Prequential(task, cfg.window))
         windows.extend(ev.add(labels, scores, version, 0))
-        run_local.predictions.extend(
-            zip((e.event_id for e in batch), scores.tolist(), strict=True)
-        )
+        run_local.predictions.extend(zip((e.event_id for e in batch), scores.tolist(), strict=True))
 
     run_local.predictions = []
     cons = consumer(cfg.kafka, cfg.input_topic, committed_only=True)
@@ -392,12 +395,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ps.add_argument("--workers", type=int, default=2)
     ps.add_argument("--batch-size", type=int, default=100)
     ps.add_argument(
-        "--batch-timeout", type=int, default=200, metavar="MS",
+        "--batch-timeout",
+        type=int,
+        default=200,
+        metavar="MS",
         help="train a partial mini-batch once its oldest example waited MS (0: count only)",
     )
     ps.add_argument("--consistency", default="async", help="async | bounded:TAU | sync")
     ps.add_argument(
-        "--update-threshold", type=float, default=0.0, metavar="EPS",
+        "--update-threshold",
+        type=float,
+        default=0.0,
+        metavar="EPS",
         help="significantly-modified filter: send a weight only once it moved more than EPS",
     )
     ps.add_argument("--window", type=int, default=10_000, help="metrics window (predictions)")
@@ -407,7 +416,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--predictions-topic", default="train-predictions")
     io.add_argument("--metrics-topic", default="metrics")
     io.add_argument("--dead-letter-topic", default="dead-letters")
-    io.add_argument("--delivery", default="exactly-once", choices=["exactly-once", "at-least-once", "none"])
+    io.add_argument(
+        "--delivery", default="exactly-once", choices=["exactly-once", "at-least-once", "none"]
+    )
     io.add_argument("--max-events", type=int, metavar="N", help="stop after N events")
     io.add_argument("--stop-at-offsets", metavar="P=OFFSET,...", help="stop at these end offsets")
     io.add_argument("--summary-json", metavar="PATH", help="write final metrics and settings")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from connectors.config import KafkaConfig
 from connectors.flink_kafka import check_start, parse_offsets
 from flink_jobs.env import FlinkSettings
-from flink_jobs.options import Parser, add_flink_args, add_kafka_args, flink_settings, kafka_config
+from flink_jobs.options import add_flink_args, add_kafka_args, flink_settings, kafka_config
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,7 @@ def build(env, cfg: ValidateConfig):
     from connectors.flink_kafka import kafka_sink, kafka_source
     from operators.validate_fn import DEAD_LETTERS, ValidateFunction
 
-    source = kafka_source(
-        cfg.kafka, cfg.input_topic, cfg.job_name, cfg.start, cfg.stop_offsets
-    )
+    source = kafka_source(cfg.kafka, cfg.input_topic, cfg.job_name, cfg.start, cfg.stop_offsets)
     raw = env.from_source(source, WatermarkStrategy.no_watermarks(), "events-source").uid(
         "events-source"
     )

@@ -30,7 +30,9 @@ class ScoreHistogram:
     def add(self, labels: np.ndarray, scores: np.ndarray) -> None:
         p = np.clip(scores, EPS, 1 - EPS)
         logit = np.clip(np.log(p) - np.log1p(-p), -LOGIT_RANGE, LOGIT_RANGE)
-        b = np.minimum(((logit + LOGIT_RANGE) / (2 * LOGIT_RANGE) * self.bins).astype(np.int64), self.bins - 1)
+        b = np.minimum(
+            ((logit + LOGIT_RANGE) / (2 * LOGIT_RANGE) * self.bins).astype(np.int64), self.bins - 1
+        )
         y = np.asarray(labels).astype(bool)
         self.pos += np.bincount(b[y], minlength=self.bins)
         self.neg += np.bincount(b[~y], minlength=self.bins)
@@ -77,7 +79,9 @@ class Prequential:
         self._buffered = 0
         self.windows_done = 0
 
-    def add(self, labels, scores, version: int, staleness: int, now: float | None = None) -> list[dict]:
+    def add(
+        self, labels, scores, version: int, staleness: int, now: float | None = None
+    ) -> list[dict]:
         labels = np.asarray(labels, np.int64)
         scores = np.asarray(scores, np.float64)
         now = time.time() if now is None else now

@@ -38,7 +38,9 @@ class OnlineLogistic:
     True
     """
 
-    def __init__(self, bits: int = 20, optimizer: str = "ftrl", update_threshold: float = 0.0, **hyper):
+    def __init__(
+        self, bits: int = 20, optimizer: str = "ftrl", update_threshold: float = 0.0, **hyper
+    ):
         self.bits = bits
         self.optimizer = optimizer
         self.update_threshold = update_threshold

@@ -25,7 +25,9 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def margins(indptr: np.ndarray, values: np.ndarray, weights_at: np.ndarray, bias: float) -> np.ndarray:
+def margins(
+    indptr: np.ndarray, values: np.ndarray, weights_at: np.ndarray, bias: float
+) -> np.ndarray:
     """Per-row ``x . w + b`` given the weights gathered at each stored entry."""
     rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
     return np.bincount(rows, weights=values * weights_at, minlength=indptr.size - 1) + bias

@@ -105,7 +105,9 @@ class ShardServer:
             local = part_idx % BLOCK
             gathered = {k: arrays[k][local] for k in self.optimizer.state_names}
             w = self.optimizer.apply(gathered, np.arange(local.size), part_g)
-            if not (np.all(np.isfinite(w)) and all(np.all(np.isfinite(v)) for v in gathered.values())):
+            if not (
+                np.all(np.isfinite(w)) and all(np.all(np.isfinite(v)) for v in gathered.values())
+            ):
                 return None
             staged.append((bid, arrays, local, gathered, w))
         out_idx, out_w = [], []

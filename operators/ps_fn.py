@@ -5,7 +5,7 @@ Records between operators are tuples (pickled across the Python/Java bridge):
 
 - example ``("ex", task, worker_key, event_id, label, ts, indices, values)``
 - push    ``("push", task, shard, worker_key, clock, indices, grads)``
-- batch   ``("pred", task, worker_key, event_ids, labels, scores, version, staleness)``
+- batch   ``("pred", task, worker_key, event_ids, labels, scores, version, staleness, clock)``
 - count   ``("count", name, n)`` (dead letters, rejected pushes) for the evaluator
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyflink.common import Types
 from pyflink.datastream import (
-    KeyedBroadcastProcessFunction,
+    KeyedCoProcessFunction,
     KeyedProcessFunction,
     OutputTag,
     ProcessFunction,
@@ -44,7 +44,6 @@ PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 COUNTS = OutputTag("counts", PICKLED)
 PREDICTIONS = OutputTag("predictions", PICKLED)
-REPLICA = MapStateDescriptor("replica", Types.STRING(), PICKLED)
 DEAD_LETTER_COUNT = "__dead_letters__"
 REJECTED_COUNT = "__rejected_pushes__"
 
@@ -94,134 +93,13 @@ class ParseFunction(ProcessFunction):
         yield ("ex", event.task, key, event.event_id, event.label, event.ts, idx, vals)
 
 
-class _ReplicaView:
-    """Read (and in the broadcast path, write) one task's replica blocks in broadcast state."""
+class _MapView:
+    """Blocks in keyed MapState, as a mapping; only blocks known to exist are read.
 
-    def __init__(self, state, task: str):
-        self.state, self.task = state, task
-
-    def get(self, bid: int):
-        return self.state.get(f"{self.task}/w/{bid}")
-
-    def __setitem__(self, bid: int, block) -> None:
-        self.state.put(f"{self.task}/w/{bid}", block)
-
-
-class WorkerFunction(KeyedBroadcastProcessFunction):
-    """A training worker: buffer examples in state, score a mini-batch with the replica,
-    push its gradient to every shard, honour the consistency model.
-
-    Keyed by ``task#worker``; the broadcast side is the ``model-updates`` stream.
-    """
-
-    def __init__(self, s: PsSettings):
-        self.s = s
-
-    def open(self, runtime_context):
-        self.consistency = Consistency.parse(self.s.consistency)
-        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", PICKLED))
-        self.clock = runtime_context.get_state(ValueStateDescriptor("clock", Types.LONG()))
-        self.timer_at = runtime_context.get_state(ValueStateDescriptor("timer-at", Types.LONG()))
-        self.buffered = runtime_context.get_state(ValueStateDescriptor("buffered", Types.LONG()))
-        self.blocked = runtime_context.get_state(ValueStateDescriptor("blocked", Types.BOOLEAN()))
-
-    # -- the model stream ------------------------------------------------------------------
-    def process_broadcast_element(self, value, ctx):
-        try:
-            update = decode_update(value)
-        except DecodeError:
-            return
-        if update.run != self.s.run_id:
-            return  # an update of another run on a shared topic
-        state = ctx.get_broadcast_state(REPLICA)
-        Replica(_ReplicaView(state, update.task)).assign(update.indices, update.values)
-        state.put(f"{update.task}/clock/{update.shard}", (update.version, update.clock))
-
-    # -- the examples ----------------------------------------------------------------------
-    def process_element(self, value, ctx):
-        self.pending.add(value)
-        count = (self.buffered.value() or 0) + 1
-        self.buffered.update(count)
-        if count >= self.s.batch_size and not self.blocked.value():
-            yield from self._drain(ctx, flush=False)
-        elif count == 1 and self.s.batch_timeout_ms > 0:
-            now = ctx.timer_service().current_processing_time()
-            self._wake_at(ctx, now + self.s.batch_timeout_ms)
-
-    def on_timer(self, timestamp, ctx):
-        self.timer_at.clear()
-        self.blocked.clear()
-        yield from self._drain(ctx, flush=True)
-
-    def _shard_progress(self, ctx, task: str, key: str) -> tuple[list[int], int]:
-        state = ctx.get_broadcast_state(REPLICA)
-        applied, version = [], 0
-        for shard in range(self.s.shards):
-            entry = state.get(f"{task}/clock/{shard}")
-            shard_version, clock = entry if entry is not None else (0, {})
-            applied.append(clock.get(key, -1))
-            version += shard_version
-        return applied, version
-
-    def _drain(self, ctx, flush: bool):
-        buffered = list(self.pending.get() or [])
-        if not buffered:
-            return
-        key = ctx.get_current_key()
-        task = buffered[0][1]
-        clock = self.clock.value() or 0
-        now = ctx.timer_service().current_processing_time()
-        timeout = self.s.batch_timeout_ms
-        start = 0
-        while len(buffered) - start > 0:
-            applied, version = self._shard_progress(ctx, task, key)
-            if not self.consistency.may_start(clock, applied):
-                self.blocked.update(True)  # examples wait in state; a timer retries
-                self._wake_at(ctx, now + 5)
-                break
-            full = len(buffered) - start >= self.s.batch_size
-            if not full and not (flush and timeout > 0):
-                if timeout > 0:  # a partial batch: train it once its time is up
-                    self._wake_at(ctx, now + timeout)
-                break
-            batch = buffered[start : start + self.s.batch_size]
-            start += len(batch)
-            staleness = clock - (min(applied) + 1)
-            yield from self._train(ctx, task, key, clock, batch, version, staleness)
-            clock += 1
-        self.clock.update(clock)
-        if start:
-            self.pending.update(buffered[start:])
-            self.buffered.update(len(buffered) - start)
-
-    def _wake_at(self, ctx, at: int) -> None:
-        current = self.timer_at.value()
-        if current is None or current > at:
-            ctx.timer_service().register_processing_time_timer(at)
-            self.timer_at.update(at)
-
-    def _train(self, ctx, task, key, clock, batch, version, staleness):
-        lengths = [len(ex[6]) for ex in batch]
-        indptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-        indices = np.concatenate([ex[6] for ex in batch]).astype(np.int64)
-        values = np.concatenate([ex[7] for ex in batch]).astype(np.float64)
-        labels = np.array([ex[4] for ex in batch], np.float64)
-        replica = Replica(_ReplicaView(ctx.get_broadcast_state(REPLICA), task))
-        scores = predict_proba(indptr, indices, values, replica.lookup, self.s.bits)
-        idx, g = gradient(indptr, indices, values, labels, scores, self.s.bits)
-        for shard, part_idx, part_g in split_by_shard(idx, g, self.s.dim, self.s.shards):
-            yield ("push", task, shard, key, clock, part_idx, part_g)
-        event_ids = [ex[3] for ex in batch]
-        yield PREDICTIONS, ("pred", task, key, event_ids, labels.astype(np.int64), scores, version, staleness)
-
-
-class _BlockView:
-    """A shard's optimizer blocks in keyed MapState, as the mapping ``ShardServer`` expects.
-
-    Only blocks known to exist are read: a MapState read of an absent key, under
-    checkpointing, failed inside PyFlink 2.0's state channel ("A serializer has already been
-    registered for the state" / "Unknown process bundle instruction id"), so the set of
-    block ids lives in the shard's metadata and a new block never costs a read.
+    A MapState read of an absent key, under checkpointing, failed inside PyFlink 2.0's state
+    channel ("A serializer has already been registered for the state" / "Unknown process
+    bundle instruction id"), so the set of block ids is kept beside the blocks and a new
+    block never costs a read.
     """
 
     def __init__(self, state, known: set):
@@ -230,9 +108,143 @@ class _BlockView:
     def get(self, bid: int):
         return self.state.get(bid) if bid in self.known else None
 
-    def __setitem__(self, bid: int, arrays) -> None:
+    def __setitem__(self, bid: int, value) -> None:
         self.known.add(bid)
-        self.state.put(bid, arrays)
+        self.state.put(bid, value)
+
+
+def fan_out_updates(workers: int):
+    """Copy each model update to every worker key of its task (``task#0`` .. ``task#W-1``).
+
+    Updates reach the workers as keyed input rather than broadcast state, so an update that
+    unblocks a worker is processed in that worker's key context and trains at once (no
+    polling timers), and each worker's replica is its own keyed state.
+    """
+
+    def fan_out(value):
+        try:
+            task = decode_update(value).task
+        except DecodeError:
+            return
+        for w in range(workers):
+            yield f"{task}#{w}", value
+
+    return fan_out
+
+
+class WorkerFunction(KeyedCoProcessFunction):
+    """A training worker, keyed by ``task#worker``: buffer examples in state, score a
+    mini-batch with its replica, push the gradient to every shard, honour the consistency
+    model. Input 1 is examples, input 2 the model updates read back from Kafka.
+    """
+
+    def __init__(self, s: PsSettings):
+        self.s = s
+
+    def open(self, runtime_context):
+        self.consistency = Consistency.parse(self.s.consistency)
+        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", PICKLED))
+        self.buffered = runtime_context.get_state(ValueStateDescriptor("buffered", Types.LONG()))
+        self.clock = runtime_context.get_state(ValueStateDescriptor("clock", Types.LONG()))
+        self.timer_at = runtime_context.get_state(ValueStateDescriptor("timer-at", Types.LONG()))
+        # a partial batch whose time is up stays due until trained, even if blocked meanwhile
+        self.due = runtime_context.get_state(ValueStateDescriptor("due", Types.BOOLEAN()))
+        self.replica = runtime_context.get_map_state(
+            MapStateDescriptor("replica", Types.LONG(), PICKLED)
+        )
+        # {"blocks": set of replica block ids, "shards": {shard: (version, my applied clock)}}
+        self.meta = runtime_context.get_state(ValueStateDescriptor("replica-meta", PICKLED))
+
+    def _meta(self) -> dict:
+        return self.meta.value() or {"blocks": set(), "shards": {}}
+
+    # -- the model stream ------------------------------------------------------------------
+    def process_element2(self, value, ctx):
+        key, raw = value
+        update = decode_update(raw)
+        if update.run != self.s.run_id:
+            return  # an update of another run on a shared topic
+        meta = self._meta()
+        Replica(_MapView(self.replica, meta["blocks"])).assign(update.indices, update.values)
+        meta["shards"][update.shard] = (update.version, update.clock.get(key, -1))
+        self.meta.update(meta)
+        yield from self._drain(ctx, meta, flush=False)
+
+    # -- the examples ----------------------------------------------------------------------
+    def process_element1(self, value, ctx):
+        self.pending.add(value)
+        count = (self.buffered.value() or 0) + 1
+        self.buffered.update(count)
+        if count >= self.s.batch_size:
+            yield from self._drain(ctx, self._meta(), flush=False)
+        elif self.s.batch_timeout_ms > 0:
+            now = ctx.timer_service().current_processing_time()
+            at = self.timer_at.value()
+            if at is None or at < now - self.s.batch_timeout_ms:  # none, or lost in a restore
+                at = now + self.s.batch_timeout_ms
+                ctx.timer_service().register_processing_time_timer(at)
+                self.timer_at.update(at)
+
+    def on_timer(self, timestamp, ctx):
+        self.timer_at.clear()
+        self.due.update(True)
+        yield from self._drain(ctx, self._meta(), flush=True)
+
+    def _drain(self, ctx, meta: dict, flush: bool):
+        if not self.buffered.value():
+            return
+        buffered = list(self.pending.get() or [])
+        key = ctx.get_current_key()
+        task = buffered[0][1]
+        clock = self.clock.value() or 0
+        flush = flush or bool(self.due.value())
+        start = 0
+        while start < len(buffered):
+            progress = [meta["shards"].get(s, (0, -1)) for s in range(self.s.shards)]
+            applied = [mine for _, mine in progress]
+            if not self.consistency.may_start(clock, applied):
+                break  # examples wait in state; the next model update retries
+            if len(buffered) - start < self.s.batch_size and not flush:
+                break
+            batch = buffered[start : start + self.s.batch_size]
+            start += len(batch)
+            version = sum(v for v, _ in progress)
+            staleness = clock - (min(applied) + 1)
+            yield from self._train(task, key, clock, batch, version, staleness, meta)
+            clock += 1
+        if start:
+            self.clock.update(clock)
+            self.pending.update(buffered[start:])
+            self.buffered.update(len(buffered) - start)
+            if start == len(buffered):
+                self.due.clear()
+
+    def _train(self, task, key, clock, batch, version, staleness, meta):
+        lengths = [len(ex[6]) for ex in batch]
+        indptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+        indices = np.concatenate([ex[6] for ex in batch]).astype(np.int64)
+        values = np.concatenate([ex[7] for ex in batch]).astype(np.float64)
+        labels = np.array([ex[4] for ex in batch], np.float64)
+        replica = Replica(_MapView(self.replica, meta["blocks"]))
+        scores = predict_proba(indptr, indices, values, replica.lookup, self.s.bits)
+        idx, g = gradient(indptr, indices, values, labels, scores, self.s.bits)
+        for shard, part_idx, part_g in split_by_shard(idx, g, self.s.dim, self.s.shards):
+            yield ("push", task, shard, key, clock, part_idx, part_g)
+        event_ids = [ex[3] for ex in batch]
+        yield (
+            PREDICTIONS,
+            (
+                "pred",
+                task,
+                key,
+                event_ids,
+                labels.astype(np.int64),
+                scores,
+                version,
+                staleness,
+                clock,
+            ),
+        )
 
 
 def _new_meta() -> dict:
@@ -299,7 +311,7 @@ class ShardFunction(KeyedProcessFunction):
         self.held.update(held)
 
     def _apply(self, meta, task, shard, pushes, idx, g):
-        result = self.server.apply(_BlockView(self.blocks, meta["blocks"]), idx, g)
+        result = self.server.apply(_MapView(self.blocks, meta["blocks"]), idx, g)
         if result is None:
             meta["rejected"] += 1
             result = (np.zeros(0, np.int64), np.zeros(0))
@@ -364,7 +376,7 @@ class EvaluatorFunction(KeyedProcessFunction):
             total = (self.state.value() or 0) + record[2]
             self.state.update(total)
         else:
-            _, task, _, _, labels, scores, version, staleness = record
+            _, task, _, _, labels, scores, version, staleness, _ = record
             ev = self.state.value() or Prequential(task, self.window)
             for window in ev.add(labels, scores, version, staleness):
                 yield json.dumps(window)
@@ -391,7 +403,7 @@ def prediction_lines(record):
     """One JSON line per test-then-train prediction of a mini-batch record."""
     import json
 
-    _, task, worker, event_ids, labels, scores, version, staleness = record
+    _, task, worker, event_ids, labels, scores, version, staleness, clock = record
     for event_id, label, score in zip(event_ids, labels.tolist(), scores.tolist(), strict=True):
         yield json.dumps(
             {
@@ -402,6 +414,7 @@ def prediction_lines(record):
                 "model_version": version,
                 "staleness": staleness,
                 "worker": worker,
+                "clock": clock,
             },
             separators=(",", ":"),
         )

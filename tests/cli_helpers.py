@@ -10,7 +10,9 @@ from pathlib import Path
 SCRIPT = str(Path(sys.executable).with_name("streamshard"))
 
 
-def streamshard(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def streamshard(
+    *args: str, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [SCRIPT, *args], capture_output=True, text=True, env=full_env, timeout=timeout

@@ -56,8 +56,16 @@ def test_generate_then_tail_through_the_cli(kafka, topic_name, tmp_path):
     truth = tmp_path / "truth.json"
     env = {"STREAMSHARD_BOOTSTRAP": kafka.bootstrap_servers}
     out = streamshard(
-        "generate", "--events", "3000", "--topic", topic_name, "--seed", "7",
-        "--truth", str(truth), env=env,
+        "generate",
+        "--events",
+        "3000",
+        "--topic",
+        topic_name,
+        "--seed",
+        "7",
+        "--truth",
+        str(truth),
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     assert "wrote 3,000 events" in out.stdout and "end offsets 0=3000" in out.stdout

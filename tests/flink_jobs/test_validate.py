@@ -23,7 +23,9 @@ EVENTS = 10_000
 
 def test_valid_events_out_and_every_bad_one_in_dead_letters(kafka, topic_name, tmp_path):
     docs = [doc for doc, _ in CtrStream(CtrSettings(events=EVENTS, seed=11)).events()]
-    bad_at = set(np.random.default_rng(1).choice(EVENTS, size=EVENTS // 100, replace=False).tolist())
+    bad_at = set(
+        np.random.default_rng(1).choice(EVENTS, size=EVENTS // 100, replace=False).tolist()
+    )
     records, expected_reason, expected_valid = [], {}, set()
     for i, doc in enumerate(docs):
         if i in bad_at:
@@ -40,13 +42,20 @@ def test_valid_events_out_and_every_bad_one_in_dead_letters(kafka, topic_name, t
 
     result = streamshard(
         "validate",
-        "--bootstrap-servers", kafka.bootstrap_servers,
-        "--input-topic", source,
-        "--output-topic", out,
-        "--dead-letter-topic", dlq,
-        "--stop-at-offsets", ",".join(f"{p}={o}" for p, o in ends.items()),
-        "--checkpoint-interval", "1000",
-        "--checkpoint-dir", f"file://{tmp_path}/ckpt",
+        "--bootstrap-servers",
+        kafka.bootstrap_servers,
+        "--input-topic",
+        source,
+        "--output-topic",
+        out,
+        "--dead-letter-topic",
+        dlq,
+        "--stop-at-offsets",
+        ",".join(f"{p}={o}" for p, o in ends.items()),
+        "--checkpoint-interval",
+        "1000",
+        "--checkpoint-dir",
+        f"file://{tmp_path}/ckpt",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -18,7 +18,7 @@ def ftrl_loop(steps, alpha, beta, l1, l2, size):
         return -(z[i] - sign * l1) / ((beta + math.sqrt(n[i])) / alpha + l2)
 
     for idx, grads in steps:
-        for i, g in zip(idx, grads):
+        for i, g in zip(idx, grads, strict=False):
             w = weight(i)
             sigma = (math.sqrt(n[i] + g * g) - math.sqrt(n[i])) / alpha
             z[i] += g - sigma * w
@@ -53,7 +53,7 @@ def test_adagrad_matches_the_plain_loop():
     w, g2 = [0.0] * 50, [0.0] * 50
     for idx, grads in steps:
         opt.apply(state, idx, grads)
-        for i, g in zip(idx, grads):
+        for i, g in zip(idx, grads, strict=False):
             g = g + 0.01 * w[i]
             g2[i] += g * g
             w[i] -= 0.2 * g / (math.sqrt(g2[i]) + 1e-8)
@@ -67,7 +67,7 @@ def test_sgd_matches_the_plain_loop():
     w = [0.0] * 50
     for idx, grads in steps:
         opt.apply(state, idx, grads)
-        for i, g in zip(idx, grads):
+        for i, g in zip(idx, grads, strict=False):
             w[i] -= 0.05 * (g + 0.1 * w[i])
     np.testing.assert_allclose(state["w"], w, rtol=0, atol=1e-12)
 
