@@ -126,32 +126,39 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
     assert abs(f["auc"] - lo["auc"]) <= 1e-9
 
 
-def test_bounded_delay_never_exceeds_its_bound(kafka, topic_name, tmp_path):
-    events = 6000
-    fill_topic(kafka, topic_name, events, seed=22)
+def test_bounded_delay_never_exceeds_its_bound_with_two_tasks(kafka, topic_name, tmp_path):
+    per_task = 3000
+    streams = [
+        CtrStream(CtrSettings(events=per_task, seed=22, task="ctr")).events(),
+        CtrStream(CtrSettings(events=per_task, seed=23, task="fraud")).events(),
+    ]
+    records = []
+    for (a, _), (b, _) in zip(*streams, strict=True):  # interleaved: one stream, two tasks
+        b = {**b, "event_id": "f" + b["event_id"]}
+        records += [(a["event_id"].encode(), encode(a)), (b["event_id"].encode(), encode(b))]
+    create_topics(kafka, [topic_name], partitions=1)
+    produce(kafka, topic_name, records)
+    events = 2 * per_task
     summary = run_train(
-        kafka,
-        topic_name,
-        tmp_path,
-        "--consistency",
-        "bounded:2",
-        "--workers",
-        "2",
-        "--shards",
-        "4",
-        "--batch-size",
-        "50",
-        "--max-events",
-        str(events),
+        kafka, topic_name, tmp_path,
+        "--consistency", "bounded:2", "--workers", "2", "--shards", "4",
+        "--batch-size", "50", "--max-events", str(events),
     )
     assert summary["events"] == events
-    preds = read_records(kafka, f"{topic_name}-pred", count=events, timeout=30)
-    staleness = [json.loads(r.value)["staleness"] for r in preds]
-    assert len(staleness) == events
-    assert max(staleness) <= 2
-    assert summary["tasks"]["ctr"]["staleness_max"] <= 2
-    # every event trained exactly once
-    assert len({json.loads(r.value)["event_id"] for r in preds}) == events
+    # several tasks in one stream train separate models (the paper's namespaces)
+    assert {t: doc["count"] for t, doc in summary["tasks"].items()} == {
+        "ctr": per_task,
+        "fraud": per_task,
+    }
+    preds = [json.loads(r.value) for r in read_records(kafka, f"{topic_name}-pred", idle=3)]
+    assert len({p["event_id"] for p in preds}) == events
+    assert max(p["staleness"] for p in preds) <= 2
+    assert all(doc["staleness_max"] <= 2 for doc in summary["tasks"].values())
+    # each task's updates carry only that task's model
+    tasks_in_updates = {
+        decode_update(r.value).task for r in read_records(kafka, f"{topic_name}-updates", idle=3)
+    }
+    assert tasks_in_updates == {"ctr", "fraud"}
 
 
 def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name, tmp_path):
