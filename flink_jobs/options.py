@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from connectors.broker import read_record
@@ -44,16 +45,10 @@ def kafka_config(args: argparse.Namespace) -> KafkaConfig:
             raise ConfigError(f"--kafka-property must be NAME=VALUE, got {item!r}")
         overrides[name.strip()] = value.strip()
     bootstrap = args.bootstrap_servers
-    if not bootstrap and not _env_bootstrap():
+    if not bootstrap and not os.environ.get(BOOTSTRAP_ENV):
         record = read_record()
         bootstrap = record.bootstrap_servers if record else None
     return KafkaConfig.from_sources(bootstrap, args.kafka_properties_file, overrides)
-
-
-def _env_bootstrap() -> str | None:
-    import os
-
-    return os.environ.get(BOOTSTRAP_ENV)
 
 
 def add_flink_args(

@@ -281,7 +281,21 @@ def run_flink(cfg: TrainConfig) -> dict:
     return _summary(cfg, watcher.cumulative, watcher.counters, watcher.windows, expected, elapsed)
 
 
+@dataclass
+class LocalRun:
+    """What the local reference run leaves behind: its summary, every prediction
+    ``(event_id, score)`` in order, and the model of each task."""
+
+    summary: dict
+    predictions: list
+    models: dict
+
+
 def run_local(cfg: TrainConfig) -> dict:
+    return local_run(cfg).summary
+
+
+def local_run(cfg: TrainConfig) -> LocalRun:
     """The reference learner over the same events, one process, mini-batches cut by count."""
     from connectors.admin import consumer
     from connectors.errors import DecodeError
@@ -295,6 +309,7 @@ def run_local(cfg: TrainConfig) -> dict:
     evals: dict[str, Prequential] = {}
     pending: dict[str, list] = {}
     windows: list[dict] = []
+    predictions: list = []
     dead = 0
     started = time.monotonic()
 
@@ -308,9 +323,8 @@ def run_local(cfg: TrainConfig) -> dict:
         scores = model.learn_many(indptr, indices, values, labels)
         ev = evals.setdefault(task, Prequential(task, cfg.window))
         windows.extend(ev.add(labels, scores, version, 0))
-        run_local.predictions.extend(zip((e.event_id for e in batch), scores.tolist(), strict=True))
+        predictions.extend(zip((e.event_id for e in batch), scores.tolist(), strict=True))
 
-    run_local.predictions = []
     cons = consumer(cfg.kafka, cfg.input_topic, committed_only=True)
     try:
         seen = 0
@@ -347,8 +361,7 @@ def run_local(cfg: TrainConfig) -> dict:
         REJECTED_COUNT: sum(m.rejected_ for m in models.values()),
     }
     summary = _summary(cfg, cumulative, counters, windows, expected, elapsed)
-    run_local.models = models
-    return summary
+    return LocalRun(summary, predictions, models)
 
 
 def _summary(cfg, cumulative, counters, windows, expected, elapsed) -> dict:

@@ -93,8 +93,8 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
         consistency="sync",
         max_events=events,
     )
-    local = train.run(local_cfg)
-    local_scores = dict(train.run_local.predictions)
+    reference = train.local_run(local_cfg)
+    local, local_scores = reference.summary, dict(reference.predictions)
 
     # every malformed event went to dead-letters with its reason; the job never restarted
     assert summary["dead_letters"] == events // 100 == local["dead_letters"]
@@ -115,7 +115,7 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
         update = decode_update(record.value)
         replica.assign(update.indices, update.values)
     flink_w = replica.dense(dimension(BITS))
-    local_w = train.run_local.models["ctr"].weights_
+    local_w = reference.models["ctr"].weights_
     assert np.all(np.isfinite(flink_w))
     assert np.max(np.abs(flink_w - local_w)) <= 1e-6
     assert np.count_nonzero(local_w) > 100
