@@ -219,7 +219,12 @@ class _MetricsWatcher:
         self.counters: dict[str, int] = {}
 
     def poll(self) -> None:
-        for records in self.consumer.poll(timeout_ms=500).values():
+        polled = self.consumer.poll(timeout_ms=500)
+        if not polled:
+            # kafka-python returned at once with nothing (the embedded broker does not hold
+            # empty fetches): pace the loop so the driver does not take a core from the job
+            time.sleep(0.2)
+        for records in polled.values():
             for record in records:
                 doc = json.loads(record.value)
                 if doc["type"] == "cumulative":
