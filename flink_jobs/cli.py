@@ -78,6 +78,46 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from connectors.admin import read_records
+    from connectors.hashing import check_bits
+    from connectors.messages import decode_update
+    from connectors.snapshot import from_updates, save
+
+    try:
+        check_bits(args.hash_bits)
+    except ValueError as exc:
+        raise StreamshardError(str(exc)) from exc
+    records = read_records(kafka_config(args), args.updates_topic, idle=args.idle)
+    updates = []
+    for record in records:
+        try:
+            updates.append(decode_update(record.value))
+        except StreamshardError:
+            continue  # not an update of ours
+    snapshots = from_updates(updates, args.hash_bits)
+    if not snapshots:
+        raise StreamshardError(f"no model updates on topic {args.updates_topic!r}")
+    for snap in snapshots:
+        print(f"{save(snap, args.out)}  task {snap.task} version {snap.version} run {snap.run}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import joblib
+
+    from connectors.snapshot import load
+    from operators.export import to_sklearn
+
+    snap = load(args.model)
+    joblib.dump(to_sklearn(snap.weights, snap.bits), args.out)
+    print(
+        f"wrote {args.out}: Pipeline(FeatureHasher(2**{snap.bits}), LogisticRegression) of "
+        f"task {snap.task} version {snap.version}; load it with joblib.load"
+    )
+    return 0
+
+
 def _record_line(record, with_meta: bool) -> str:
     text = record.value.decode("utf-8", "backslashreplace") if record.value is not None else None
     try:
@@ -158,6 +198,22 @@ def build_parser() -> Parser:
     p = sub.add_parser("train", help="Flink job: online training through a parameter server")
     train.add_arguments(p)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("snapshot", help="save the latest weights of each model to a directory")
+    p.add_argument("--updates-topic", default="model-updates")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--hash-bits", type=int, default=20, help="the run's --hash-bits")
+    p.add_argument(
+        "--idle", type=float, default=3.0, help="seconds without records that end the read"
+    )
+    add_kafka_args(p)
+    p.set_defaults(func=_snapshot)
+
+    p = sub.add_parser("export", help="turn a snapshot into a scikit-learn pipeline file")
+    p.add_argument("--model", required=True, metavar="DIR", help="a snapshot directory")
+    p.add_argument("--to", default="sklearn", choices=["sklearn"])
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("tail", help="print the records of a topic as JSON lines")
     p.add_argument("--topic", required=True)

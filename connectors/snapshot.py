@@ -1,0 +1,150 @@
+"""Versioned model snapshots: ``weights.npz`` (plain numeric arrays) + ``manifest.json``.
+
+A snapshot directory holds nothing that needs pickle; loading checks the format version and
+the SHA-256 of every file listed in the manifest, and refuses anything else with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from connectors.errors import StreamshardError
+from operators.logistic import dimension
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.npz"
+MANIFEST_FILE = "manifest.json"
+
+
+class SnapshotError(StreamshardError):
+    """A snapshot cannot be written or loaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    task: str
+    bits: int
+    version: int
+    weights: np.ndarray = field(repr=False)
+    clock: dict = field(default_factory=dict)
+    run: str | None = None
+    model: str = "logistic"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save(snapshot: Snapshot, root: str | Path) -> Path:
+    """Write ``root/<task>-v<version>/``; return that directory."""
+    if snapshot.weights.shape != (dimension(snapshot.bits),):
+        raise SnapshotError(
+            f"weights must have 2**bits + 1 = {dimension(snapshot.bits)} entries, "
+            f"got {snapshot.weights.shape}"
+        )
+    out = Path(root) / f"{snapshot.task}-v{snapshot.version}"
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / WEIGHTS_FILE, weights=np.asarray(snapshot.weights, dtype=np.float64))
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model": snapshot.model,
+        "task": snapshot.task,
+        "version": snapshot.version,
+        "clock": snapshot.clock,
+        "run": snapshot.run,
+        "hash_bits": snapshot.bits,
+        "hashing": {
+            "like": "sklearn.feature_extraction.FeatureHasher",
+            "n_features": 1 << snapshot.bits,
+            "input_type": "dict",
+            "alternate_sign": True,
+            "intercept_index": 1 << snapshot.bits,
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": {WEIGHTS_FILE: _sha256(out / WEIGHTS_FILE)},
+    }
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def load(directory: str | Path) -> Snapshot:
+    """Load and verify a snapshot directory."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    except FileNotFoundError as exc:
+        raise SnapshotError(f"{directory}: missing {MANIFEST_FILE}") from exc
+    except ValueError as exc:
+        raise SnapshotError(f"{directory}: {MANIFEST_FILE} is not JSON: {exc}") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise SnapshotError(
+            f"{directory}: unknown format version {manifest.get('format_version')!r} "
+            f"(this streamshard reads {FORMAT_VERSION})"
+        )
+    for name, digest in manifest.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise SnapshotError(f"{directory}: missing file {name} listed in the manifest")
+        if _sha256(path) != digest:
+            raise SnapshotError(f"{directory}: checksum mismatch for {name}")
+    if WEIGHTS_FILE not in manifest.get("files", {}):
+        raise SnapshotError(f"{directory}: the manifest lists no {WEIGHTS_FILE}")
+    try:
+        with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as data:
+            weights = np.array(data["weights"], dtype=np.float64)
+    except (ValueError, KeyError, OSError) as exc:
+        raise SnapshotError(
+            f"{directory}: cannot read {WEIGHTS_FILE} without pickle: {exc}"
+        ) from exc
+    bits = int(manifest["hash_bits"])
+    if weights.shape != (dimension(bits),):
+        raise SnapshotError(f"{directory}: weights have shape {weights.shape}, not 2**{bits}+1")
+    return Snapshot(
+        task=manifest["task"],
+        bits=bits,
+        version=int(manifest["version"]),
+        weights=weights,
+        clock=manifest.get("clock", {}),
+        run=manifest.get("run"),
+        model=manifest.get("model", "logistic"),
+    )
+
+
+def from_updates(updates, bits: int) -> list[Snapshot]:
+    """Materialize the latest weights of each task of the newest run from model updates
+    (``ModelUpdate`` objects in topic order; absolute values, so the last one wins)."""
+    from operators.ps import Replica
+
+    updates = list(updates)
+    if not updates:
+        return []
+    run = updates[-1].run
+    replicas: dict[str, Replica] = {}
+    shards: dict[str, dict] = {}
+    for update in updates:
+        if update.run != run:
+            continue
+        if update.indices.size and update.indices.max() >= dimension(bits):
+            raise SnapshotError(
+                f"update of task {update.task!r} has index {int(update.indices.max())}, "
+                f"beyond 2**{bits}: pass the run's --hash-bits"
+            )
+        replicas.setdefault(update.task, Replica()).assign(update.indices, update.values)
+        shards.setdefault(update.task, {})[update.shard] = (update.version, update.clock)
+    return [
+        Snapshot(
+            task=task,
+            bits=bits,
+            version=sum(v for v, _ in shards[task].values()),
+            weights=replica.dense(dimension(bits)),
+            clock={str(s): c for s, (_, c) in sorted(shards[task].items())},
+            run=run,
+        )
+        for task, replica in sorted(replicas.items())
+    ]

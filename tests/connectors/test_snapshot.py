@@ -1,0 +1,151 @@
+import json
+
+import numpy as np
+import pytest
+
+from connectors.messages import ModelUpdate
+from connectors.snapshot import Snapshot, SnapshotError, from_updates, load, save
+
+BITS = 6
+
+
+def snap(version=3):
+    w = np.random.default_rng(version).normal(0, 1, 2**BITS + 1)
+    return Snapshot(task="ctr", bits=BITS, version=version, weights=w, clock={"0": {"ctr#0": 2}})
+
+
+def test_round_trip(tmp_path):
+    original = snap()
+    out = save(original, tmp_path)
+    assert out.name == "ctr-v3"
+    loaded = load(out)
+    np.testing.assert_array_equal(loaded.weights, original.weights)
+    assert (loaded.task, loaded.bits, loaded.version, loaded.clock) == (
+        "ctr",
+        BITS,
+        3,
+        original.clock,
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["hashing"]["n_features"] == 2**BITS and len(manifest["files"]) == 1
+
+
+def test_refuses_checksum_mismatch(tmp_path):
+    out = save(snap(), tmp_path)
+    np.savez(out / "weights.npz", weights=np.zeros(2**BITS + 1))
+    with pytest.raises(SnapshotError, match="checksum mismatch for weights.npz"):
+        load(out)
+
+
+def test_refuses_missing_files(tmp_path):
+    out = save(snap(), tmp_path)
+    (out / "weights.npz").unlink()
+    with pytest.raises(SnapshotError, match="missing file weights.npz"):
+        load(out)
+    with pytest.raises(SnapshotError, match="missing manifest.json"):
+        load(tmp_path / "nothing-here")
+
+
+def test_refuses_unknown_format_version(tmp_path):
+    out = save(snap(), tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SnapshotError, match="unknown format version 99"):
+        load(out)
+
+
+def test_refuses_anything_that_needs_pickle(tmp_path):
+    out = save(snap(), tmp_path)
+    np.savez(out / "weights.npz", weights=np.array([{"evil": 1}], dtype=object))
+    manifest = json.loads((out / "manifest.json").read_text())
+    import hashlib
+
+    manifest["files"]["weights.npz"] = hashlib.sha256(
+        (out / "weights.npz").read_bytes()
+    ).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SnapshotError, match="without pickle"):
+        load(out)
+
+
+def test_from_updates_keeps_the_newest_run_and_last_values():
+    def update(run, shard, version, idx, vals, task="ctr"):
+        return ModelUpdate(
+            run,
+            task,
+            shard,
+            version,
+            {"ctr#0": version - 1},
+            np.array(idx),
+            np.array(vals, dtype=float),
+        )
+
+    snaps = from_updates(
+        [
+            update("old", 0, 1, [1], [9.0]),
+            update("new", 0, 1, [1, 2], [0.5, 0.25]),
+            update("new", 1, 1, [40], [1.5]),
+            update("new", 0, 2, [1], [0.75]),
+            update("new", 0, 1, [3], [2.0], task="fraud"),
+        ],
+        BITS,
+    )
+    assert [s.task for s in snaps] == ["ctr", "fraud"]
+    ctr = snaps[0]
+    assert ctr.version == 3 and ctr.run == "new"
+    assert ctr.weights[[1, 2, 40]].tolist() == [0.75, 0.25, 1.5]
+    assert np.count_nonzero(ctr.weights) == 3
+    with pytest.raises(SnapshotError, match="beyond 2\\*\\*6"):
+        from_updates([update("r", 0, 1, [5000], [1.0])], BITS)
+
+
+@pytest.mark.kafka
+def test_snapshot_and_export_commands(kafka, topic_name, tmp_path):
+    import joblib
+
+    from connectors.admin import create_topics, produce
+    from tests.cli_helpers import streamshard
+
+    rng = np.random.default_rng(5)
+    idx = np.arange(0, 2**BITS + 1, 3)
+    vals = rng.normal(0, 1, idx.size)
+    update = ModelUpdate("r1", "ctr", 0, 7, {"ctr#0": 6}, idx, vals)
+    create_topics(kafka, [topic_name])
+    produce(kafka, topic_name, [(None, b"not an update"), (None, update.to_json().encode())])
+    env = {"STREAMSHARD_BOOTSTRAP": kafka.bootstrap_servers}
+    out = streamshard(
+        "snapshot",
+        "--updates-topic",
+        topic_name,
+        "--out",
+        str(tmp_path),
+        "--hash-bits",
+        str(BITS),
+        "--idle",
+        "1",
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ctr-v7" in out.stdout
+    out = streamshard(
+        "export",
+        "--model",
+        str(tmp_path / "ctr-v7"),
+        "--to",
+        "sklearn",
+        "--out",
+        str(tmp_path / "model.joblib"),
+    )
+    assert out.returncode == 0, out.stderr
+    pipe = joblib.load(tmp_path / "model.joblib")
+    weights = np.zeros(2**BITS + 1)
+    weights[idx] = vals
+    from connectors.hashing import hash_features
+
+    features = {"site": "a1", "price": 2.5}
+    i, v = hash_features(features, BITS)
+    expected = 1 / (1 + np.exp(-(weights[i] @ v + weights[-1])))
+    assert abs(pipe.predict_proba([features])[0, 1] - expected) <= 1e-9
+    bad = streamshard("export", "--model", str(tmp_path / "missing"), "--out", "x")
+    assert bad.returncode == 2 and "missing manifest.json" in bad.stderr
