@@ -85,15 +85,6 @@ def delete_topics(cfg: KafkaConfig, names: Iterable[str]) -> list[str]:
     return doomed
 
 
-def partitions_for(cfg: KafkaConfig, topic: str) -> list[int]:
-    with admin_client(cfg) as admin:
-        described = admin.describe_topics([topic])
-    parts = described[0].get("partitions") or [] if described else []
-    if not parts:
-        raise StreamshardError(f"topic {topic!r} does not exist at {cfg.bootstrap_servers}")
-    return sorted(p.get("partition_index", p.get("partition")) for p in parts)
-
-
 def producer(cfg: KafkaConfig, **overrides) -> KafkaProducer:
     check_reachable(cfg)
     try:

@@ -88,14 +88,14 @@ class EmbeddedBroker:
         Port to listen on; ``None`` picks a free one.
     log_path
         Where the broker's output goes; ``None`` discards it.
-    detach
-        Start in its own session so it outlives this process (``streamshard broker start``).
+
+    The broker runs in its own session, so it outlives this process unless stopped
+    (``streamshard broker start`` relies on that).
     """
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None, detach: bool = False):
+    def __init__(self, port: int | None = None, log_path: Path | None = None):
         self.port = port
         self.log_path = log_path
-        self.detach = detach
         self.process: subprocess.Popen | None = None
 
     @property
@@ -199,7 +199,7 @@ def start_detached(port: int | None = None) -> BrokerRecord:
         )
     state_dir().mkdir(parents=True, exist_ok=True)
     log = state_dir() / "broker.log"
-    broker = EmbeddedBroker(port, log_path=log, detach=True).start()
+    broker = EmbeddedBroker(port, log_path=log).start()
     record = BrokerRecord(broker.process.pid, broker.bootstrap_servers, str(log), time.time())
     _record_path().write_text(json.dumps(asdict(record)))
     return record
