@@ -25,6 +25,7 @@ from connectors.errors import ConfigError, StreamshardError
 from connectors.flink_kafka import parse_offsets
 from flink_jobs.env import FlinkSettings
 from flink_jobs.options import add_flink_args, add_kafka_args, flink_settings, kafka_config
+from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
 from operators.optim import make_optimizer
 from operators.ps import Consistency
 
@@ -239,8 +240,6 @@ class _MetricsWatcher:
                     self.windows.append(doc)
 
     def accounted(self) -> int:
-        from operators.ps_fn import DEAD_LETTER_COUNT
-
         tasks = sum(doc["count"] for doc in self.cumulative.values())
         return tasks + self.counters.get(DEAD_LETTER_COUNT, 0)
 
@@ -359,8 +358,6 @@ def local_run(cfg: TrainConfig) -> LocalRun:
             train(task, batch)
     elapsed = time.monotonic() - started
     cumulative = {task: ev.cumulative() for task, ev in evals.items()}
-    from operators.ps_fn import DEAD_LETTER_COUNT, REJECTED_COUNT
-
     counters = {
         DEAD_LETTER_COUNT: dead,
         REJECTED_COUNT: sum(m.rejected_ for m in models.values()),
@@ -370,8 +367,6 @@ def local_run(cfg: TrainConfig) -> LocalRun:
 
 
 def _summary(cfg, cumulative, counters, windows, expected, elapsed) -> dict:
-    from operators.ps_fn import DEAD_LETTER_COUNT, REJECTED_COUNT
-
     events = sum(doc["count"] for doc in cumulative.values()) + counters.get(DEAD_LETTER_COUNT, 0)
     return {
         "engine": cfg.engine,

@@ -17,6 +17,9 @@ from operators.metrics import EPS, summary
 
 BINS = 1 << 16
 LOGIT_RANGE = 12.0
+# counters the evaluator keeps beside the tasks' metrics
+DEAD_LETTER_COUNT = "__dead_letters__"
+REJECTED_COUNT = "__rejected_pushes__"
 
 
 class ScoreHistogram:

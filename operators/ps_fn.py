@@ -35,7 +35,7 @@ from connectors.errors import DecodeError
 from connectors.events import decode_event
 from connectors.hashing import hash_features
 from connectors.messages import ModelUpdate, decode_update
-from operators.evaluation import Prequential
+from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.logistic import dimension, gradient, predict_proba
 from operators.optim import make_optimizer
 from operators.ps import Consistency, Replica, ShardServer, split_by_shard
@@ -44,8 +44,6 @@ PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 COUNTS = OutputTag("counts", PICKLED)
 PREDICTIONS = OutputTag("predictions", PICKLED)
-DEAD_LETTER_COUNT = "__dead_letters__"
-REJECTED_COUNT = "__rejected_pushes__"
 
 
 @dataclass(frozen=True)
