@@ -66,18 +66,21 @@ def hash_features(features: Mapping[str, str | float], bits: int) -> tuple[np.nd
     return indices, values
 
 
+def stack_rows(
+    rows: Iterable[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack hashed rows ``(indices, values)`` into CSR arrays ``(indptr, indices, values)``."""
+    rows = list(rows)
+    if not rows:
+        return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    indptr = np.concatenate(([0], np.cumsum([len(idx) for idx, _ in rows]))).astype(np.int64)
+    indices = np.concatenate([idx for idx, _ in rows]).astype(np.int64)
+    values = np.concatenate([val for _, val in rows]).astype(np.float64)
+    return indptr, indices, values
+
+
 def hash_batch(
     batch: Iterable[Mapping[str, str | float]], bits: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hash many events into CSR arrays ``(indptr, indices, values)``."""
-    indptr = [0]
-    all_idx: list[np.ndarray] = []
-    all_val: list[np.ndarray] = []
-    for features in batch:
-        idx, val = hash_features(features, bits)
-        all_idx.append(idx)
-        all_val.append(val)
-        indptr.append(indptr[-1] + len(idx))
-    if not all_idx:
-        return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    return np.asarray(indptr, np.int64), np.concatenate(all_idx), np.concatenate(all_val)
+    return stack_rows(hash_features(features, bits) for features in batch)

@@ -33,7 +33,7 @@ from pyflink.datastream.state import (
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event
-from connectors.hashing import hash_features
+from connectors.hashing import hash_features, stack_rows
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.logistic import dimension, gradient, predict_proba
@@ -218,10 +218,7 @@ class WorkerFunction(KeyedCoProcessFunction):
                 self.due.clear()
 
     def _train(self, task, key, clock, batch, version, staleness, meta):
-        lengths = [len(ex[6]) for ex in batch]
-        indptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-        indices = np.concatenate([ex[6] for ex in batch]).astype(np.int64)
-        values = np.concatenate([ex[7] for ex in batch]).astype(np.float64)
+        indptr, indices, values = stack_rows((ex[6], ex[7]) for ex in batch)
         labels = np.array([ex[4] for ex in batch], np.float64)
         replica = Replica(_MapView(self.replica, meta["blocks"]))
         scores = predict_proba(indptr, indices, values, replica.lookup, self.s.bits)
