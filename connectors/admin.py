@@ -164,3 +164,38 @@ def read_records(
     finally:
         cons.close()
     return out
+
+
+def bounds(
+    cfg: KafkaConfig, topic: str, stop_offsets: dict | None, max_events: int | None
+) -> tuple[dict[int, int] | None, int | None]:
+    """End offsets per partition of ``topic`` and the number of records they hold for a
+    bounded run (``None, None``: unbounded).
+
+    ``max_events`` N on a one-partition topic is offsets [earliest, earliest + N); on several
+    partitions the first N records read decide. Never "latest" offsets: the embedded broker
+    answers ListOffsets "latest" wrongly.
+    """
+    if stop_offsets is None and max_events is None:
+        return None, None
+    cons = consumer(cfg, topic, committed_only=False)
+    try:
+        parts = sorted(tp.partition for tp in cons.assignment())
+        begin = cons.beginning_offsets([TopicPartition(topic, p) for p in parts])
+        start = {tp.partition: off for tp, off in begin.items()}
+        if stop_offsets is not None:
+            ends = {p: stop_offsets.get(p, start[p]) for p in parts}
+        elif len(parts) == 1:
+            ends = {parts[0]: start[parts[0]] + max_events}
+        else:
+            ends = dict(start)
+            seen, idle_since = 0, time.monotonic()
+            while seen < max_events and time.monotonic() - idle_since < 5:
+                for tp, records in cons.poll(timeout_ms=200).items():
+                    for record in records[: max_events - seen]:
+                        ends[tp.partition] = record.offset + 1
+                        seen += 1
+                    idle_since = time.monotonic()
+    finally:
+        cons.close()
+    return ends, sum(ends[p] - start.get(p, 0) for p in ends)

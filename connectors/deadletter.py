@@ -14,12 +14,13 @@ def dead_letter(
     offset: int | None = None,
     step: str = "decode",
     now_ms: int | None = None,
+    run: str | None = None,
 ) -> str:
     """Encode one dead letter as JSON.
 
     ``payload`` is kept whole (as text; undecodable bytes are escaped, never dropped), so the
     record can be fixed and replayed. ``partition``/``offset`` are ``null`` where the reader
-    does not know them.
+    does not know them. ``run`` names the job run that refused it, where one is known.
 
     Examples
     --------
@@ -38,6 +39,7 @@ def dead_letter(
             "offset": offset,
             "time": int(time.time() * 1000) if now_ms is None else now_ms,
             "payload": payload,
+            "run": run,
         },
         separators=(",", ":"),
     )

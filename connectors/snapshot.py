@@ -35,6 +35,8 @@ class Snapshot:
     clock: dict = field(default_factory=dict)
     run: str | None = None
     model: str = "logistic"
+    shard_versions: dict = field(default_factory=dict)
+    as_of_ms: int = 0  # the newest update the weights include (wall ms); creation if none
 
 
 def _sha256(path: Path) -> str:
@@ -57,6 +59,7 @@ def save(snapshot: Snapshot, root: str | Path) -> Path:
         "task": snapshot.task,
         "version": snapshot.version,
         "clock": snapshot.clock,
+        "shard_versions": {str(k): v for k, v in snapshot.shard_versions.items()},
         "run": snapshot.run,
         "hash_bits": snapshot.bits,
         "hashing": {
@@ -67,6 +70,7 @@ def save(snapshot: Snapshot, root: str | Path) -> Path:
             "intercept_index": 1 << snapshot.bits,
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "as_of_ms": snapshot.as_of_ms or int(time.time() * 1000),
         "files": {WEIGHTS_FILE: _sha256(out / WEIGHTS_FILE)},
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
@@ -113,6 +117,8 @@ def load(directory: str | Path) -> Snapshot:
         clock=manifest.get("clock", {}),
         run=manifest.get("run"),
         model=manifest.get("model", "logistic"),
+        shard_versions={int(k): int(v) for k, v in manifest.get("shard_versions", {}).items()},
+        as_of_ms=int(manifest.get("as_of_ms", 0)),
     )
 
 
@@ -145,6 +151,27 @@ def from_updates(updates, bits: int) -> list[Snapshot]:
             weights=replica.dense(dimension(bits)),
             clock={str(s): c for s, (_, c) in sorted(shards[task].items())},
             run=run,
+            shard_versions={s: v for s, (v, _) in sorted(shards[task].items())},
+            as_of_ms=max(u.ts for u in updates if u.run == run and u.task == task),
         )
         for task, replica in sorted(replicas.items())
     ]
+
+
+def load_models(path: str | Path) -> dict[str, Snapshot]:
+    """The models under ``path`` by task: one snapshot directory, or a folder of them (as
+    ``snapshot --out`` writes); of several versions of a task, the highest wins."""
+    path = Path(path)
+    if (path / MANIFEST_FILE).is_file():
+        snap = load(path)
+        return {snap.task: snap}
+    if not path.is_dir():
+        raise SnapshotError(f"{path}: no such snapshot directory")
+    models: dict[str, Snapshot] = {}
+    for sub in sorted(p for p in path.iterdir() if (p / MANIFEST_FILE).is_file()):
+        snap = load(sub)
+        if snap.task not in models or snap.version > models[snap.task].version:
+            models[snap.task] = snap
+    if not models:
+        raise SnapshotError(f"{path}: holds no snapshot (no {MANIFEST_FILE} in it or below it)")
+    return models

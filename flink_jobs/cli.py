@@ -11,7 +11,7 @@ import sys
 from collections import deque
 
 from connectors.errors import StreamshardError
-from flink_jobs import generate, train, validate
+from flink_jobs import generate, serve, train, validate
 from flink_jobs.options import Parser, add_kafka_args, kafka_config
 
 EXIT_USAGE = 2
@@ -75,6 +75,13 @@ def _validate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     summary = train.run(train.config_from_args(args))
     train.print_summary(summary)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    summary = serve.run(serve.config_from_args(args))
+    if summary is not None:
+        serve.print_summary(summary)
     return 0
 
 
@@ -198,6 +205,10 @@ def build_parser() -> Parser:
     p = sub.add_parser("train", help="Flink job: online training through a parameter server")
     train.add_arguments(p)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("serve", help="Flink job: answer prediction requests with the live model")
+    serve.add_arguments(p)
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("snapshot", help="save the latest weights of each model to a directory")
     p.add_argument("--updates-topic", default="model-updates")

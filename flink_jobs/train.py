@@ -59,6 +59,7 @@ class TrainConfig:
     summary_json: str | None = None
     timeout_s: float | None = None
     fail_marker: str | None = None
+    init_model: str | None = None
     job_name: str = "streamshard-train"
 
     def ps_settings(self):
@@ -78,6 +79,7 @@ class TrainConfig:
             input_topic=self.input_topic,
             fail_marker=self.fail_marker,
             checkpoint_dir=self.flink.checkpoint_dir,
+            init_model=self.init_model,
         )
 
     def settings_for_summary(self) -> dict:
@@ -170,39 +172,10 @@ def build(env, cfg: TrainConfig):
 
 
 def resolve_bounds(cfg: TrainConfig) -> tuple[dict[int, int] | None, int | None]:
-    """End offsets per partition and the number of events they hold (``None``: unbounded).
+    """End offsets per partition of the input and the number of events they hold."""
+    from connectors.admin import bounds
 
-    ``--max-events N`` on a one-partition topic is offsets [earliest, earliest + N); on several
-    partitions the first N records read decide. Never "latest" offsets: the embedded broker
-    answers ListOffsets "latest" wrongly.
-    """
-    from kafka import TopicPartition
-
-    from connectors.admin import consumer
-
-    if cfg.stop_offsets is None and cfg.max_events is None:
-        return None, None
-    cons = consumer(cfg.kafka, cfg.input_topic, committed_only=False)
-    try:
-        parts = sorted(tp.partition for tp in cons.assignment())
-        begin = cons.beginning_offsets([TopicPartition(cfg.input_topic, p) for p in parts])
-        start = {tp.partition: off for tp, off in begin.items()}
-        if cfg.stop_offsets is not None:
-            ends = {p: cfg.stop_offsets.get(p, start[p]) for p in parts}
-        elif len(parts) == 1:
-            ends = {parts[0]: start[parts[0]] + cfg.max_events}
-        else:
-            ends = dict(start)
-            seen, idle_since = 0, time.monotonic()
-            while seen < cfg.max_events and time.monotonic() - idle_since < 5:
-                for tp, records in cons.poll(timeout_ms=200).items():
-                    for record in records[: cfg.max_events - seen]:
-                        ends[tp.partition] = record.offset + 1
-                        seen += 1
-                    idle_since = time.monotonic()
-    finally:
-        cons.close()
-    return ends, sum(ends[p] - start.get(p, 0) for p in ends)
+    return bounds(cfg.kafka, cfg.input_topic, cfg.stop_offsets, cfg.max_events)
 
 
 # ---- running ----------------------------------------------------------------------------
@@ -305,10 +278,12 @@ def local_run(cfg: TrainConfig) -> LocalRun:
     from connectors.errors import DecodeError
     from connectors.events import decode_event
     from connectors.hashing import hash_batch
+    from connectors.snapshot import load_models
     from operators.evaluation import Prequential
     from operators.local import OnlineLogistic
 
     stop_offsets, expected = resolve_bounds(cfg)
+    init = load_models(cfg.init_model) if cfg.init_model else {}
     models: dict[str, OnlineLogistic] = {}
     evals: dict[str, Prequential] = {}
     pending: dict[str, list] = {}
@@ -318,9 +293,12 @@ def local_run(cfg: TrainConfig) -> LocalRun:
     started = time.monotonic()
 
     def train(task: str, batch: list) -> None:
-        model = models.setdefault(
-            task, OnlineLogistic(cfg.bits, cfg.optimizer, cfg.update_threshold, **cfg.hyper)
-        )
+        if task not in models:
+            warm = init[task].weights if task in init else None
+            models[task] = OnlineLogistic(
+                cfg.bits, cfg.optimizer, cfg.update_threshold, init_weights=warm, **cfg.hyper
+            )
+        model = models[task]
         indptr, indices, values = hash_batch([e.features for e in batch], cfg.bits)
         labels = [e.label for e in batch]
         version = model.version_
@@ -437,6 +415,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--summary-json", metavar="PATH", help="write final metrics and settings")
     io.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
     io.add_argument("--run-id", help="tags this run's model updates (default: random)")
+    io.add_argument(
+        "--init-model",
+        metavar="DIR",
+        help="warm start from a snapshot directory (or a folder of them, one per task)",
+    )
     parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
     add_kafka_args(parser)
     # the feedback loop waits on every Python bundle and every network buffer it crosses
@@ -460,6 +443,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         check_bits(args.hash_bits)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    if args.init_model:
+        check_init_model(args.init_model, args.hash_bits)
     flink = flink_settings(args)
     if args.inject_failure and not flink.checkpoint_dir:
         raise ConfigError("--inject-failure needs --checkpoint-dir")
@@ -488,8 +473,21 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         summary_json=args.summary_json,
         timeout_s=args.timeout,
         fail_marker=args.inject_failure,
+        init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
     )
     return replace(cfg, run_id=args.run_id) if args.run_id else cfg
+
+
+def check_init_model(path: str, bits: int) -> None:
+    """Refuse, with one line, a warm start that cannot work (bad snapshot, other hashing)."""
+    from connectors.snapshot import load_models
+
+    for task, snap in load_models(path).items():
+        if snap.bits != bits:
+            raise ConfigError(
+                f"--init-model {path}: task {task!r} was hashed with 2**{snap.bits} features, "
+                f"this run with --hash-bits {bits}"
+            )
 
 
 def print_summary(summary: dict) -> None:

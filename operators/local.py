@@ -39,15 +39,24 @@ class OnlineLogistic:
     """
 
     def __init__(
-        self, bits: int = 20, optimizer: str = "ftrl", update_threshold: float = 0.0, **hyper
+        self,
+        bits: int = 20,
+        optimizer: str = "ftrl",
+        update_threshold: float = 0.0,
+        init_weights: np.ndarray | None = None,
+        **hyper,
     ):
         self.bits = bits
         self.optimizer = optimizer
         self.update_threshold = update_threshold
+        self.init_weights = init_weights
         self.hyper = hyper
         self.server_ = ShardServer(make_optimizer(optimizer, **hyper), update_threshold)
         self.blocks_: dict = {}
         self.replica_ = Replica()
+        if init_weights is not None:  # a warm start, as train --init-model
+            self.server_.warm(self.blocks_, init_weights, 0, init_weights.size)
+            self.replica_.load_dense(init_weights)
         self.version_ = 0
         self.rejected_ = 0
         self.updates_sent_ = 0

@@ -47,6 +47,14 @@ class Ftrl:
         w = -(z - np.sign(z) * self.l1) / ((self.beta + np.sqrt(n)) / self.alpha + self.l2)
         return np.where(np.abs(z) <= self.l1, 0.0, w)
 
+    def warm(self, state: dict[str, np.ndarray], idx: np.ndarray, w: np.ndarray) -> None:
+        """Set coordinates ``idx`` to weights ``w`` with no history (``n = 0``)."""
+        denom = self.beta / self.alpha + self.l2
+        if denom <= 0 and np.any(w != 0):
+            raise ValueError("an FTRL warm start needs beta > 0 or l2 > 0")
+        state["z"][idx] = -w * denom - np.sign(w) * self.l1
+        state["n"][idx] = 0.0
+
     def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Apply gradients ``g`` to the unique coordinates ``idx``; return their new weights."""
         w = self.weights(state, idx)
@@ -57,7 +65,21 @@ class Ftrl:
         return self.weights(state, idx)
 
 
-class AdaGrad:
+class _StoredWeights:
+    """Optimizers whose state holds the weights themselves as ``w``."""
+
+    state_names: tuple = ("w",)
+
+    def weights(self, state: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
+        return state["w"][idx]
+
+    def warm(self, state: dict[str, np.ndarray], idx: np.ndarray, w: np.ndarray) -> None:
+        """Set coordinates ``idx`` to weights ``w`` with no history."""
+        for name in self.state_names:
+            state[name][idx] = w if name == "w" else 0.0
+
+
+class AdaGrad(_StoredWeights):
     """AdaGrad (Duchi et al., 2011) with L2: ``w -= lr * (g + l2 w) / (sqrt(G) + eps)``."""
 
     name = "adagrad"
@@ -71,8 +93,6 @@ class AdaGrad:
     def init_state(self, size: int) -> dict[str, np.ndarray]:
         return {"w": np.zeros(size), "g2": np.zeros(size)}
 
-    def weights(self, state: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
-        return state["w"][idx]
 
     def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
         w = state["w"][idx]
@@ -83,7 +103,7 @@ class AdaGrad:
         return state["w"][idx]
 
 
-class Sgd:
+class Sgd(_StoredWeights):
     """Plain SGD with L2: ``w -= lr * (g + l2 w)``."""
 
     name = "sgd"
@@ -96,8 +116,6 @@ class Sgd:
     def init_state(self, size: int) -> dict[str, np.ndarray]:
         return {"w": np.zeros(size)}
 
-    def weights(self, state: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
-        return state["w"][idx]
 
     def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
         w = state["w"][idx]

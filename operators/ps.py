@@ -86,6 +86,20 @@ class ShardServer:
             arrays["sent"] = np.zeros(BLOCK)
         return arrays
 
+    def warm(self, blocks: MutableMapping, w: np.ndarray, lo: int, hi: int) -> None:
+        """Start the coordinates ``[lo, hi)`` from dense weights ``w`` (a warm start: the
+        optimizer's history is empty, ``sent`` equals ``w``)."""
+        nz = np.flatnonzero(w[lo:hi]) + lo
+        bids = nz // BLOCK
+        cuts = np.flatnonzero(np.diff(bids)) + 1
+        for part in np.split(nz, cuts) if nz.size else []:
+            bid = int(part[0] // BLOCK)
+            arrays = self._block(blocks, bid)
+            local = part % BLOCK
+            self.optimizer.warm(arrays, local, w[part])
+            arrays["sent"][local] = w[part]
+            blocks[bid] = arrays
+
     def apply(
         self, blocks: MutableMapping, idx: np.ndarray, g: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -156,6 +170,12 @@ class Replica:
                 out[start : start + part.size] = block[part % BLOCK]
             start += part.size
         return out
+
+    def load_dense(self, w: np.ndarray, lo: int = 0, hi: int | None = None) -> None:
+        """Assign the non-zero blocks of dense weights ``w`` within ``[lo, hi)``."""
+        hi = w.size if hi is None else min(hi, w.size)
+        nz = np.flatnonzero(w[lo:hi]) + lo
+        self.assign(nz, w[nz])
 
     def dense(self, dim: int) -> np.ndarray:
         w = np.zeros(dim)

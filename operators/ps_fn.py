@@ -38,7 +38,7 @@ from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.logistic import dimension, gradient, predict_proba
 from operators.optim import make_optimizer
-from operators.ps import Consistency, Replica, ShardServer, split_by_shard
+from operators.ps import Consistency, Replica, ShardServer, shard_width, split_by_shard
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
@@ -63,10 +63,18 @@ class PsSettings:
     input_topic: str = "events"
     fail_marker: str | None = None
     checkpoint_dir: str | None = None
+    init_model: str | None = None  # a snapshot (or folder of them) to warm-start from
 
     @property
     def dim(self) -> int:
         return dimension(self.bits)
+
+
+def initial_models(s: PsSettings) -> dict:
+    """The warm-start snapshots by task (empty without ``--init-model``)."""
+    from connectors.snapshot import load_models
+
+    return load_models(s.init_model) if s.init_model else {}
 
 
 def worker_of(event_id: str, workers: int) -> int:
@@ -152,9 +160,16 @@ class WorkerFunction(KeyedCoProcessFunction):
         )
         # {"blocks": set of replica block ids, "shards": {shard: (version, my applied clock)}}
         self.meta = runtime_context.get_state(ValueStateDescriptor("replica-meta", PICKLED))
+        self.init = initial_models(self.s)
 
-    def _meta(self) -> dict:
-        return self.meta.value() or {"blocks": set(), "shards": {}}
+    def _meta(self, task: str) -> dict:
+        meta = self.meta.value()
+        if meta is None:
+            meta = {"blocks": set(), "shards": {}}
+            if task in self.init:  # warm start: the replica begins as the snapshot
+                Replica(_MapView(self.replica, meta["blocks"])).load_dense(self.init[task].weights)
+                self.meta.update(meta)
+        return meta
 
     # -- the model stream ------------------------------------------------------------------
     def process_element2(self, value, ctx):
@@ -162,7 +177,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         update = decode_update(raw)
         if update.run != self.s.run_id:
             return  # an update of another run on a shared topic
-        meta = self._meta()
+        meta = self._meta(update.task)
         Replica(_MapView(self.replica, meta["blocks"])).assign(update.indices, update.values)
         meta["shards"][update.shard] = (update.version, update.clock.get(key, -1))
         self.meta.update(meta)
@@ -174,7 +189,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         count = (self.buffered.value() or 0) + 1
         self.buffered.update(count)
         if count >= self.s.batch_size:
-            yield from self._drain(ctx, self._meta(), flush=False)
+            yield from self._drain(ctx, self._meta(value[1]), flush=False)
         elif self.s.batch_timeout_ms > 0:
             now = ctx.timer_service().current_processing_time()
             at = self.timer_at.value()
@@ -186,7 +201,8 @@ class WorkerFunction(KeyedCoProcessFunction):
     def on_timer(self, timestamp, ctx):
         self.timer_at.clear()
         self.due.update(True)
-        yield from self._drain(ctx, self._meta(), flush=True)
+        task = ctx.get_current_key().rsplit("#", 1)[0]
+        yield from self._drain(ctx, self._meta(task), flush=True)
 
     def _drain(self, ctx, meta: dict, flush: bool):
         if not self.buffered.value():
@@ -274,12 +290,23 @@ class ShardFunction(KeyedProcessFunction):
         )
         self.meta = runtime_context.get_state(ValueStateDescriptor("meta", PICKLED))
         self.held = runtime_context.get_state(ValueStateDescriptor("held", PICKLED))
+        self.init = initial_models(self.s)
         self.seen = 0
+
+    def _meta(self, task: str, shard: int) -> dict:
+        meta = self.meta.value()
+        if meta is None:
+            meta = _new_meta()
+            if task in self.init:  # warm start: this shard's range of the snapshot
+                width = shard_width(self.s.dim, self.s.shards)
+                blocks = _MapView(self.blocks, meta["blocks"])
+                self.server.warm(blocks, self.init[task].weights, shard * width, (shard + 1) * width)
+        return meta
 
     def process_element(self, push, ctx):
         _, task, shard, worker, clock, idx, g = push
         self._maybe_fail()
-        meta = self.meta.value() or _new_meta()
+        meta = self._meta(task, shard)
         if clock <= meta["clock"].get(worker, -1):
             meta["duplicates_skipped"] += 1  # already applied once: never twice
             self.meta.update(meta)

@@ -17,6 +17,7 @@ def test_dead_letter_keeps_payload_and_reason():
         "offset": 42,
         "time": 7,
         "payload": "\\xff{bad",
+        "run": None,
     }
 
 

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from connectors.admin import create_topics, produce, read_records
+from connectors.hashing import hash_batch
 from connectors.messages import decode_update
+from connectors.snapshot import Snapshot, save
 from connectors.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode
 from flink_jobs import train
+from operators.local import OnlineLogistic
 from operators.logistic import dimension
 from operators.ps import Replica
 from tests.cli_helpers import streamshard
@@ -62,10 +65,25 @@ def run_train(kafka, base, tmp_path, *flags):
     return json.loads(summary.read_text())
 
 
+def warm_start_snapshot(root, seed=99, events=2000):
+    """A model trained elsewhere (locally, another stream), saved as a snapshot."""
+    model = OnlineLogistic(BITS)
+    docs = [doc for doc, _ in CtrStream(CtrSettings(events=events, seed=seed)).events()]
+    for i in range(0, events, 100):
+        batch = docs[i : i + 100]
+        indptr, indices, values = hash_batch([d["features"] for d in batch], BITS)
+        model.learn_many(indptr, indices, values, [d["label"] for d in batch])
+    return save(Snapshot("ctr", BITS, model.version_, model.weights_), root)
+
+
 def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_path):
     events = 4000  # 1% malformed: 40 dead letters, 3960 good events = 44 batches of 90
     fill_topic(kafka, topic_name, events, seed=21, malformed_every=100)
+    # both engines warm-start from the same snapshot (train --init-model)
+    init = warm_start_snapshot(tmp_path / "init")
     flags = [
+        "--init-model",
+        str(init),
         "--consistency",
         "sync",
         "--workers",
@@ -92,6 +110,7 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
         batch_size=90,
         consistency="sync",
         max_events=events,
+        init_model=str(init),
     )
     reference = train.local_run(local_cfg)
     local, local_scores = reference.summary, dict(reference.predictions)
@@ -108,6 +127,9 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
     assert flink_scores.keys() == local_scores.keys()
     diff = max(abs(flink_scores[k] - local_scores[k]) for k in local_scores)
     assert diff <= 1e-6
+    # the warm start took: the first mini-batch was scored by the snapshot, not by zeros
+    first = [json.loads(r.value) for r in preds if json.loads(r.value)["clock"] == 0]
+    assert len(first) == 90 and np.std([p["score"] for p in first]) > 0.01
 
     # final weights: replay the run's model updates (absolute values, last one wins)
     replica = Replica()

@@ -1,0 +1,311 @@
+"""``streamshard serve``: answer prediction requests with the model being trained.
+
+::
+
+    requests ─► parse/hash ─► keyBy(task#replica) ─► SERVE ─► predictions (Kafka)
+     (Kafka)      └─► dead-letters                     ▲   └─► dead-letters (no model, full)
+    model-updates ─► fan out to every replica of its task ┘
+
+Each prediction carries the model (``model_run``, ``model_version``) that scored it and its
+latency from the request's ``ts``. Requests that come before any model wait in Flink state
+(``--max-pending`` per replica) unless ``--init-model`` gives one at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from connectors.config import KafkaConfig
+from connectors.errors import ConfigError, StreamshardError
+from connectors.flink_kafka import parse_offsets
+from flink_jobs.env import FlinkSettings
+from flink_jobs.options import add_flink_args, add_kafka_args, flink_settings, kafka_config
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    kafka: KafkaConfig
+    flink: FlinkSettings = field(default_factory=FlinkSettings)
+    run_id: str = field(default_factory=lambda: f"s-{uuid.uuid4().hex[:12]}")
+    bits: int = 20
+    replicas: int = 1
+    max_pending: int = 10_000
+    requests_topic: str = "requests"
+    updates_topic: str = "model-updates"
+    predictions_topic: str = "predictions"
+    dead_letter_topic: str = "dead-letters"
+    delivery: str = "at-least-once"
+    follow_run: str | None = None
+    init_model: str | None = None
+    stop_offsets: dict | None = None
+    max_events: int | None = None
+    summary_json: str | None = None
+    timeout_s: float | None = None
+    job_name: str = "streamshard-serve"
+
+    def serve_settings(self):
+        from operators.serve_fn import ServeSettings
+
+        return ServeSettings(
+            run_id=self.run_id,
+            bits=self.bits,
+            replicas=self.replicas,
+            max_pending=self.max_pending,
+            requests_topic=self.requests_topic,
+            follow_run=self.follow_run,
+            init_model=self.init_model,
+        )
+
+
+def build(env, cfg: ServeConfig):
+    """Wire the serve job onto ``env``; returns the predictions stream."""
+    from pyflink.common import Types, WatermarkStrategy
+
+    from connectors.flink_kafka import kafka_sink, kafka_source
+    from operators.ps_fn import PICKLED, fan_out_updates
+    from operators.serve_fn import DEAD_LETTERS, ParseRequest, ServeFunction
+
+    s = cfg.serve_settings()
+    no_wm = WatermarkStrategy.no_watermarks()
+    requests = env.from_source(
+        kafka_source(cfg.kafka, cfg.requests_topic, cfg.job_name, "earliest", cfg.stop_offsets),
+        no_wm,
+        "requests-source",
+    ).uid("requests-source")
+    updates = env.from_source(
+        kafka_source(
+            cfg.kafka, cfg.updates_topic, f"{cfg.job_name}-{cfg.run_id}", low_latency=True
+        ),
+        no_wm,
+        "model-updates-source",
+    ).uid("serve-model-updates-source")
+    parsed = requests.process(ParseRequest(s), output_type=PICKLED).name("parse").uid("parse")
+    fanned = (
+        updates.flat_map(fan_out_updates(s.replicas), output_type=PICKLED)
+        .name("fan-out-updates")
+        .uid("serve-fan-out-updates")
+    )
+    predictions = (
+        parsed.connect(fanned)
+        .key_by(lambda r: r[2], lambda u: u[0], key_type=Types.STRING())
+        .process(ServeFunction(s), output_type=Types.STRING())
+        .name("serve")
+        .uid("serve")
+    )
+    predictions.sink_to(
+        kafka_sink(
+            cfg.kafka, cfg.predictions_topic, cfg.delivery, f"{cfg.run_id}-pred", low_latency=True
+        )
+    ).name("predictions-sink").uid("predictions-sink")
+    parsed.get_side_output(DEAD_LETTERS).union(predictions.get_side_output(DEAD_LETTERS)).sink_to(
+        kafka_sink(cfg.kafka, cfg.dead_letter_topic, cfg.delivery, f"{cfg.run_id}-dlq")
+    ).name("dead-letter-sink").uid("serve-dead-letter-sink")
+    return predictions
+
+
+def _read_run(kafka: KafkaConfig, topic: str, field_name: str, run_id: str):
+    """A consumer of ``topic`` and a filter for this run's records in it."""
+    from connectors.admin import consumer
+
+    cons = consumer(kafka, topic, committed_only=True)
+
+    def mine(polled) -> list[dict]:
+        out = []
+        for records in polled.values():
+            for record in records:
+                try:
+                    doc = json.loads(record.value)
+                except ValueError:
+                    continue
+                if isinstance(doc, dict) and doc.get(field_name) == run_id:
+                    out.append(doc)
+        return out
+
+    return cons, mine
+
+
+def run_bounded(cfg: ServeConfig, expected: int) -> dict:
+    """Run until every one of ``expected`` requests is answered or dead-lettered; cancel."""
+    from flink_jobs.env import make_env
+
+    env = make_env(cfg.flink)
+    build(env, cfg)
+    preds, preds_mine = _read_run(cfg.kafka, cfg.predictions_topic, "serve_run", cfg.run_id)
+    dead, dead_mine = _read_run(cfg.kafka, cfg.dead_letter_topic, "run", cfg.run_id)
+    predictions: list[dict] = []
+    dead_letters: list[dict] = []
+    started = time.monotonic()
+    client = env.execute_async(cfg.job_name)
+    try:
+        last_check = 0.0
+        while len(predictions) + len(dead_letters) < expected:
+            got = preds.poll(timeout_ms=200)
+            predictions += preds_mine(got)
+            dead_letters += dead_mine(dead.poll(timeout_ms=50))
+            if not got:
+                time.sleep(0.1)  # the embedded broker answers empty fetches at once
+            now = time.monotonic()
+            if now - last_check > 2:
+                last_check = now
+                status = str(client.get_job_status().result())
+                if status in ("FAILED", "CANCELED", "FINISHED"):
+                    raise StreamshardError(f"serve job ended early with status {status}")
+            if cfg.timeout_s and now - started > cfg.timeout_s:
+                raise StreamshardError(
+                    f"timed out after {cfg.timeout_s:.0f}s with {len(predictions)} predictions "
+                    f"and {len(dead_letters)} dead letters of {expected} requests"
+                )
+        elapsed = time.monotonic() - started
+    finally:
+        try:
+            client.cancel().result()
+        except Exception:  # already ended
+            pass
+        preds.close()
+        dead.close()
+    return summarize(cfg, predictions, dead_letters, expected, elapsed)
+
+
+def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) -> dict:
+    import numpy as np
+
+    latency = np.array([p["latency_ms"] for p in predictions], float)
+    pct = {f"p{q}": float(np.percentile(latency, q)) for q in (50, 95, 99)} if latency.size else {}
+    versions = sorted({(p["task"], p["model_run"], p["model_version"]) for p in predictions})
+    return {
+        "run": cfg.run_id,
+        "requests": expected,
+        "predictions": len(predictions),
+        "distinct_event_ids": len({p["event_id"] for p in predictions}),
+        "dead_letters": len(dead_letters),
+        "seconds": round(elapsed, 3),
+        "latency_ms": pct,
+        "model_versions": len(versions),
+        "tasks": sorted({p["task"] for p in predictions}),
+        "settings": {
+            "bits": cfg.bits,
+            "replicas": cfg.replicas,
+            "max_pending": cfg.max_pending,
+            "delivery": cfg.delivery,
+            "init_model": cfg.init_model,
+            "follow_run": cfg.follow_run,
+            "requests_topic": cfg.requests_topic,
+            "updates_topic": cfg.updates_topic,
+            "predictions_topic": cfg.predictions_topic,
+        },
+        "_predictions": predictions,
+        "_dead_letters": dead_letters,
+    }
+
+
+def run(cfg: ServeConfig) -> dict | None:
+    from connectors.admin import bounds, create_topics
+
+    create_topics(cfg.kafka, [cfg.requests_topic, cfg.predictions_topic, cfg.dead_letter_topic])
+    create_topics(cfg.kafka, [cfg.updates_topic], partitions=1)
+    stop_offsets, expected = bounds(cfg.kafka, cfg.requests_topic, cfg.stop_offsets, cfg.max_events)
+    if expected is None:  # unbounded: serve until cancelled (Ctrl-C)
+        from flink_jobs.env import make_env
+
+        env = make_env(cfg.flink)
+        build(env, cfg)
+        env.execute(cfg.job_name)
+        return None
+    from dataclasses import replace
+
+    summary = run_bounded(replace(cfg, stop_offsets=stop_offsets), expected)
+    if cfg.summary_json:
+        public = {k: v for k, v in summary.items() if not k.startswith("_")}
+        Path(cfg.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.summary_json).write_text(json.dumps(public, indent=2))
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hash-bits", type=int, default=20, help="the model's --hash-bits")
+    parser.add_argument("--replicas", type=int, default=1, help="serving keys per task")
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="requests a replica holds while no model is known; more go to dead-letters",
+    )
+    parser.add_argument("--init-model", metavar="DIR", help="start from this snapshot")
+    parser.add_argument("--follow-run", metavar="RUN", help="serve this training run only")
+    parser.add_argument("--requests-topic", default="requests")
+    parser.add_argument("--updates-topic", default="model-updates")
+    parser.add_argument("--predictions-topic", default="predictions")
+    parser.add_argument("--dead-letter-topic", default="dead-letters")
+    parser.add_argument(
+        "--delivery", default="at-least-once", choices=["exactly-once", "at-least-once", "none"]
+    )
+    parser.add_argument("--max-events", type=int, metavar="N", help="stop after N requests")
+    parser.add_argument("--stop-at-offsets", metavar="P=OFFSET,...")
+    parser.add_argument("--summary-json", metavar="PATH")
+    parser.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    parser.add_argument("--run-id", help="tags this job's predictions (default: random)")
+    add_kafka_args(parser)
+    add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5)
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    from flink_jobs.train import check_init_model
+
+    for name in ("replicas", "max_pending"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.max_events is not None and args.max_events < 1:
+        raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
+    if args.init_model:
+        check_init_model(args.init_model, args.hash_bits)
+    cfg = ServeConfig(
+        kafka=kafka_config(args),
+        flink=flink_settings(args),
+        bits=args.hash_bits,
+        replicas=args.replicas,
+        max_pending=args.max_pending,
+        requests_topic=args.requests_topic,
+        updates_topic=args.updates_topic,
+        predictions_topic=args.predictions_topic,
+        dead_letter_topic=args.dead_letter_topic,
+        delivery=args.delivery,
+        follow_run=args.follow_run,
+        init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
+        stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
+        max_events=args.max_events,
+        summary_json=args.summary_json,
+        timeout_s=args.timeout,
+    )
+    if args.run_id:
+        from dataclasses import replace
+
+        cfg = replace(cfg, run_id=args.run_id)
+    return cfg
+
+
+def print_summary(summary: dict) -> None:
+    lat = summary["latency_ms"]
+    print(
+        f"served {summary['predictions']:,} of {summary['requests']:,} requests in "
+        f"{summary['seconds']:.1f}s; dead letters {summary['dead_letters']}; latency ms "
+        + (f"p50 {lat['p50']:.0f} p95 {lat['p95']:.0f} p99 {lat['p99']:.0f}" if lat else "-")
+        + f"; {summary['model_versions']} model versions"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    from flink_jobs.cli import run_command
+
+    return run_command(["serve", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""PyFlink adapters of the serve job: parse requests, keep a replica of the followed model
+in keyed state, answer each request with the model version that scored it.
+
+Records between operators are tuples (pickled across the Python/Java bridge):
+
+- request ``("req", task, key, event_id, ts, indices, values, raw)``
+- update  ``(key, raw model-update JSON)`` (fanned out to every serving key of its task)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from pyflink.common import Types
+from pyflink.datastream import KeyedCoProcessFunction, OutputTag, ProcessFunction
+from pyflink.datastream.state import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ValueStateDescriptor,
+)
+
+from connectors.deadletter import dead_letter
+from connectors.errors import DecodeError
+from connectors.events import decode_event
+from connectors.hashing import hash_features, stack_rows
+from connectors.messages import decode_update
+from operators.logistic import predict_proba
+from operators.ps import Replica
+from operators.ps_fn import PICKLED, _MapView, worker_of
+from operators.serving import Following
+
+DEAD_LETTERS = OutputTag("serve-dead-letters", Types.STRING())
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the serve operators need to know; picklable."""
+
+    run_id: str
+    bits: int = 20
+    replicas: int = 1
+    max_pending: int = 10_000
+    requests_topic: str = "requests"
+    follow_run: str | None = None
+    init_model: str | None = None
+
+
+class ParseRequest(ProcessFunction):
+    """Decode and hash each request (``label`` optional); bad ones to ``DEAD_LETTERS``."""
+
+    def __init__(self, s: ServeSettings):
+        self.s = s
+
+    def process_element(self, value, ctx):
+        try:
+            event = decode_event(value, require_label=False)
+        except DecodeError as exc:
+            yield (
+                DEAD_LETTERS,
+                dead_letter(value, exc.reason, topic=self.s.requests_topic, run=self.s.run_id),
+            )
+            return
+        idx, vals = hash_features(event.features, self.s.bits)
+        key = f"{event.task}#{worker_of(event.event_id, self.s.replicas)}"
+        yield ("req", event.task, key, event.event_id, event.ts, idx, vals, value)
+
+
+class ServeFunction(KeyedCoProcessFunction):
+    """One serving replica of a task, keyed by ``task#replica``. Input 1: requests; input 2:
+    model updates. Requests that come before any model wait in state, at most
+    ``max_pending`` of them; beyond that they go to the dead letters with the reason."""
+
+    def __init__(self, s: ServeSettings):
+        self.s = s
+
+    def open(self, runtime_context):
+        from connectors.snapshot import load_models
+
+        self.init = load_models(self.s.init_model) if self.s.init_model else {}
+        self.replica = runtime_context.get_map_state(
+            MapStateDescriptor("serve-replica", Types.LONG(), PICKLED)
+        )
+        # {"blocks": set of block ids, "follow": Following}
+        self.meta = runtime_context.get_state(ValueStateDescriptor("serve-meta", PICKLED))
+        self.pending = runtime_context.get_list_state(ListStateDescriptor("waiting", PICKLED))
+        self.waiting = runtime_context.get_state(ValueStateDescriptor("waiting-n", Types.LONG()))
+
+    def _meta(self, task: str) -> dict:
+        meta = self.meta.value()
+        if meta is None:
+            meta = {"blocks": set(), "follow": Following.start(self.s.follow_run)}
+            self._reset(meta, task)
+            self.meta.update(meta)
+        return meta
+
+    def _reset(self, meta: dict, task: str) -> None:
+        """Back to the initial model: the snapshot of this task, or zeros."""
+        if meta["blocks"]:
+            self.replica.clear()
+            meta["blocks"] = set()
+        snap = self.init.get(task)
+        if snap is not None:
+            meta["follow"] = Following.start(self.s.follow_run, snap)
+            Replica(_MapView(self.replica, meta["blocks"])).load_dense(snap.weights)
+
+    def process_element1(self, value, ctx):
+        meta = self._meta(value[1])
+        if meta["follow"].has_model:
+            yield from self._answer([value], meta)
+            return
+        waiting = self.waiting.value() or 0
+        if waiting >= self.s.max_pending:
+            yield (
+                DEAD_LETTERS,
+                dead_letter(
+                    value[7],
+                    f"no model yet for task {value[1]!r} and {waiting} requests already wait "
+                    f"(--max-pending {self.s.max_pending})",
+                    topic=self.s.requests_topic,
+                    step="serve",
+                    run=self.s.run_id,
+                ),
+            )
+            return
+        self.pending.add(value)
+        self.waiting.update(waiting + 1)
+
+    def process_element2(self, value, ctx):
+        update = decode_update(value[1])
+        meta = self._meta(update.task)
+        follow: Following = meta["follow"]
+        decision = follow.decide(update.run, update.shard, update.version, update.ts)
+        if decision == "skip":
+            return
+        if decision == "switch":
+            self._reset(meta, update.task)
+            follow = meta["follow"]
+            follow.switched(update.run)
+        Replica(_MapView(self.replica, meta["blocks"])).assign(update.indices, update.values)
+        follow.applied(update.run, update.shard, update.version, update.ts)
+        self.meta.update(meta)
+        if self.waiting.value():
+            waiting = list(self.pending.get() or [])
+            self.pending.clear()
+            self.waiting.clear()
+            yield from self._answer(waiting, meta)
+
+    def _answer(self, requests: list, meta: dict):
+        indptr, indices, values = stack_rows((r[5], r[6]) for r in requests)
+        replica = Replica(_MapView(self.replica, meta["blocks"]))
+        scores = predict_proba(indptr, indices, values, replica.lookup, self.s.bits)
+        follow: Following = meta["follow"]
+        now = int(time.time() * 1000)
+        for request, score in zip(requests, np.asarray(scores).tolist(), strict=True):
+            yield json.dumps(
+                {
+                    "event_id": request[3],
+                    "task": request[1],
+                    "score": score,
+                    "model_version": follow.model_version,
+                    "model_run": follow.run,
+                    "latency_ms": now - request[4],
+                    "served_at": now,
+                    "serve_run": self.s.run_id,
+                },
+                separators=(",", ":"),
+            )

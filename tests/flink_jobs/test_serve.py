@@ -1,0 +1,200 @@
+"""The serve job on a real mini-cluster with the embedded broker: one job, several checks.
+
+Task ``a`` is served from a snapshot (``--init-model``); task ``b`` has no model when its
+first requests arrive, so they wait in state (up to ``--max-pending``; the rest go to the
+dead letters), and is then served from model updates written by this test, so the weights
+of every version are known and every score can be checked against the version it names.
+"""
+
+import json
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from connectors.admin import consumer, create_topics, produce
+from connectors.hashing import hash_batch
+from connectors.messages import ModelUpdate
+from connectors.snapshot import from_updates, save
+from connectors.synthetic import CtrSettings, CtrStream
+from operators.local import OnlineLogistic
+from operators.logistic import sigmoid
+from tests.cli_helpers import SCRIPT
+
+pytestmark = [pytest.mark.flink, pytest.mark.kafka]
+
+BITS = 12
+PENDING = 200
+
+
+def versions_of(seed: int, count: int, batch: int = 200) -> list[np.ndarray]:
+    """Dense weights after each of ``count`` mini-batches of a local learner."""
+    model = OnlineLogistic(BITS, alpha=0.2)
+    out = []
+    events = list(CtrStream(CtrSettings(events=count * batch, seed=seed)).events())
+    for i in range(count):
+        docs = [doc for doc, _ in events[i * batch : (i + 1) * batch]]
+        indptr, indices, values = hash_batch([d["features"] for d in docs], BITS)
+        model.learn_many(indptr, indices, values, [d["label"] for d in docs])
+        out.append(model.weights_)
+    return out
+
+
+def update(task, run, version, weights, ts) -> ModelUpdate:
+    idx = np.flatnonzero(weights)
+    return ModelUpdate(run, task, 0, version, {"w": version}, idx, weights[idx], ts=ts)
+
+
+def requests(task: str, prefix: str, n: int, seed: int) -> list[dict]:
+    docs = []
+    for doc, _ in CtrStream(CtrSettings(events=n, seed=seed, task=task)).events():
+        doc = {k: v for k, v in doc.items() if k != "label"}
+        docs.append(
+            {**doc, "event_id": f"{prefix}-{doc['event_id']}", "ts": int(time.time() * 1000)}
+        )
+    return docs
+
+
+def wait_for(predicate, what: str, timeout: float = 180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Reader:
+    """Everything committed on a topic so far (read_committed, assign())."""
+
+    def __init__(self, kafka, topic):
+        self.cons = consumer(kafka, topic, committed_only=True)
+        self.docs: list[dict] = []
+
+    def poll(self) -> list[dict]:
+        for records in self.cons.poll(timeout_ms=200).values():
+            self.docs += [json.loads(r.value) for r in records]
+        return self.docs
+
+
+def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name, tmp_path):
+    req_t, upd_t, pred_t, dlq_t = (f"{topic_name}-{x}" for x in ("req", "upd", "pred", "dlq"))
+    create_topics(kafka, [req_t, upd_t, pred_t, dlq_t], partitions=1)
+
+    # task a: a snapshot made from a run's updates, as `streamshard snapshot` makes it
+    w_a = versions_of(seed=31, count=3)
+    snap_ts = int(time.time() * 1000)
+    snap = from_updates(
+        [update("a", "run-a", v + 1, w, snap_ts + v) for v, w in enumerate(w_a)], BITS
+    )[0]
+    save(snap, tmp_path / "models")
+    assert snap.version == 3
+
+    # task b: five versions; phase 1 requests come before any of them
+    w_b = versions_of(seed=32, count=5)
+    phase1 = requests("a", "a1", 300, seed=33) + requests("b", "b1", 300, seed=34)
+    bad = [b'{"event_id": "x1"', b'{"event_id": "x2", "ts": 1, "features": []}'] + [
+        json.dumps({"event_id": f"x{i}", "ts": 1, "features": {"f": float("nan")}}).encode()
+        for i in range(3, 6)
+    ]
+    phase2 = requests("b", "b2", 300, seed=35)
+    total = len(phase1) + len(bad) + len(phase2)
+    produce(kafka, req_t, [(d["event_id"].encode(), json.dumps(d).encode()) for d in phase1])
+    produce(kafka, req_t, [(None, b) for b in bad])
+
+    summary_path = tmp_path / "serve.json"
+    job = subprocess.Popen(
+        [
+            SCRIPT,
+            "serve",
+            "--bootstrap-servers",
+            kafka.bootstrap_servers,
+            "--requests-topic",
+            req_t,
+            "--updates-topic",
+            upd_t,
+            "--predictions-topic",
+            pred_t,
+            "--dead-letter-topic",
+            dlq_t,
+            "--hash-bits",
+            str(BITS),
+            "--init-model",
+            str(tmp_path / "models"),
+            "--max-pending",
+            str(PENDING),
+            "--delivery",
+            "exactly-once",
+            "--checkpoint-dir",
+            f"file://{tmp_path}/ckpt",
+            "--checkpoint-interval",
+            "1000",
+            "--max-events",
+            str(total),
+            "--summary-json",
+            str(summary_path),
+            "--timeout",
+            "300",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        preds, dead = Reader(kafka, pred_t), Reader(kafka, dlq_t)
+        overflow = 300 - PENDING
+        # phase 1 done: task a answered from the snapshot, b's overflow dead-lettered
+        wait_for(
+            lambda: len(preds.poll()) >= 300 and len(dead.poll()) >= overflow + len(bad),
+            "phase 1 answers",
+        )
+        assert all(p["task"] == "a" for p in preds.docs)  # b had no model: nothing for b
+        # an older run's update of task a (before the snapshot) must not replace it
+        stale = update("a", "run-old", 1, np.full(w_a[0].size, 9.0), ts=snap_ts - 60_000)
+        ups = [update("b", "run-b", v + 1, w, snap_ts + 10 + v) for v, w in enumerate(w_b)]
+        ups.insert(3, ups[1])  # a duplicate (at-least-once feedback edge): must be skipped
+        produce(kafka, upd_t, [(None, u.to_json().encode()) for u in [stale, *ups]])
+        # the waiting requests are answered once b's first update is in; only then phase 2,
+        # so its requests cannot find the pending buffer still full
+        wait_for(lambda: len(preds.poll()) >= 300 + PENDING, "the waiting requests' answers")
+        produce(kafka, req_t, [(d["event_id"].encode(), json.dumps(d).encode()) for d in phase2])
+        out, err = job.communicate(timeout=400)
+    finally:
+        job.kill()
+    assert job.returncode == 0, err[-4000:]
+    summary = json.loads(summary_path.read_text())
+
+    wait_for(lambda: len(preds.poll()) >= 300 + PENDING + 300, "all predictions", 30)
+    dead.poll()
+    by_id = {}
+    for p in preds.docs:
+        assert p["event_id"] not in by_id, f"answered twice: {p['event_id']}"
+        by_id[p["event_id"]] = p
+    dead_ids = [json.loads(d["payload"]).get("event_id") for d in dead.docs if d["step"] == "serve"]
+    answered_b1 = {k for k in by_id if k.startswith("b1-")}
+    # every request exactly once: answered, or dead-lettered with its reason
+    assert len(by_id) == 300 + PENDING + 300 == summary["predictions"]
+    assert len(dead.docs) == overflow + len(bad) == summary["dead_letters"]
+    assert len(answered_b1) == PENDING and len(dead_ids) == overflow
+    assert answered_b1.isdisjoint(dead_ids)
+    assert all("no model yet" in d["reason"] for d in dead.docs if d["step"] == "serve")
+    assert sorted(d["reason"] for d in dead.docs if d["step"] == "decode")  # reasons given
+
+    # each score is the score of the model version it names
+    weights = {("a", "run-a", 3): snap.weights}
+    weights.update({("b", "run-b", v + 1): w for v, w in enumerate(w_b)})
+    docs = {d["event_id"]: d for d in phase1 + phase2}
+    for task in ("a", "b"):
+        mine = [p for p in by_id.values() if p["task"] == task]
+        indptr, indices, values = hash_batch([docs[p["event_id"]]["features"] for p in mine], BITS)
+        for i, p in enumerate(mine):
+            w = weights[(task, p["model_run"], p["model_version"])]
+            lo, hi = indptr[i], indptr[i + 1]
+            expected = sigmoid(np.array([w[indices[lo:hi]] @ values[lo:hi] + w[-1]]))[0]
+            assert abs(p["score"] - expected) <= 1e-9
+            assert p["latency_ms"] >= 0
+    # requests that waited were answered by a model that existed (b's, version >= 1)
+    assert {by_id[k]["model_run"] for k in answered_b1} == {"run-b"}
+    assert max(p["model_version"] for p in by_id.values() if p["task"] == "b") == 5
+    assert summary["distinct_event_ids"] == summary["predictions"]
