@@ -175,3 +175,21 @@ def load_models(path: str | Path) -> dict[str, Snapshot]:
     if not models:
         raise SnapshotError(f"{path}: holds no snapshot (no {MANIFEST_FILE} in it or below it)")
     return models
+
+
+def from_topic(kafka, topic: str, bits: int, idle: float = 3.0) -> list[Snapshot]:
+    """The newest run's latest weights per task, read from a model-updates topic."""
+    from connectors.admin import read_records
+    from connectors.errors import DecodeError
+    from connectors.messages import decode_update
+
+    updates = []
+    for record in read_records(kafka, topic, idle=idle):
+        try:
+            updates.append(decode_update(record.value))
+        except DecodeError:
+            continue  # not a model update
+    snapshots = from_updates(updates, bits)
+    if not snapshots:
+        raise SnapshotError(f"no model updates on topic {topic!r}")
+    return snapshots

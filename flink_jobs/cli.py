@@ -86,26 +86,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from connectors.admin import read_records
     from connectors.hashing import check_bits
-    from connectors.messages import decode_update
-    from connectors.snapshot import from_updates, save
+    from connectors.snapshot import from_topic, save
 
     try:
         check_bits(args.hash_bits)
     except ValueError as exc:
         raise StreamshardError(str(exc)) from exc
-    records = read_records(kafka_config(args), args.updates_topic, idle=args.idle)
-    updates = []
-    for record in records:
-        try:
-            updates.append(decode_update(record.value))
-        except StreamshardError:
-            continue  # not an update of ours
-    snapshots = from_updates(updates, args.hash_bits)
-    if not snapshots:
-        raise StreamshardError(f"no model updates on topic {args.updates_topic!r}")
-    for snap in snapshots:
+    for snap in from_topic(kafka_config(args), args.updates_topic, args.hash_bits, args.idle):
         print(f"{save(snap, args.out)}  task {snap.task} version {snap.version} run {snap.run}")
     return 0
 
@@ -122,6 +110,14 @@ def _export(args: argparse.Namespace) -> int:
         f"wrote {args.out}: Pipeline(FeatureHasher(2**{snap.bits}), LogisticRegression) of "
         f"task {snap.task} version {snap.version}; load it with joblib.load"
     )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from flink_jobs.report import read_metrics, write_report
+
+    docs = read_metrics(kafka_config(args), args.metrics_topic, idle=args.idle)
+    print(f"wrote {write_report(docs, args.out, args.run)}")
     return 0
 
 
@@ -226,6 +222,16 @@ def build_parser() -> Parser:
     p.add_argument("--out", required=True, metavar="FILE")
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("report", help="write index.html with plots of a run's metrics")
+    p.add_argument("--metrics-topic", default="metrics")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--run", help="the training run to report (default: the newest)")
+    p.add_argument(
+        "--idle", type=float, default=3.0, help="seconds without records that end the read"
+    )
+    add_kafka_args(p)
+    p.set_defaults(func=_report)
+
     p = sub.add_parser("tail", help="print the records of a topic as JSON lines")
     p.add_argument("--topic", required=True)
     p.add_argument("-n", type=int, default=10, help="how many records (default 10)")
@@ -239,8 +245,9 @@ def build_parser() -> Parser:
     add_kafka_args(p)
     p.set_defaults(func=_tail)
 
-    p = sub.add_parser("demo", help="broker + stream + validate, end to end, nothing to configure")
-    p.add_argument("--events", type=int, default=20_000)
+    p = sub.add_parser("demo", help="broker, stream, train, snapshot, serve, report: end to end")
+    p.add_argument("--events", type=int, default=20_000, help="training events")
+    p.add_argument("--requests", type=int, default=3_000, help="serving requests")
     p.add_argument("--out", default="streamshard-demo", help="where the demo writes its files")
     p.set_defaults(func=_demo)
     return parser

@@ -1,7 +1,9 @@
 """``streamshard demo``: everything end to end on this machine, nothing to configure.
 
-Starts the embedded broker, generates a click stream with 1% malformed records, runs the
-``validate`` Flink job on a local mini-cluster, counts what landed where, and stops the broker.
+Starts the embedded broker; generates a click stream with a known true model and 1%
+malformed records; trains on it with 4 shards and 2 workers on a local Flink mini-cluster;
+snapshots the model; serves a few thousand held-out requests from the snapshot and the live
+update stream; writes a report; prints the final figures; stops everything it started.
 """
 
 from __future__ import annotations
@@ -11,51 +13,140 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from connectors.broker import EmbeddedBroker
 from connectors.config import KafkaConfig
-from connectors.synthetic import CtrSettings
+from connectors.synthetic import CtrSettings, CtrStream
+
+BITS = 20
+SEED = 42
+
+
+def _say(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def _requests(kafka: KafkaConfig, train_events: int, count: int) -> dict[str, int]:
+    """Held-out events of the same true model as requests (no label, ``ts`` = now); returns
+    their labels by event_id, to score the served predictions."""
+    from connectors.admin import create_topics, produce
+
+    create_topics(kafka, ["requests"])
+    stream = CtrStream(CtrSettings(events=train_events + count, seed=SEED))
+    labels, records = {}, []
+    for i, (doc, _) in enumerate(stream.events()):
+        if i < train_events:
+            continue
+        labels[doc["event_id"]] = doc.pop("label")
+        doc["ts"] = int(time.time() * 1000)
+        records.append((doc["event_id"].encode(), json.dumps(doc).encode()))
+    produce(kafka, "requests", records)
+    return labels
+
+
+def _table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from connectors.admin import read_records
-    from flink_jobs import generate, validate
+    from connectors.snapshot import from_topic, save
+    from flink_jobs import generate, report, serve, train
+    from flink_jobs.env import FlinkSettings
+    from operators.metrics import roc_auc
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    flink = FlinkSettings(
+        checkpoint_dir=(out / "checkpoints").as_uri(), bundle_time_ms=10, buffer_timeout_ms=5
+    )
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
         kafka = KafkaConfig(broker.bootstrap_servers)
-        print(f"[demo] embedded broker at {broker.bootstrap_servers}")
+        _say(f"embedded broker at {broker.bootstrap_servers}")
         gen = generate.generate(
             generate.GenerateConfig(
                 kafka=kafka,
-                settings=CtrSettings(events=args.events, seed=42),
+                settings=CtrSettings(events=args.events, seed=SEED),
                 topic="events",
                 partitions=2,
                 truth_path=str(out / "truth.json"),
                 malformed=0.01,
             )
         )
-        print(
-            f"[demo] generated {gen.events:,} events ({gen.malformed} malformed), "
-            f"end offsets {gen.offsets_flag()}"
+        _say(f"generated {gen.events:,} click events ({gen.malformed} malformed) on 'events'")
+        _say("training: 4 shards, 2 workers, async, on a local Flink mini-cluster ...")
+        trained = train.run(
+            train.TrainConfig(
+                kafka=kafka,
+                flink=flink,
+                bits=BITS,
+                shards=4,
+                workers=2,
+                consistency="async",
+                stop_offsets=gen.end_offsets,
+                summary_json=str(out / "train-summary.json"),
+                timeout_s=1800,
+            )
         )
-        print("[demo] running the validate job on a local Flink mini-cluster ...")
-        validate.run(validate.ValidateConfig(kafka=kafka, stop_offsets=gen.end_offsets))
-        valid = read_records(kafka, "events-valid", gen.events - gen.malformed, timeout=60)
-        dead = read_records(kafka, "dead-letters", gen.malformed, timeout=30)
-        reasons: dict[str, int] = {}
-        for record in dead:
-            reason = json.loads(record.value)["reason"].split(":")[0]
-            reasons[reason] = reasons.get(reason, 0) + 1
+        ctr = trained["tasks"]["ctr"]
+        _say(f"trained on {trained['events']:,} events in {trained['seconds']:.0f}s")
+        snaps = from_topic(kafka, "model-updates", BITS)
+        snap_dir = save(snaps[0], out / "models")
+        _say(f"snapshot: {snap_dir}")
+        labels = _requests(kafka, args.events, args.requests)
+        _say(f"serving {args.requests:,} held-out requests from the snapshot ...")
+        served = serve.run(
+            serve.ServeConfig(
+                kafka=kafka,
+                flink=flink,
+                bits=BITS,
+                init_model=str(snap_dir),
+                max_events=args.requests,
+                summary_json=str(out / "serve-summary.json"),
+                timeout_s=600,
+            )
+        )
+        preds = served["_predictions"]
+        serve_auc = roc_auc(
+            np.array([labels[p["event_id"]] for p in preds]), np.array([p["score"] for p in preds])
+        )
+        page = report.write_report(report.read_metrics(kafka, "metrics"), out / "report")
     truth = json.loads((out / "truth.json").read_text())
-    print(f"[demo] events-valid: {len(valid):,} records; dead-letters: {len(dead):,}")
-    for reason, count in sorted(reasons.items()):
-        print(f"[demo]   {count:>5}  {reason}")
-    print(
-        f"[demo] true model on this stream: AUC {truth['auc']:.4f}, "
-        f"log loss {truth['log_loss']:.4f}, click rate {truth['positive_rate']:.3f}"
+    lat = served["latency_ms"]
+    print()
+    _table(
+        [
+            (
+                "training events",
+                f"{trained['events']:,} ({trained['dead_letters']} to dead-letters)",
+            ),
+            ("training throughput", f"{trained['events_per_s']:,.0f} events/s"),
+            (
+                "prequential AUC",
+                f"{ctr['auc']:.4f} (true model on the same stream: {truth['auc']:.4f})",
+            ),
+            (
+                "prequential log loss",
+                f"{ctr['log_loss']:.4f} (true model: {truth['log_loss']:.4f})",
+            ),
+            (
+                "staleness max / mean",
+                f"{ctr['staleness_max']} / {ctr['staleness_mean']:.1f} mini-batches",
+            ),
+            ("model version", f"{ctr['model_version']:,}"),
+            (
+                "served predictions",
+                f"{served['predictions']:,} of {served['requests']:,}, AUC {serve_auc:.4f}",
+            ),
+            ("serving latency", f"p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms"),
+            ("snapshot", str(snap_dir)),
+            ("report", str(page)),
+        ]
     )
-    print(f"[demo] done in {time.monotonic() - t0:.0f}s; files in {out}/")
-    ok = len(valid) == gen.events - gen.malformed and len(dead) == gen.malformed
+    print()
+    _say(f"done in {time.monotonic() - t0:.0f}s; broker stopped; files in {out}/")
+    ok = served["predictions"] == args.requests and trained["events"] == args.events
     return 0 if ok else 1

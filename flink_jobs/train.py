@@ -161,7 +161,7 @@ def build(env, cfg: TrainConfig):
 
     counts = parsed.get_side_output(COUNTS).union(shards.get_side_output(COUNTS))
     batches.union(counts).key_by(lambda r: r[1], key_type=Types.STRING()).process(
-        EvaluatorFunction(cfg.window), output_type=Types.STRING()
+        EvaluatorFunction(cfg.window, cfg.run_id), output_type=Types.STRING()
     ).name("evaluator").uid("evaluator").sink_to(
         kafka_sink(cfg.kafka, cfg.metrics_topic, cfg.delivery, f"{cfg.run_id}-metrics")
     ).name("metrics-sink").uid("metrics-sink")
@@ -184,10 +184,11 @@ def resolve_bounds(cfg: TrainConfig) -> tuple[dict[int, int] | None, int | None]
 class _MetricsWatcher:
     """Follows the metrics topic: latest cumulative record per task and counter totals."""
 
-    def __init__(self, kafka: KafkaConfig, topic: str):
+    def __init__(self, kafka: KafkaConfig, topic: str, run_id: str):
         from connectors.admin import consumer
 
         self.consumer = consumer(kafka, topic, committed_only=True)
+        self.run_id = run_id
         self.cumulative: dict[str, dict] = {}
         self.windows: list[dict] = []
         self.counters: dict[str, int] = {}
@@ -201,6 +202,8 @@ class _MetricsWatcher:
         for records in polled.values():
             for record in records:
                 doc = json.loads(record.value)
+                if doc.get("run") != self.run_id:
+                    continue  # another run's metrics on a shared topic
                 if doc["type"] == "cumulative":
                     best = self.cumulative.get(doc["task"])
                     if best is None or doc["count"] >= best["count"]:
@@ -230,7 +233,7 @@ def run_flink(cfg: TrainConfig) -> dict:
     cfg = replace(cfg, stop_offsets=stop_offsets)
     env = make_env(cfg.flink)
     build(env, cfg)
-    watcher = _MetricsWatcher(cfg.kafka, cfg.metrics_topic)
+    watcher = _MetricsWatcher(cfg.kafka, cfg.metrics_topic, cfg.run_id)
     started = time.monotonic()
     client = env.execute_async(cfg.job_name)
     try:

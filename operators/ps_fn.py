@@ -383,8 +383,9 @@ def _completed_checkpoint(uri: str | None) -> bool:
 class EvaluatorFunction(KeyedProcessFunction):
     """Prequential metrics per task (and counters), emitted as JSON to ``metrics``."""
 
-    def __init__(self, window: int, emit_every_ms: int = 1000):
+    def __init__(self, window: int, run_id: str, emit_every_ms: int = 1000):
         self.window = window
+        self.run_id = run_id
         self.emit_every_ms = emit_every_ms
 
     def open(self, runtime_context):
@@ -401,7 +402,7 @@ class EvaluatorFunction(KeyedProcessFunction):
             _, task, _, _, labels, scores, version, staleness, _ = record
             ev = self.state.value() or Prequential(task, self.window)
             for window in ev.add(labels, scores, version, staleness):
-                yield json.dumps(window)
+                yield json.dumps({**window, "run": self.run_id, "time": int(time.time() * 1000)})
             self.state.update(ev)
         if not self.dirty.value():
             self.dirty.update(True)
@@ -418,6 +419,7 @@ class EvaluatorFunction(KeyedProcessFunction):
         else:
             doc = {"type": "counter", "name": ctx.get_current_key(), "count": int(value or 0)}
         doc["time"] = int(time.time() * 1000)
+        doc["run"] = self.run_id
         yield json.dumps(doc)
 
 

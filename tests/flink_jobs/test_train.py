@@ -11,7 +11,7 @@ import pytest
 from connectors.admin import create_topics, produce, read_records
 from connectors.hashing import hash_batch
 from connectors.messages import decode_update
-from connectors.snapshot import Snapshot, save
+from connectors.snapshot import Snapshot, load, save
 from connectors.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode
 from flink_jobs import train
 from operators.local import OnlineLogistic
@@ -131,8 +131,9 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
     first = [json.loads(r.value) for r in preds if json.loads(r.value)["clock"] == 0]
     assert len(first) == 90 and np.std([p["score"] for p in first]) > 0.01
 
-    # final weights: replay the run's model updates (absolute values, last one wins)
+    # final weights: the snapshot, then the run's model updates (absolute, last one wins)
     replica = Replica()
+    replica.load_dense(load(init).weights)
     for record in read_records(kafka, f"{topic_name}-updates", idle=3):
         update = decode_update(record.value)
         replica.assign(update.indices, update.values)

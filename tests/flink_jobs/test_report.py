@@ -1,0 +1,72 @@
+"""The report: files exist, each PNG decodes and is not blank, the page references them."""
+
+import json
+
+import numpy as np
+import pytest
+
+from connectors.admin import create_topics, produce
+from flink_jobs.report import PLOTS, select_run, write_report
+from operators.evaluation import DEAD_LETTER_COUNT, Prequential
+from tests.cli_helpers import streamshard
+
+
+def metric_docs(run: str, tasks=("ctr", "fraud"), batches=40) -> list[dict]:
+    """What the evaluator writes for a run: windows, cumulative records, counters."""
+    rng = np.random.default_rng(5)
+    docs = []
+    evals = {t: Prequential(t, window=500) for t in tasks}
+    for b in range(batches):
+        for task, ev in evals.items():
+            labels = rng.random(100) < 0.2
+            scores = np.clip(labels * 0.3 + rng.random(100) * 0.7, 0, 1)
+            for w in ev.add(labels.astype(int), scores, version=b * 4, staleness=b % 3):
+                docs.append({**w, "run": run, "time": 1000 * b})
+            docs.append({**ev.cumulative(), "run": run, "time": 1000 * b + 10})
+        docs.append(
+            {"type": "counter", "name": DEAD_LETTER_COUNT, "count": b, "run": run, "time": 1000 * b}
+        )
+    return docs
+
+
+def check_report(out):
+    from matplotlib.image import imread
+
+    page = (out / "index.html").read_text()
+    for name in PLOTS:
+        assert f'src="{name}.png"' in page
+        pixels = imread(out / f"{name}.png")
+        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+        assert float(pixels[..., :3].std()) > 0.01, f"{name}.png is blank"
+    return page
+
+
+def test_report_files_decode_and_are_referenced(tmp_path):
+    docs = metric_docs("r-old", tasks=("ctr",), batches=5) + metric_docs("r-new")
+    page = check_report(write_report(docs, tmp_path).parent)
+    assert "r-new" in page and "r-old" not in page  # the newest run by default
+    assert "<td>fraud</td>" in page and "<td>4,000</td>" in page  # 40 batches of 100
+
+
+def test_select_run_names_the_runs_when_the_asked_one_is_missing():
+    with pytest.raises(Exception, match="runs seen: \\['a'\\]"):
+        select_run([{"type": "counter", "run": "a"}], "b")
+
+
+@pytest.mark.kafka
+def test_report_command_reads_the_metrics_topic(kafka, topic_name, tmp_path):
+    create_topics(kafka, [topic_name])
+    produce(kafka, topic_name, [(None, json.dumps(d).encode()) for d in metric_docs("r1")])
+    out = streamshard(
+        "report",
+        "--bootstrap-servers",
+        kafka.bootstrap_servers,
+        "--metrics-topic",
+        topic_name,
+        "--out",
+        str(tmp_path / "rep"),
+        "--idle",
+        "1",
+    )
+    assert out.returncode == 0, out.stderr
+    check_report(tmp_path / "rep")
