@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -27,22 +28,32 @@ def _say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def _requests(kafka: KafkaConfig, train_events: int, count: int) -> dict[str, int]:
-    """Held-out events of the same true model as requests (no label, ``ts`` = now); returns
-    their labels by event_id, to score the served predictions."""
-    from connectors.admin import create_topics, produce
-
-    create_topics(kafka, ["requests"])
+def _request_docs(train_events: int, count: int) -> list[dict]:
+    """Held-out events of the same true model, to serve (their labels score the answers)."""
     stream = CtrStream(CtrSettings(events=train_events + count, seed=SEED))
-    labels, records = {}, []
-    for i, (doc, _) in enumerate(stream.events()):
-        if i < train_events:
-            continue
-        labels[doc["event_id"]] = doc.pop("label")
-        doc["ts"] = int(time.time() * 1000)
-        records.append((doc["event_id"].encode(), json.dumps(doc).encode()))
-    produce(kafka, "requests", records)
-    return labels
+    return [doc for i, (doc, _) in enumerate(stream.events()) if i >= train_events]
+
+
+def _send_requests(kafka: KafkaConfig, docs: list[dict], rate: float) -> threading.Thread:
+    """Send ``docs`` without labels to ``requests`` at ``rate``/s, ``ts`` = send time."""
+    from connectors.admin import producer
+
+    def send() -> None:
+        prod = producer(kafka, linger_ms=0)
+        start = time.monotonic()
+        for i, doc in enumerate(docs):
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            request = {k: v for k, v in doc.items() if k != "label"}
+            request["ts"] = int(time.time() * 1000)
+            prod.send("requests", key=doc["event_id"].encode(), value=json.dumps(request).encode())
+        prod.flush()
+        prod.close()
+
+    thread = threading.Thread(target=send, name="demo-requests", daemon=True)
+    thread.start()
+    return thread
 
 
 def _table(rows: list[tuple[str, str]]) -> None:
@@ -52,6 +63,7 @@ def _table(rows: list[tuple[str, str]]) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from connectors.admin import create_topics
     from connectors.snapshot import from_topic, save
     from flink_jobs import generate, report, serve, train
     from flink_jobs.env import FlinkSettings
@@ -96,8 +108,11 @@ def run_demo(args: argparse.Namespace) -> int:
         snaps = from_topic(kafka, "model-updates", BITS)
         snap_dir = save(snaps[0], out / "models")
         _say(f"snapshot: {snap_dir}")
-        labels = _requests(kafka, args.events, args.requests)
-        _say(f"serving {args.requests:,} held-out requests from the snapshot ...")
+        docs = _request_docs(args.events, args.requests)
+        labels = {d["event_id"]: d["label"] for d in docs}
+        create_topics(kafka, ["requests"])
+        _say(f"serving {args.requests:,} held-out requests at 500/s from the snapshot ...")
+        sender: list[threading.Thread] = []
         served = serve.run(
             serve.ServeConfig(
                 kafka=kafka,
@@ -107,7 +122,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 max_events=args.requests,
                 summary_json=str(out / "serve-summary.json"),
                 timeout_s=600,
-            )
+            ),
+            on_running=lambda: sender.append(_send_requests(kafka, docs, rate=500)),
         )
         preds = served["_predictions"]
         serve_auc = roc_auc(

@@ -116,7 +116,7 @@ def _rate(docs: list[dict]) -> list[tuple[int, float]]:
     """Events/s between successive cumulative records of a task."""
     docs = sorted(docs, key=lambda d: d["time"])
     points = []
-    for a, b in zip(docs, docs[1:]):
+    for a, b in zip(docs, docs[1:], strict=False):
         if b["time"] > a["time"]:
             points.append((b["time"], (b["count"] - a["count"]) * 1000 / (b["time"] - a["time"])))
     return points

@@ -129,8 +129,9 @@ def _read_run(kafka: KafkaConfig, topic: str, field_name: str, run_id: str):
     return cons, mine
 
 
-def run_bounded(cfg: ServeConfig, expected: int) -> dict:
-    """Run until every one of ``expected`` requests is answered or dead-lettered; cancel."""
+def run_bounded(cfg: ServeConfig, expected: int, on_running=None) -> dict:
+    """Run until every one of ``expected`` requests is answered or dead-lettered; cancel.
+    ``on_running()`` is called once the job reports RUNNING (a caller may start sending)."""
     from flink_jobs.env import make_env
 
     env = make_env(cfg.flink)
@@ -142,7 +143,7 @@ def run_bounded(cfg: ServeConfig, expected: int) -> dict:
     started = time.monotonic()
     client = env.execute_async(cfg.job_name)
     try:
-        last_check = 0.0
+        last_check, running = 0.0, False
         while len(predictions) + len(dead_letters) < expected:
             got = preds.poll(timeout_ms=200)
             predictions += preds_mine(got)
@@ -150,11 +151,15 @@ def run_bounded(cfg: ServeConfig, expected: int) -> dict:
             if not got:
                 time.sleep(0.1)  # the embedded broker answers empty fetches at once
             now = time.monotonic()
-            if now - last_check > 2:
+            if now - last_check > (2 if running else 0.3):
                 last_check = now
-                status = str(client.get_job_status().result())
+                status = client.get_job_status().result().name
                 if status in ("FAILED", "CANCELED", "FINISHED"):
                     raise StreamshardError(f"serve job ended early with status {status}")
+                if status == "RUNNING" and not running:
+                    running = True
+                    if on_running is not None:
+                        on_running()
             if cfg.timeout_s and now - started > cfg.timeout_s:
                 raise StreamshardError(
                     f"timed out after {cfg.timeout_s:.0f}s with {len(predictions)} predictions "
@@ -203,7 +208,7 @@ def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) ->
     }
 
 
-def run(cfg: ServeConfig) -> dict | None:
+def run(cfg: ServeConfig, on_running=None) -> dict | None:
     from connectors.admin import bounds, create_topics
 
     create_topics(cfg.kafka, [cfg.requests_topic, cfg.predictions_topic, cfg.dead_letter_topic])
@@ -218,7 +223,7 @@ def run(cfg: ServeConfig) -> dict | None:
         return None
     from dataclasses import replace
 
-    summary = run_bounded(replace(cfg, stop_offsets=stop_offsets), expected)
+    summary = run_bounded(replace(cfg, stop_offsets=stop_offsets), expected, on_running)
     if cfg.summary_json:
         public = {k: v for k, v in summary.items() if not k.startswith("_")}
         Path(cfg.summary_json).parent.mkdir(parents=True, exist_ok=True)

@@ -243,7 +243,7 @@ def run_flink(cfg: TrainConfig) -> dict:
             now = time.monotonic()
             if now - last_check > 2:
                 last_check = now
-                status = str(client.get_job_status().result())
+                status = client.get_job_status().result().name
                 if status in ("FAILED", "CANCELED", "FINISHED"):
                     raise StreamshardError(f"training job ended early with status {status}")
             if cfg.timeout_s and now - started > cfg.timeout_s:
