@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-kafka test-flink bench lint clean
+.PHONY: demo test test-fast test-kafka test-flink bench bench-serve lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,16 @@ test-kafka: $(STAMP)
 test-flink: $(STAMP)
 	$(BIN)/python -m pytest -m flink
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+$(VENV)/.bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $@
+
+# ARGS=--quick for a smaller run
+bench: $(VENV)/.bench
+	$(BIN)/python benchmarks/run.py $(ARGS)
+
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve_bench.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
