@@ -60,6 +60,7 @@ class TrainConfig:
     timeout_s: float | None = None
     fail_marker: str | None = None
     init_model: str | None = None
+    block: int = 4096
     job_name: str = "streamshard-train"
 
     def ps_settings(self):
@@ -80,6 +81,7 @@ class TrainConfig:
             fail_marker=self.fail_marker,
             checkpoint_dir=self.flink.checkpoint_dir,
             init_model=self.init_model,
+            block=self.block,
         )
 
     def settings_for_summary(self) -> dict:
@@ -403,6 +405,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="EPS",
         help="significantly-modified filter: send a weight only once it moved more than EPS",
     )
+    ps.add_argument(
+        "--block-size",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="coordinates per keyed-state entry of shards and replicas (default 4096)",
+    )
     ps.add_argument("--window", type=int, default=10_000, help="metrics window (predictions)")
     io = parser.add_argument_group("topics and bounds")
     io.add_argument("--input-topic", default="events")
@@ -430,7 +439,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    for name in ("shards", "workers", "batch_size", "window"):
+    for name in ("shards", "workers", "batch_size", "window", "block_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.max_events is not None and args.max_events < 1:
@@ -477,6 +486,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         timeout_s=args.timeout,
         fail_marker=args.inject_failure,
         init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
+        block=args.block_size,
     )
     return replace(cfg, run_id=args.run_id) if args.run_id else cfg
 

@@ -93,7 +93,6 @@ class AdaGrad(_StoredWeights):
     def init_state(self, size: int) -> dict[str, np.ndarray]:
         return {"w": np.zeros(size), "g2": np.zeros(size)}
 
-
     def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
         w = state["w"][idx]
         g = g + self.l2 * w
@@ -115,7 +114,6 @@ class Sgd(_StoredWeights):
 
     def init_state(self, size: int) -> dict[str, np.ndarray]:
         return {"w": np.zeros(size)}
-
 
     def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
         w = state["w"][idx]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BLOCK = 4096
+BLOCK = 4096  # the default; `train --block-size` chooses (see the README's measurements)
 
 
 def shard_width(dim: int, shards: int) -> int:
@@ -75,27 +75,28 @@ class ShardServer:
     the weights last broadcast (for the significantly-modified filter).
     """
 
-    def __init__(self, optimizer, threshold: float = 0.0):
+    def __init__(self, optimizer, threshold: float = 0.0, block: int = BLOCK):
         self.optimizer = optimizer
         self.threshold = threshold
+        self.block = block
 
     def _block(self, blocks: MutableMapping, bid: int) -> dict[str, np.ndarray]:
         arrays = blocks.get(bid)
         if arrays is None:
-            arrays = self.optimizer.init_state(BLOCK)
-            arrays["sent"] = np.zeros(BLOCK)
+            arrays = self.optimizer.init_state(self.block)
+            arrays["sent"] = np.zeros(self.block)
         return arrays
 
     def warm(self, blocks: MutableMapping, w: np.ndarray, lo: int, hi: int) -> None:
         """Start the coordinates ``[lo, hi)`` from dense weights ``w`` (a warm start: the
         optimizer's history is empty, ``sent`` equals ``w``)."""
         nz = np.flatnonzero(w[lo:hi]) + lo
-        bids = nz // BLOCK
+        bids = nz // self.block
         cuts = np.flatnonzero(np.diff(bids)) + 1
         for part in np.split(nz, cuts) if nz.size else []:
-            bid = int(part[0] // BLOCK)
+            bid = int(part[0] // self.block)
             arrays = self._block(blocks, bid)
-            local = part % BLOCK
+            local = part % self.block
             self.optimizer.warm(arrays, local, w[part])
             arrays["sent"][local] = w[part]
             blocks[bid] = arrays
@@ -109,14 +110,14 @@ class ShardServer:
             return idx, np.zeros(0)
         if not np.all(np.isfinite(g)):
             return None
-        bids = idx // BLOCK
+        bids = idx // self.block
         cuts = np.flatnonzero(np.diff(bids)) + 1
         groups = list(zip(np.split(idx, cuts), np.split(g, cuts), strict=True))
         staged = []
         for part_idx, part_g in groups:
-            bid = int(part_idx[0] // BLOCK)
+            bid = int(part_idx[0] // self.block)
             arrays = self._block(blocks, bid)
-            local = part_idx % BLOCK
+            local = part_idx % self.block
             gathered = {k: arrays[k][local] for k in self.optimizer.state_names}
             w = self.optimizer.apply(gathered, np.arange(local.size), part_g)
             if not (
@@ -131,7 +132,7 @@ class ShardServer:
             moved = np.abs(w - arrays["sent"][local]) > self.threshold
             arrays["sent"][local[moved]] = w[moved]
             blocks[bid] = arrays
-            out_idx.append(local[moved] + bid * BLOCK)
+            out_idx.append(local[moved] + bid * self.block)
             out_w.append(w[moved])
         return np.concatenate(out_idx), np.concatenate(out_w)
 
@@ -142,32 +143,33 @@ class Replica:
     ``blocks`` maps block id -> weights array; any mapping (a dict, or Flink state).
     """
 
-    def __init__(self, blocks: MutableMapping | None = None):
+    def __init__(self, blocks: MutableMapping | None = None, block: int = BLOCK):
         self.blocks = {} if blocks is None else blocks
+        self.block = block
 
     def assign(self, idx: np.ndarray, w: np.ndarray) -> None:
         if idx.size == 0:
             return
-        bids = idx // BLOCK
+        bids = idx // self.block
         cuts = np.flatnonzero(np.diff(bids)) + 1
         for part_idx, part_w in zip(np.split(idx, cuts), np.split(w, cuts), strict=True):
-            bid = int(part_idx[0] // BLOCK)
+            bid = int(part_idx[0] // self.block)
             block = self.blocks.get(bid)
-            block = np.zeros(BLOCK) if block is None else block
-            block[part_idx % BLOCK] = part_w
+            block = np.zeros(self.block) if block is None else block
+            block[part_idx % self.block] = part_w
             self.blocks[bid] = block
 
     def lookup(self, idx: np.ndarray) -> np.ndarray:
         out = np.zeros(idx.size)
         if idx.size == 0:
             return out
-        bids = idx // BLOCK
+        bids = idx // self.block
         cuts = np.flatnonzero(np.diff(bids)) + 1
         start = 0
         for part in np.split(idx, cuts):
-            block = self.blocks.get(int(part[0] // BLOCK))
+            block = self.blocks.get(int(part[0] // self.block))
             if block is not None:
-                out[start : start + part.size] = block[part % BLOCK]
+                out[start : start + part.size] = block[part % self.block]
             start += part.size
         return out
 
@@ -180,6 +182,6 @@ class Replica:
     def dense(self, dim: int) -> np.ndarray:
         w = np.zeros(dim)
         for bid, block in self.blocks.items():
-            lo = bid * BLOCK
-            w[lo : min(dim, lo + BLOCK)] = block[: min(BLOCK, dim - lo)]
+            lo = bid * self.block
+            w[lo : min(dim, lo + self.block)] = block[: min(self.block, dim - lo)]
         return w

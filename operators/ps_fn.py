@@ -38,7 +38,7 @@ from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.logistic import dimension, gradient, predict_proba
 from operators.optim import make_optimizer
-from operators.ps import Consistency, Replica, ShardServer, shard_width, split_by_shard
+from operators.ps import BLOCK, Consistency, Replica, ShardServer, shard_width, split_by_shard
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
@@ -64,6 +64,7 @@ class PsSettings:
     fail_marker: str | None = None
     checkpoint_dir: str | None = None
     init_model: str | None = None  # a snapshot (or folder of them) to warm-start from
+    block: int = BLOCK  # coordinates per keyed-state entry
 
     @property
     def dim(self) -> int:
@@ -167,7 +168,9 @@ class WorkerFunction(KeyedCoProcessFunction):
         if meta is None:
             meta = {"blocks": set(), "shards": {}}
             if task in self.init:  # warm start: the replica begins as the snapshot
-                Replica(_MapView(self.replica, meta["blocks"])).load_dense(self.init[task].weights)
+                Replica(_MapView(self.replica, meta["blocks"]), self.s.block).load_dense(
+                    self.init[task].weights
+                )
                 self.meta.update(meta)
         return meta
 
@@ -178,7 +181,9 @@ class WorkerFunction(KeyedCoProcessFunction):
         if update.run != self.s.run_id:
             return  # an update of another run on a shared topic
         meta = self._meta(update.task)
-        Replica(_MapView(self.replica, meta["blocks"])).assign(update.indices, update.values)
+        Replica(_MapView(self.replica, meta["blocks"]), self.s.block).assign(
+            update.indices, update.values
+        )
         meta["shards"][update.shard] = (update.version, update.clock.get(key, -1))
         self.meta.update(meta)
         yield from self._drain(ctx, meta, flush=False)
@@ -236,7 +241,7 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _train(self, task, key, clock, batch, version, staleness, meta):
         indptr, indices, values = stack_rows((ex[6], ex[7]) for ex in batch)
         labels = np.array([ex[4] for ex in batch], np.float64)
-        replica = Replica(_MapView(self.replica, meta["blocks"]))
+        replica = Replica(_MapView(self.replica, meta["blocks"]), self.s.block)
         scores = predict_proba(indptr, indices, values, replica.lookup, self.s.bits)
         idx, g = gradient(indptr, indices, values, labels, scores, self.s.bits)
         for shard, part_idx, part_g in split_by_shard(idx, g, self.s.dim, self.s.shards):
@@ -283,7 +288,9 @@ class ShardFunction(KeyedProcessFunction):
 
     def open(self, runtime_context):
         self.server = ShardServer(
-            make_optimizer(self.s.optimizer, **dict(self.s.hyper)), self.s.update_threshold
+            make_optimizer(self.s.optimizer, **dict(self.s.hyper)),
+            self.s.update_threshold,
+            self.s.block,
         )
         self.blocks = runtime_context.get_map_state(
             MapStateDescriptor("blocks", Types.LONG(), PICKLED)
@@ -300,7 +307,9 @@ class ShardFunction(KeyedProcessFunction):
             if task in self.init:  # warm start: this shard's range of the snapshot
                 width = shard_width(self.s.dim, self.s.shards)
                 blocks = _MapView(self.blocks, meta["blocks"])
-                self.server.warm(blocks, self.init[task].weights, shard * width, (shard + 1) * width)
+                self.server.warm(
+                    blocks, self.init[task].weights, shard * width, (shard + 1) * width
+                )
         return meta
 
     def process_element(self, push, ctx):
