@@ -107,7 +107,7 @@ def end_to_end(kafka, topic: str, events: int, cfg: dict, tmp: str) -> dict:
     and staleness read back from its topics."""
     from connectors.admin import read_records
 
-    tag = f"{topic}-{cfg['label']}".replace(":", "").replace(" ", "").replace(",", "-")
+    tag = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{topic}-{cfg['label']}")
     summary_path = Path(tmp) / f"{tag}.json"
     cmd = [
         SCRIPT, "train", "--bootstrap-servers", kafka.bootstrap_servers,

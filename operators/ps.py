@@ -101,6 +101,28 @@ class ShardServer:
             arrays["sent"][local] = w[part]
             blocks[bid] = arrays
 
+    def apply_dense(
+        self, dr: DenseRange, idx: np.ndarray, g: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``apply`` on a dense working copy (``dr.arrays`` holds the optimizer's arrays and
+        ``sent``): the same arithmetic, element for element, with no loop over blocks."""
+        if idx.size == 0:
+            return idx, np.zeros(0)
+        if not np.all(np.isfinite(g)):
+            return None
+        local = idx - dr.lo
+        gathered = {k: dr.arrays[k][local] for k in self.optimizer.state_names}
+        w = self.optimizer.apply(gathered, np.arange(local.size), g)
+        if not (np.all(np.isfinite(w)) and all(np.all(np.isfinite(v)) for v in gathered.values())):
+            return None
+        for k, v in gathered.items():
+            dr.arrays[k][local] = v
+        sent = dr.arrays["sent"]
+        moved = np.abs(w - sent[local]) > self.threshold
+        sent[local[moved]] = w[moved]
+        dr.mark(idx)
+        return idx[moved], w[moved]
+
     def apply(
         self, blocks: MutableMapping, idx: np.ndarray, g: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -135,6 +157,72 @@ class ShardServer:
             out_idx.append(local[moved] + bid * self.block)
             out_w.append(w[moved])
         return np.concatenate(out_idx), np.concatenate(out_w)
+
+
+class DenseRange:
+    """A working copy, dense in memory, of arrays that Flink state stores in blocks.
+
+    Covers the block-aligned range around coordinates ``[lo, hi)``; block ``bid`` is the
+    slice of ``block`` coordinates starting at ``bid * block``. ``touched`` collects the ids of
+    the blocks written since the last ``take_touched``: those are what a compaction writes.
+
+    Examples
+    --------
+    >>> dr = DenseRange(("w",), lo=5, hi=12, block=4)
+    >>> dr.lo, dr.arrays["w"].size
+    (4, 8)
+    >>> dr.assign(np.array([6, 9]), np.array([1.0, 2.0]))
+    >>> dr.lookup(np.array([6, 9, 10])).tolist(), sorted(dr.touched)
+    ([1.0, 2.0, 0.0], [1, 2])
+    >>> sorted(dr.take_touched())
+    [1, 2]
+    """
+
+    def __init__(self, names, lo: int, hi: int, block: int = BLOCK):
+        self.block = block
+        self.lo = (lo // block) * block
+        size = -(-hi // block) * block - self.lo
+        self.arrays = {name: np.zeros(size) for name in names}
+        self.touched: set = set()
+
+    def _slice(self, bid: int) -> slice:
+        start = bid * self.block - self.lo
+        return slice(start, start + self.block)
+
+    def load(self, bid: int, value) -> None:
+        """Copy one stored block in (a dict of arrays by name, or the array of the only name)."""
+        if not isinstance(value, dict):
+            (name,) = self.arrays
+            value = {name: value}
+        for name, part in value.items():
+            self.arrays[name][self._slice(bid)] = part
+
+    def mark(self, idx: np.ndarray) -> None:
+        self.touched.update(np.unique(idx // self.block).tolist())
+
+    def take_touched(self) -> dict:
+        """Copies of the touched blocks, in the stored form; forgets them."""
+        out = {}
+        for bid in sorted(self.touched):
+            parts = {name: arr[self._slice(bid)].copy() for name, arr in self.arrays.items()}
+            out[bid] = parts if len(parts) > 1 else next(iter(parts.values()))
+        self.touched = set()
+        return out
+
+    # a replica's operations (one array, ``w``)
+    def lookup(self, idx: np.ndarray) -> np.ndarray:
+        return self.arrays["w"][idx - self.lo]
+
+    def assign(self, idx: np.ndarray, w: np.ndarray) -> None:
+        if idx.size:
+            self.arrays["w"][idx - self.lo] = w
+            self.mark(idx)
+
+    def load_dense(self, w: np.ndarray) -> None:
+        """Assign the non-zero entries of dense weights ``w`` that fall in this range."""
+        hi = min(w.size, self.lo + self.arrays["w"].size)
+        nz = np.flatnonzero(w[self.lo : hi]) + self.lo
+        self.assign(nz, w[nz])
 
 
 class Replica:

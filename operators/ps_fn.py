@@ -36,9 +36,18 @@ from connectors.events import decode_event
 from connectors.hashing import hash_features, stack_rows
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
+from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, gradient, predict_proba
 from operators.optim import make_optimizer
-from operators.ps import BLOCK, Consistency, Replica, ShardServer, shard_width, split_by_shard
+from operators.ps import (
+    BLOCK,
+    Consistency,
+    DenseRange,
+    Replica,
+    ShardServer,
+    shard_width,
+    split_by_shard,
+)
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
@@ -120,6 +129,22 @@ class _MapView:
         self.state.put(bid, value)
 
 
+def _load(dr: DenseRange, state, known: set) -> DenseRange:
+    """A dense working copy filled from the blocks in keyed MapState (``load`` copies)."""
+    for bid in known:
+        dr.load(bid, state.get(bid))
+    return dr
+
+
+def _compact(work: Working, state, journal, meta: dict) -> None:
+    """Write the blocks touched since the last compaction, then clear the journal."""
+    view = _MapView(state, meta["blocks"])
+    for bid, value in work.copy.take_touched().items():
+        view[bid] = value
+    journal.clear()
+    meta["journal"] = 0
+
+
 def fan_out_updates(workers: int):
     """Copy each model update to every worker key of its task (``task#0`` .. ``task#W-1``).
 
@@ -159,9 +184,26 @@ class WorkerFunction(KeyedCoProcessFunction):
         self.replica = runtime_context.get_map_state(
             MapStateDescriptor("replica", Types.LONG(), PICKLED)
         )
-        # {"blocks": set of replica block ids, "shards": {shard: (version, my applied clock)}}
+        # {"blocks": set of replica block ids, "shards": {shard: (version, my applied clock)},
+        #  "applied": updates applied, "journal": entries in the journal}
         self.meta = runtime_context.get_state(ValueStateDescriptor("replica-meta", PICKLED))
+        self.journal = runtime_context.get_list_state(
+            ListStateDescriptor("replica-journal", PICKLED)
+        )
+        self.copies = WorkingCopies()  # a cache of the replica state, see operators/journal.py
         self.init = initial_models(self.s)
+
+    def _replica(self, key: str, meta: dict) -> Working:
+        """The replica's dense working copy (rebuilt from state when stale)."""
+        return self.copies.get(
+            key,
+            meta.get("applied", 0),
+            lambda: _load(
+                DenseRange(("w",), 0, self.s.dim, self.s.block), self.replica, meta["blocks"]
+            ),
+            lambda: list(self.journal.get() or []) if meta.get("journal") else [],
+            lambda dr, entry: dr.assign(*entry),
+        )
 
     def _meta(self, task: str) -> dict:
         meta = self.meta.value()
@@ -181,9 +223,14 @@ class WorkerFunction(KeyedCoProcessFunction):
         if update.run != self.s.run_id:
             return  # an update of another run on a shared topic
         meta = self._meta(update.task)
-        Replica(_MapView(self.replica, meta["blocks"]), self.s.block).assign(
-            update.indices, update.values
-        )
+        work = self._replica(key, meta)
+        work.copy.assign(update.indices, update.values)
+        self.journal.add((update.indices, update.values))
+        meta["applied"] = meta.get("applied", 0) + 1
+        meta["journal"] = meta.get("journal", 0) + 1
+        work.stamp = meta["applied"]
+        if meta["journal"] >= self.copies.compact_every:
+            _compact(work, self.replica, self.journal, meta)
         meta["shards"][update.shard] = (update.version, update.clock.get(key, -1))
         self.meta.update(meta)
         yield from self._drain(ctx, meta, flush=False)
@@ -241,7 +288,7 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _train(self, task, key, clock, batch, version, staleness, meta):
         indptr, indices, values = stack_rows((ex[6], ex[7]) for ex in batch)
         labels = np.array([ex[4] for ex in batch], np.float64)
-        replica = Replica(_MapView(self.replica, meta["blocks"]), self.s.block)
+        replica = self._replica(key, meta).copy
         scores = predict_proba(indptr, indices, values, replica.lookup, self.s.bits)
         idx, g = gradient(indptr, indices, values, labels, scores, self.s.bits)
         for shard, part_idx, part_g in split_by_shard(idx, g, self.s.dim, self.s.shards):
@@ -297,6 +344,8 @@ class ShardFunction(KeyedProcessFunction):
         )
         self.meta = runtime_context.get_state(ValueStateDescriptor("meta", PICKLED))
         self.held = runtime_context.get_state(ValueStateDescriptor("held", PICKLED))
+        self.journal = runtime_context.get_list_state(ListStateDescriptor("push-journal", PICKLED))
+        self.copies = WorkingCopies()  # a cache of the blocks' state, see operators/journal.py
         self.init = initial_models(self.s)
         self.seen = 0
 
@@ -342,12 +391,31 @@ class ShardFunction(KeyedProcessFunction):
         self.held.update(held)
 
     def _apply(self, meta, task, shard, pushes, idx, g):
-        result = self.server.apply(_MapView(self.blocks, meta["blocks"]), idx, g)
+        width = shard_width(self.s.dim, self.s.shards)
+        names = (*self.server.optimizer.state_names, "sent")
+        work = self.copies.get(
+            f"{task}/{shard}",
+            meta["version"],
+            lambda: _load(
+                DenseRange(names, shard * width, (shard + 1) * width, self.s.block),
+                self.blocks,
+                meta["blocks"],
+            ),
+            lambda: list(self.journal.get() or []) if meta.get("journal") else [],
+            lambda dr, entry: self.server.apply_dense(dr, *entry),
+        )
+        result = self.server.apply_dense(work.copy, idx, g)
         if result is None:
             meta["rejected"] += 1
             result = (np.zeros(0, np.int64), np.zeros(0))
             yield COUNTS, ("count", REJECTED_COUNT, 1)
+        else:
+            self.journal.add((idx, g))
+            meta["journal"] = meta.get("journal", 0) + 1
         meta["version"] += 1
+        work.stamp = meta["version"]
+        if meta.get("journal", 0) >= self.copies.compact_every:
+            _compact(work, self.blocks, self.journal, meta)
         for worker, clock in pushes:
             meta["clock"][worker] = clock
             meta["pushes_applied"] += 1
