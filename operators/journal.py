@@ -52,7 +52,7 @@ class Working:
 class WorkingCopies:
     """Per key, the working copy and the stamp of the state it reflects."""
 
-    def __init__(self, compact_every: int = 64):
+    def __init__(self, compact_every: int = 512):
         self.compact_every = compact_every
         self._work: dict = {}
 
