@@ -10,7 +10,10 @@ harmless::
 ``clock`` is the shard's vector clock: per worker, the last of its mini-batches applied.
 ``applied`` lists the (worker, clock) pushes this update applied; ``pushes_applied`` counts
 every push the shard's state has applied so far and ``duplicates_skipped`` the pushes it
-refused as already applied (the exactly-once tests read both).
+refused as already applied (the exactly-once tests read both). ``waiting`` (sync mode only)
+says the shard holds some workers' pushes of that clock and waits for the others: a worker
+with nothing buffered at that clock answers with an empty push, so a bounded stream whose
+workers ran out of examples at different clocks still finishes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class ModelUpdate:
     ts: int = 0
     pushes_applied: int = 0
     duplicates_skipped: int = 0
+    waiting: int | None = None  # sync: the shard holds some workers' pushes of this clock
 
     def to_json(self) -> str:
         return json.dumps(
@@ -53,6 +57,7 @@ class ModelUpdate:
                 "ts": self.ts,
                 "pushes_applied": self.pushes_applied,
                 "duplicates_skipped": self.duplicates_skipped,
+                **({"waiting": self.waiting} if self.waiting is not None else {}),
             },
             separators=(",", ":"),
         )
@@ -74,6 +79,7 @@ def decode_update(raw: str | bytes) -> ModelUpdate:
             ts=int(doc.get("ts", 0)),
             pushes_applied=int(doc.get("pushes_applied", 0)),
             duplicates_skipped=int(doc.get("duplicates_skipped", 0)),
+            waiting=int(doc["waiting"]) if doc.get("waiting") is not None else None,
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DecodeError(f"bad model update: {type(exc).__name__}: {exc}") from exc

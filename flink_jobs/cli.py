@@ -121,6 +121,58 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from flink_jobs import cluster
+
+    if args.action == "start":
+        s = cluster.ClusterSettings(
+            taskmanagers=args.taskmanagers, bind_host=args.bind_host, rest_port=args.rest_port
+        )
+        info = cluster.start(s)
+        print(
+            f"cluster running: REST {s.rest}, {info['taskmanagers']} TaskManagers, "
+            f"{info['slots-total']} slots; config and logs under {cluster.cluster_dir()}"
+        )
+    elif args.action == "stop":
+        cluster.stop()
+        print("cluster stopped")
+    else:
+        s = cluster.load_settings()
+        info = cluster.overview(s)
+        print(
+            f"cluster: REST {s.rest}, Flink {info.get('flink-version')}, "
+            f"{info['taskmanagers']} TaskManagers, {info['slots-available']}/{info['slots-total']} "
+            f"slots free, {info['jobs-running']} jobs running; logs in {cluster.cluster_dir() / 'log'}"
+        )
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from flink_jobs import cluster
+
+    job_args = args.job_args[1:] if args.job_args[:1] == ["--"] else args.job_args
+    return cluster.submit(args.job, job_args, args.jobmanager, args.detached)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from flink_jobs import cluster
+
+    host, _, port = args.jobmanager.rpartition(":")
+    s = cluster.ClusterSettings(bind_host=host, rest_port=int(port))
+    if args.action == "list":
+        for job in cluster.jobs(s):
+            print(f"{job['jid']}  {job['state']:<10} {job['name']}")
+        return 0
+    if not args.job_id:
+        raise StreamshardError(f"jobs {args.action} needs a JOB_ID (see `streamshard jobs list`)")
+    if args.action == "cancel":
+        cluster.cancel(s, args.job_id)
+        print(f"cancelled {args.job_id}")
+    else:
+        print(f"stopped {args.job_id}; savepoint {cluster.stop_with_savepoint(s, args.job_id)}")
+    return 0
+
+
 def _record_line(record, with_meta: bool) -> str:
     text = record.value.decode("utf-8", "backslashreplace") if record.value is not None else None
     try:
@@ -231,6 +283,28 @@ def build_parser() -> Parser:
     )
     add_kafka_args(p)
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("cluster", help="start, stop or inspect a local standalone Flink cluster")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--taskmanagers", type=int, default=1)
+    p.add_argument(
+        "--bind-host", default="127.0.0.1", help="REST and RPC address (default loopback only)"
+    )
+    p.add_argument("--rest-port", type=int, default=8081)
+    p.set_defaults(func=_cluster)
+
+    p = sub.add_parser("submit", help="run a job on a Flink cluster with `flink run -py`")
+    p.add_argument("job", choices=["train", "validate", "serve"])
+    p.add_argument("--jobmanager", default="127.0.0.1:8081", metavar="HOST:PORT")
+    p.add_argument("--detached", action="store_true")
+    p.add_argument("job_args", nargs=argparse.REMAINDER, help="the job's own flags, after --")
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("jobs", help="list, cancel or stop-with-savepoint jobs on a cluster")
+    p.add_argument("action", choices=["list", "cancel", "stop-with-savepoint"])
+    p.add_argument("job_id", nargs="?", metavar="JOB_ID")
+    p.add_argument("--jobmanager", default="127.0.0.1:8081", metavar="HOST:PORT")
+    p.set_defaults(func=_jobs)
 
     p = sub.add_parser("tail", help="print the records of a topic as JSON lines")
     p.add_argument("--topic", required=True)

@@ -235,12 +235,15 @@ def run_flink(cfg: TrainConfig) -> dict:
     cfg = replace(cfg, stop_offsets=stop_offsets)
     env = make_env(cfg.flink)
     build(env, cfg)
+    if expected is None:  # unbounded: run until cancelled (under `flink run -d`: submit, return)
+        env.execute(cfg.job_name)
+        return {"engine": cfg.engine, "unbounded": True, "run": cfg.run_id}
     watcher = _MetricsWatcher(cfg.kafka, cfg.metrics_topic, cfg.run_id)
     started = time.monotonic()
     client = env.execute_async(cfg.job_name)
     try:
         last_check = 0.0
-        while expected is None or watcher.accounted() < expected:
+        while watcher.accounted() < expected:
             watcher.poll()
             now = time.monotonic()
             if now - last_check > 2:
@@ -504,6 +507,9 @@ def check_init_model(path: str, bits: int) -> None:
 
 
 def print_summary(summary: dict) -> None:
+    if summary.get("unbounded"):
+        print(f"training job of run {summary['run']} submitted (unbounded)")
+        return
     print(
         f"{summary['engine']}: {summary['events']:,} events in {summary['seconds']:.1f}s "
         f"({(summary['events_per_s'] or 0):,.0f}/s); dead letters {summary['dead_letters']}, "

@@ -222,6 +222,9 @@ class WorkerFunction(KeyedCoProcessFunction):
         update = decode_update(raw)
         if update.run != self.s.run_id:
             return  # an update of another run on a shared topic
+        if update.waiting is not None:
+            yield from self._awaited(ctx, key, update)
+            return
         meta = self._meta(update.task)
         work = self._replica(key, meta)
         work.copy.assign(update.indices, update.values)
@@ -234,6 +237,21 @@ class WorkerFunction(KeyedCoProcessFunction):
         meta["shards"][update.shard] = (update.version, update.clock.get(key, -1))
         self.meta.update(meta)
         yield from self._drain(ctx, meta, flush=False)
+
+    def _awaited(self, ctx, key: str, update):
+        """A sync shard waits for this worker's push of ``update.waiting``: train what is
+        buffered now, or, with nothing buffered, push an empty mini-batch for that clock."""
+        clock = self.clock.value() or 0
+        if clock != update.waiting:
+            return
+        if self.buffered.value():
+            self.due.update(True)
+            yield from self._drain(ctx, self._meta(update.task), flush=True)
+            return
+        for shard in range(self.s.shards):
+            empty = np.zeros(0, np.int64)
+            yield ("push", update.task, shard, key, clock, empty, np.zeros(0))
+        self.clock.update(clock + 1)
 
     # -- the examples ----------------------------------------------------------------------
     def process_element1(self, value, ctx):
@@ -389,6 +407,22 @@ class ShardFunction(KeyedProcessFunction):
             yield from self._apply(meta, task, shard, pushes, uniq, summed)
             meta["next_clock"] += 1
         self.held.update(held)
+        if held.get(meta["next_clock"]) and meta.get("waited") != meta["next_clock"]:
+            meta["waited"] = meta["next_clock"]  # say once per clock who is awaited
+            yield ModelUpdate(
+                run=self.s.run_id,
+                task=task,
+                shard=shard,
+                version=meta["version"],
+                clock=dict(meta["clock"]),
+                indices=np.zeros(0, np.int64),
+                values=np.zeros(0),
+                rejected=meta["rejected"],
+                ts=int(time.time() * 1000),
+                pushes_applied=meta["pushes_applied"],
+                duplicates_skipped=meta["duplicates_skipped"],
+                waiting=meta["next_clock"],
+            ).to_json()
 
     def _apply(self, meta, task, shard, pushes, idx, g):
         width = shard_width(self.s.dim, self.s.shards)

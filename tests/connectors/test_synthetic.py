@@ -56,7 +56,9 @@ def test_truth_is_the_true_models_own_auc_and_drift_changes_the_model():
     json.dumps(report)  # serializable as written to --truth
     still, _, _ = draw(events=40_000, seed=3)
     drifted, _, _ = draw(events=40_000, seed=3, drift_at=20_000)
-    same_before = sum(a["label"] == b["label"] for a, b in zip(still[:20_000], drifted[:20_000], strict=False))
+    same_before = sum(
+        a["label"] == b["label"] for a, b in zip(still[:20_000], drifted[:20_000], strict=False)
+    )
     assert same_before == 20_000  # the stream before the drift point is untouched
 
 

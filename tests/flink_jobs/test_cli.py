@@ -5,7 +5,17 @@ import pytest
 from flink_jobs.cli import build_parser
 from tests.cli_helpers import streamshard
 
-COMMANDS = ["broker", "topics", "generate", "validate", "train", "snapshot", "export", "tail", "demo"]
+COMMANDS = [
+    "broker",
+    "topics",
+    "generate",
+    "validate",
+    "train",
+    "snapshot",
+    "export",
+    "tail",
+    "demo",
+]
 
 
 def test_top_level_help_lists_every_command_with_one_line():

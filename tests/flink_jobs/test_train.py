@@ -163,9 +163,19 @@ def test_bounded_delay_never_exceeds_its_bound_with_two_tasks(kafka, topic_name,
     produce(kafka, topic_name, records)
     events = 2 * per_task
     summary = run_train(
-        kafka, topic_name, tmp_path,
-        "--consistency", "bounded:2", "--workers", "2", "--shards", "4",
-        "--batch-size", "50", "--max-events", str(events),
+        kafka,
+        topic_name,
+        tmp_path,
+        "--consistency",
+        "bounded:2",
+        "--workers",
+        "2",
+        "--shards",
+        "4",
+        "--batch-size",
+        "50",
+        "--max-events",
+        str(events),
     )
     assert summary["events"] == events
     # several tasks in one stream train separate models (the paper's namespaces)
@@ -245,3 +255,29 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
         )
     )
     assert abs(summary["tasks"]["ctr"]["auc"] - local["tasks"]["ctr"]["auc"]) <= 0.01
+
+
+def test_sync_with_two_workers_finishes_a_bounded_stream(kafka, topic_name, tmp_path):
+    # the workers get different numbers of examples (event ids hash unevenly), so one runs out
+    # of examples clocks before the other: the shards' "waiting" updates make it push empty
+    # mini-batches instead of stalling the other
+    events = 3000
+    fill_topic(kafka, topic_name, events, seed=24)
+    summary = run_train(
+        kafka, topic_name, tmp_path,
+        "--consistency", "sync", "--workers", "2", "--shards", "2",
+        "--batch-size", "50", "--max-events", str(events),
+    )  # fmt: skip
+    assert summary["events"] == events
+    preds = [json.loads(r.value) for r in read_records(kafka, f"{topic_name}-pred", idle=3)]
+    assert len({p["event_id"] for p in preds}) == events
+    per_worker = {}
+    for p in preds:
+        per_worker[p["worker"]] = per_worker.get(p["worker"], 0) + 1
+    assert len(per_worker) == 2 and len(set(per_worker.values())) == 2  # uneven, as intended
+    final = {}
+    for record in read_records(kafka, f"{topic_name}-updates", idle=3):
+        update = decode_update(record.value)
+        final[update.shard] = update
+    clocks = [c for c in final[0].clock.values()]
+    assert final[0].clock == final[1].clock and clocks[0] == clocks[1]  # lock-step to the end

@@ -1,0 +1,233 @@
+"""A local standalone Flink cluster from the scripts that ship with PyFlink, and job control.
+
+``streamshard cluster start [--taskmanagers N]`` writes a config under
+``.streamshard/cluster/conf`` (REST and RPC bound to 127.0.0.1 unless ``--bind-host`` says
+otherwise), then starts one JobManager and N TaskManagers as separate processes with
+``jobmanager.sh`` / ``taskmanager.sh`` (logs in ``.streamshard/cluster/log``). ``submit`` runs
+``flink run -py`` with this interpreter for the Python workers and the project's packages
+shipped with ``-pyfs``; ``jobs`` lists, cancels or stops jobs with a savepoint through the
+REST API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.broker import state_dir
+from connectors.errors import StreamshardError
+
+PROJECT = Path(__file__).resolve().parents[1]
+PACKAGES = ("connectors", "operators", "flink_jobs")
+
+
+class ClusterError(StreamshardError):
+    """The local cluster cannot be started, reached or controlled; the message says why."""
+
+
+def flink_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+def cluster_dir() -> Path:
+    return state_dir() / "cluster"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    taskmanagers: int = 1
+    slots: int = 2
+    rest_port: int = 8081
+    rpc_port: int = 6123
+    bind_host: str = "127.0.0.1"
+    tm_memory: str = "1600m"
+    jm_memory: str = "1200m"
+
+    @property
+    def rest(self) -> str:
+        return f"http://{self.bind_host}:{self.rest_port}"
+
+
+def _java_opts() -> str:
+    """The ``env.java.opts.all`` PyFlink's own config ships (module opens Java 17 needs)."""
+    text = (flink_home() / "conf" / "config.yaml").read_text()
+    for line in text.splitlines():
+        if line.strip().startswith("all:") and "--add-opens" in line:
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def write_config(s: ClusterSettings) -> Path:
+    conf = cluster_dir() / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    (cluster_dir() / "log").mkdir(exist_ok=True)  # flink-daemon.sh does not make it
+    checkpoints = (cluster_dir() / "checkpoints").resolve().as_uri()
+    savepoints = (cluster_dir() / "savepoints").resolve().as_uri()
+    settings = {
+        "env.java.opts.all": _java_opts(),
+        "jobmanager.bind-host": s.bind_host,
+        "jobmanager.rpc.address": s.bind_host,
+        "jobmanager.rpc.port": s.rpc_port,
+        "jobmanager.memory.process.size": s.jm_memory,
+        "taskmanager.bind-host": s.bind_host,
+        "taskmanager.host": s.bind_host,
+        "taskmanager.numberOfTaskSlots": s.slots,
+        "taskmanager.memory.process.size": s.tm_memory,
+        "rest.address": s.bind_host,
+        "rest.bind-address": s.bind_host,
+        "rest.port": s.rest_port,
+        "blob.server.port": "6124-6130",
+        "taskmanager.rpc.port": "6131-6140",
+        "parallelism.default": 1,
+        "execution.checkpointing.dir": checkpoints,
+        "execution.checkpointing.savepoint-dir": savepoints,
+        "python.executable": sys.executable,
+        "python.client.executable": sys.executable,
+    }
+    lines = [f"{k}: {json.dumps(v) if isinstance(v, str) else v}" for k, v in settings.items()]
+    (conf / "config.yaml").write_text("\n".join(lines) + "\n")
+    for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties"):
+        source = flink_home() / "conf" / name
+        if source.exists():
+            (conf / name).write_text(source.read_text())
+    (conf / "masters").write_text(f"{s.bind_host}:{s.rest_port}\n")
+    (conf / "workers").write_text(f"{s.bind_host}\n")
+    (cluster_dir() / "settings.json").write_text(json.dumps(s.__dict__))
+    return conf
+
+
+def _env() -> dict:
+    d = cluster_dir()
+    return {
+        **os.environ,
+        "FLINK_HOME": str(flink_home()),
+        "FLINK_CONF_DIR": str(d / "conf"),
+        "FLINK_LOG_DIR": str(d / "log"),
+        "FLINK_PID_DIR": str(d / "pid"),
+    }
+
+
+def _script(name: str, *args: str) -> subprocess.CompletedProcess:
+    script = flink_home() / "bin" / name
+    out = subprocess.run(
+        ["bash", str(script), *args], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    if out.returncode != 0:
+        raise ClusterError(
+            f"{name} {' '.join(args)} failed: {(out.stderr or out.stdout).strip()[-300:]}"
+        )
+    return out
+
+
+def rest(s: ClusterSettings, path: str, method: str = "GET", body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"{s.rest}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            text = resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        raise ClusterError(
+            f"{method} {path}: HTTP {exc.code}: {exc.read().decode()[:300]}"
+        ) from exc
+    except OSError as exc:
+        raise ClusterError(
+            f"no Flink REST API at {s.rest} ({exc}); `streamshard cluster start`?"
+        ) from exc
+    return json.loads(text) if text else {}
+
+
+def load_settings() -> ClusterSettings:
+    path = cluster_dir() / "settings.json"
+    return ClusterSettings(**json.loads(path.read_text())) if path.exists() else ClusterSettings()
+
+
+def overview(s: ClusterSettings) -> dict:
+    return rest(s, "/overview")
+
+
+def start(s: ClusterSettings, timeout: float = 120) -> dict:
+    try:
+        overview(s)
+        raise ClusterError(f"a Flink cluster already answers at {s.rest}; stop it first")
+    except ClusterError as exc:
+        if "already answers" in str(exc):
+            raise
+    write_config(s)
+    _script("jobmanager.sh", "start")
+    for _ in range(s.taskmanagers):
+        _script("taskmanager.sh", "start")
+    return wait_for_taskmanagers(s, s.taskmanagers, timeout)
+
+
+def wait_for_taskmanagers(s: ClusterSettings, count: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = overview(s)
+            if last.get("taskmanagers", 0) >= count:
+                return last
+        except ClusterError:
+            pass
+        time.sleep(0.5)
+    raise ClusterError(f"the cluster did not come up with {count} TaskManagers in {timeout:.0f}s "
+                       f"(last overview {last}); logs in {cluster_dir() / 'log'}")  # fmt: skip
+
+
+def add_taskmanager() -> None:
+    _script("taskmanager.sh", "start")
+
+
+def stop() -> None:
+    _script("taskmanager.sh", "stop-all")
+    _script("jobmanager.sh", "stop-all")
+
+
+def submit(job: str, job_args: list[str], jobmanager: str, detached: bool) -> int:
+    """``flink run -py`` the job module against ``jobmanager`` (HOST:PORT of its REST API)."""
+    entry = PROJECT / "flink_jobs" / f"{job}.py"
+    if not entry.exists():
+        raise ClusterError(f"unknown job {job!r} (expected one of train, validate, serve)")
+    cmd = [
+        "bash", str(flink_home() / "bin" / "flink"), "run", "-m", jobmanager,
+        "-py", str(entry), "-pyexec", sys.executable, "-pyclientexec", sys.executable,
+        "-pyfs", ",".join(str(PROJECT / p) for p in PACKAGES),
+        *(["-d"] if detached else []), *job_args,
+    ]  # fmt: skip
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
+    return subprocess.run(cmd, env=env).returncode
+
+
+def jobs(s: ClusterSettings) -> list[dict]:
+    return rest(s, "/jobs/overview").get("jobs", [])
+
+
+def cancel(s: ClusterSettings, job_id: str) -> None:
+    rest(s, f"/jobs/{job_id}", method="PATCH")
+
+
+def stop_with_savepoint(s: ClusterSettings, job_id: str, timeout: float = 300) -> str:
+    trigger = rest(s, f"/jobs/{job_id}/stop", "POST", {"drain": False, "formatType": "CANONICAL"})
+    request = trigger["request-id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = rest(s, f"/jobs/{job_id}/savepoints/{request}")
+        if status["status"]["id"] == "COMPLETED":
+            op = status.get("operation", {})
+            if "failure-cause" in op:
+                raise ClusterError(f"savepoint failed: {op['failure-cause'].get('class')}")
+            return op["location"]
+        time.sleep(0.5)
+    raise ClusterError(f"savepoint of {job_id} not done after {timeout:.0f}s")
