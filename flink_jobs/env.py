@@ -40,6 +40,7 @@ class FlinkSettings:
     bundle_time_ms: int = 100
     restart_attempts: int = 5
     buffer_timeout_ms: int = 100
+    options: tuple = ()  # (key, value) pairs of Flink configuration, set last
 
     def checkpoint_uri(self) -> str:
         if self.checkpoint_dir:
@@ -82,6 +83,8 @@ def flink_configuration(s: FlinkSettings) -> Configuration:
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(s.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "1 s")
+    for key, value in s.options:
+        conf.set_string(key, value)
     if s.execution_mode == "thread":
         # thread mode runs Python inside the JVM, which must find the venv's packages
         site = sysconfig.get_paths()["purelib"]

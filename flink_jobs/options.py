@@ -72,6 +72,14 @@ def add_flink_args(
         help="Python execution mode (thread is faster but not proven for every operator)",
     )
     group.add_argument(
+        "--flink-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any Flink configuration option, e.g. taskmanager.memory.segment-size=4kb "
+        "(repeatable; applied last)",
+    )
+    group.add_argument(
         "--bundle-size", type=int, default=1000, help="records per Python bundle (default 1000)"
     )
     group.add_argument(
@@ -93,7 +101,14 @@ def add_flink_args(
 def flink_settings(args: argparse.Namespace):
     from flink_jobs.env import FlinkSettings
 
+    options = []
+    for item in args.flink_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--flink-option must be KEY=VALUE, got {item!r}")
+        options.append((key.strip(), value.strip()))
     return FlinkSettings(
+        options=tuple(options),
         parallelism=args.parallelism,
         checkpoint_interval_ms=args.checkpoint_interval,
         state_backend=args.state_backend,
