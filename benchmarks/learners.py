@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,11 @@ from connectors.events import decode_event  # noqa: E402
 from connectors.hashing import hash_batch, hash_features  # noqa: E402
 from operators.local import OnlineLogistic  # noqa: E402
 from operators.metrics import summary  # noqa: E402
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def read_lines(path: str) -> list[bytes]:
@@ -166,6 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N events")
     args = parser.parse_args(argv)
     lines = read_lines(args.data)[: args.limit]
+    loaded = current_rss_mib()  # the raw stream itself, held by every contender alike
     elapsed, labels, scores = CONTENDERS[args.name](lines, args.bits, args.batch)
     doc = {
         "name": args.name,
@@ -173,6 +180,7 @@ def main(argv=None) -> int:
         "seconds": elapsed,
         "events_per_s": len(labels) / elapsed,
         "peak_rss_mib": peak_rss_mib(),
+        "learner_mib": peak_rss_mib() - loaded,
         **metrics(labels, scores),
     }
     print(json.dumps(doc))

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +179,11 @@ def run_end_to_end(events: int, data: Path, quick: bool) -> list[dict]:
         if quick
         else list(E2E_CONFIGS)
     )
-    configs.append({"workers": 2, "shards": 4, "consistency": "async", "eps": FILTER_EPS})
+    # the filter's AUC cost is judged on sync with one worker: deterministic, so the difference
+    # is the filter's, not the noise of async runs (which moves AUC by more than 0.002)
+    if quick:
+        configs.append({"workers": 1, "shards": 4, "consistency": "sync"})
+    configs.append({"workers": 1, "shards": 4, "consistency": "sync", "eps": FILTER_EPS})
     lines = data.read_bytes().splitlines()[:events]
     results = []
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
@@ -213,7 +216,8 @@ def table(single: list[dict], e2e: list[dict], ceiling: dict, river: dict) -> st
             _f(r["events_per_s"] / ceiling["events_per_s"], ".3f"),
             _f(r["events_per_s"] / river["events_per_s"], ".2f") if "events_per_s" in river else "–",
             _f(r["auc"], ".4f"), _f(r["log_loss"], ".4f"), _f(r["auc_last10"], ".4f"),
-            _f(r["log_loss_last10"], ".4f"), _f(r["peak_rss_mib"], ",.0f"), "–", "–",
+            _f(r["log_loss_last10"], ".4f"),
+            f"{r['peak_rss_mib']:,.0f} ({r.get('learner_mib', 0):,.0f})", "–", "–",
         ])  # fmt: skip
     for r in e2e:
         name = f"streamshard train {r['label']}"
@@ -232,7 +236,7 @@ def table(single: list[dict], e2e: list[dict], ceiling: dict, river: dict) -> st
         ])  # fmt: skip
     return md_table(
         ["contender", "events", "events/s", "÷ numpy ceiling", "÷ River", "AUC", "log loss",
-         "AUC last 10%", "log loss last 10%", "peak MiB", "updates/event (records / bytes)",
+         "AUC last 10%", "log loss last 10%", "peak MiB (learner)", "updates/event (records / bytes)",
          "staleness p50/p90/max"],
         rows,
     )  # fmt: skip
@@ -240,31 +244,37 @@ def table(single: list[dict], e2e: list[dict], ceiling: dict, river: dict) -> st
 
 def targets(e2e: list[dict], river: dict, prefix_ceiling: dict) -> list[str]:
     out = []
-    base = next((r for r in e2e if r.get("label") == "2w 4s async" and "error" not in r), None)
-    filt = next((r for r in e2e if r.get("eps") and "error" not in r), None)
+    ok = [r for r in e2e if "error" not in r]
+    base = next((r for r in ok if r["label"] == "2w 4s async"), None)
+    plain = next((r for r in ok if r["label"] == "1w 4s sync"), None)
+    filt = next((r for r in ok if r.get("eps")), None)
     if base and "events_per_s" in river:
-        ratio = base["events_per_s"] / river["events_per_s"]
-        verdict = "met" if ratio >= 1 else f"MISSED by {1 / ratio:,.0f}x"
+        steady = base["steady_events_per_s"] / river["events_per_s"]
+        whole = base["events_per_s"] / river["events_per_s"]
+        verdict = "met" if steady >= 1 else f"MISSED by {(1 / steady - 1) * 100:.0f}%"
         out.append(
-            f"- 2 workers, 4 shards, async: {base['events_per_s']:,.0f} events/s vs River's "
-            f"decode+hash+learn_one loop {river['events_per_s']:,.0f} events/s: ratio "
-            f"{ratio:.3f}, target >= 1: {verdict}."
+            f"- 2 workers, 4 shards, async: {base['steady_events_per_s']:,.0f} events/s steady "
+            f"({base['events_per_s']:,.0f}/s over the whole run with the job's ~10 s start-up) vs "
+            f"River's decode+hash+learn_one loop {river['events_per_s']:,.0f} events/s: ratio "
+            f"{steady:.2f} steady ({whole:.2f} whole run); target >= 1: {verdict}."
         )
         gap = prefix_ceiling["auc"] - base["auc"]
         verdict = "met" if abs(gap) <= 0.002 else f"MISSED by {abs(gap) - 0.002:.4f}"
         out.append(
             f"- Its AUC {base['auc']:.4f} vs the numpy learner's {prefix_ceiling['auc']:.4f} on "
-            f"the same {base['events']:,} events: gap {gap:+.4f}, target within 0.002: {verdict}."
+            f"the same {base['events']:,} events: gap {gap:+.4f}, target within 0.002: {verdict} "
+            f"(staleness p50 {base['staleness']['p50']:.0f}, max {base['staleness']['max']} "
+            "mini-batches; see benchmarks/staleness.py)."
         )
-    if base and filt:
-        share = filt["update_bytes_per_event"] / base["update_bytes_per_event"]
-        cost = base["auc"] - filt["auc"]
+    if plain and filt:
+        share = filt["update_bytes_per_event"] / plain["update_bytes_per_event"]
+        cost = plain["auc"] - filt["auc"]
         verdict = "met" if share <= 0.5 and cost < 0.002 else "MISSED"
         out.append(
-            f"- Significantly-modified filter (EPS {filt['eps']}): update bytes per event "
-            f"{filt['update_bytes_per_event']:,.0f} vs {base['update_bytes_per_event']:,.0f} "
-            f"({share:.2f} of it, target <= 0.5), AUC cost {cost:+.4f} (target < 0.002): "
-            f"{verdict}. (Async AUC moves by more than 0.002 between identical runs here.)"
+            f"- Significantly-modified filter (EPS {filt['eps']}, 1 worker, 4 shards, sync): "
+            f"update bytes per event {filt['update_bytes_per_event']:,.0f} vs "
+            f"{plain['update_bytes_per_event']:,.0f} ({share:.2f} of it, target <= 0.5), AUC "
+            f"{filt['auc']:.4f} vs {plain['auc']:.4f}, cost {cost:+.4f} (target < 0.002): {verdict}."
         )
     return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import deque
 
@@ -150,8 +151,7 @@ def _cluster(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from flink_jobs import cluster
 
-    job_args = args.job_args[1:] if args.job_args[:1] == ["--"] else args.job_args
-    return cluster.submit(args.job, job_args, args.jobmanager, args.detached)
+    return cluster.submit(args.job, args.job_args, args.jobmanager, args.detached)
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -297,7 +297,7 @@ def build_parser() -> Parser:
     p.add_argument("job", choices=["train", "validate", "serve"])
     p.add_argument("--jobmanager", default="127.0.0.1:8081", metavar="HOST:PORT")
     p.add_argument("--detached", action="store_true")
-    p.add_argument("job_args", nargs=argparse.REMAINDER, help="the job's own flags, after --")
+    p.epilog = "The job's own flags follow --, e.g. submit train -- --max-events 10000"
     p.set_defaults(func=_submit)
 
     p = sub.add_parser("jobs", help="list, cancel or stop-with-savepoint jobs on a cluster")
@@ -337,7 +337,15 @@ def _root_cause(exc: BaseException) -> str:
 
 def run_command(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `submit JOB [flags] -- JOB FLAGS`: what follows `--` belongs to the job, untouched
+    job_args: list[str] = []
+    if "submit" in argv and "--" in argv[argv.index("submit") :]:
+        cut = argv.index("--", argv.index("submit"))
+        argv, job_args = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
+    args.job_args = job_args
+    args.debug = args.debug or bool(os.environ.get("STREAMSHARD_DEBUG"))
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -207,6 +207,7 @@ def submit(job: str, job_args: list[str], jobmanager: str, detached: bool) -> in
     ]  # fmt: skip
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
+    env["STREAMSHARD_JOBMANAGER"] = jobmanager  # read by flink_jobs.env.make_env
     return subprocess.run(cmd, env=env).returncode
 
 

@@ -97,11 +97,24 @@ def flink_configuration(s: FlinkSettings) -> Configuration:
 # C1 only: on this 2-core machine the C2 compiler took a third of a core for the whole of a
 # one-minute training run; without it the same run went from 407 to 509 events/s (README).
 LOCAL_JVM_ARGS = "-XX:TieredStopAtLevel=1"
+JOBMANAGER_ENV = "STREAMSHARD_JOBMANAGER"  # set by `streamshard submit` for the job's process
 
 
 def make_env(s: FlinkSettings) -> StreamExecutionEnvironment:
-    os.environ.setdefault("JVM_ARGS", LOCAL_JVM_ARGS)  # only read when the gateway starts
-    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(s))
+    conf = flink_configuration(s)
+    target = os.environ.get(JOBMANAGER_ENV)
+    if os.environ.get("PYFLINK_GATEWAY_PORT") and target:
+        # under `streamshard submit` (flink run): the Python process builds its environment
+        # from this configuration, not from the CLI's -m, so name the cluster here
+        host, _, port = target.rpartition(":")
+        conf.set_string("execution.target", "remote")
+        conf.set_string("rest.address", host)
+        conf.set_string("rest.port", port)
+        conf.set_string("jobmanager.rpc.address", host)
+        env = StreamExecutionEnvironment.get_execution_environment(conf)
+    else:
+        os.environ.setdefault("JVM_ARGS", LOCAL_JVM_ARGS)  # only read when the gateway starts
+        env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(s.parallelism)
     env.set_max_parallelism(s.max_parallelism)
     env.set_buffer_timeout(s.buffer_timeout_ms)

@@ -27,9 +27,10 @@ from connectors.errors import DecodeError
 from connectors.events import decode_event
 from connectors.hashing import hash_features, stack_rows
 from connectors.messages import decode_update
-from operators.logistic import predict_proba
-from operators.ps import Replica
-from operators.ps_fn import PICKLED, _MapView, worker_of
+from operators.journal import Working, WorkingCopies
+from operators.logistic import dimension, predict_proba
+from operators.ps import DenseRange, Replica
+from operators.ps_fn import PICKLED, _compact, _load, _MapView, worker_of
 from operators.serving import Following
 
 DEAD_LETTERS = OutputTag("serve-dead-letters", Types.STRING())
@@ -83,8 +84,11 @@ class ServeFunction(KeyedCoProcessFunction):
         self.replica = runtime_context.get_map_state(
             MapStateDescriptor("serve-replica", Types.LONG(), PICKLED)
         )
-        # {"blocks": set of block ids, "follow": Following}
+        # {"blocks": set of block ids, "follow": Following, "applied": updates applied
+        #  (the working copy's stamp), "journal": entries in the journal}
         self.meta = runtime_context.get_state(ValueStateDescriptor("serve-meta", PICKLED))
+        self.journal = runtime_context.get_list_state(ListStateDescriptor("serve-journal", PICKLED))
+        self.copies = WorkingCopies()  # a cache of the replica state, see operators/journal.py
         self.pending = runtime_context.get_list_state(ListStateDescriptor("waiting", PICKLED))
         self.waiting = runtime_context.get_state(ValueStateDescriptor("waiting-n", Types.LONG()))
 
@@ -97,19 +101,34 @@ class ServeFunction(KeyedCoProcessFunction):
         return meta
 
     def _reset(self, meta: dict, task: str) -> None:
-        """Back to the initial model: the snapshot of this task, or zeros."""
+        """Back to the initial model: the snapshot of this task, or zeros (in state; the
+        changed stamp makes the working copy rebuild from it)."""
         if meta["blocks"]:
             self.replica.clear()
             meta["blocks"] = set()
+        self.journal.clear()
+        meta["journal"] = 0
+        meta["applied"] = meta.get("applied", 0) + 1
         snap = self.init.get(task)
         if snap is not None:
             meta["follow"] = Following.start(self.s.follow_run, snap)
             Replica(_MapView(self.replica, meta["blocks"])).load_dense(snap.weights)
 
+    def _working(self, key: str, meta: dict) -> Working:
+        return self.copies.get(
+            key,
+            meta.get("applied", 0),
+            lambda: _load(
+                DenseRange(("w",), 0, dimension(self.s.bits)), self.replica, meta["blocks"]
+            ),
+            lambda: list(self.journal.get() or []) if meta.get("journal") else [],
+            lambda dr, entry: dr.assign(*entry),
+        )
+
     def process_element1(self, value, ctx):
         meta = self._meta(value[1])
         if meta["follow"].has_model:
-            yield from self._answer([value], meta)
+            yield from self._answer([value], meta, value[2])
             return
         waiting = self.waiting.value() or 0
         if waiting >= self.s.max_pending:
@@ -139,18 +158,26 @@ class ServeFunction(KeyedCoProcessFunction):
             self._reset(meta, update.task)
             follow = meta["follow"]
             follow.switched(update.run)
-        Replica(_MapView(self.replica, meta["blocks"])).assign(update.indices, update.values)
+        key = value[0]
+        work = self._working(key, meta)
+        work.copy.assign(update.indices, update.values)
+        self.journal.add((update.indices, update.values))
+        meta["applied"] = meta.get("applied", 0) + 1
+        meta["journal"] = meta.get("journal", 0) + 1
+        work.stamp = meta["applied"]
+        if meta["journal"] >= self.copies.compact_every:
+            _compact(work, self.replica, self.journal, meta)
         follow.applied(update.run, update.shard, update.version, update.ts)
         self.meta.update(meta)
         if self.waiting.value():
             waiting = list(self.pending.get() or [])
             self.pending.clear()
             self.waiting.clear()
-            yield from self._answer(waiting, meta)
+            yield from self._answer(waiting, meta, key)
 
-    def _answer(self, requests: list, meta: dict):
+    def _answer(self, requests: list, meta: dict, key: str):
         indptr, indices, values = stack_rows((r[5], r[6]) for r in requests)
-        replica = Replica(_MapView(self.replica, meta["blocks"]))
+        replica = self._working(key, meta).copy
         scores = predict_proba(indptr, indices, values, replica.lookup, self.s.bits)
         follow: Following = meta["follow"]
         now = int(time.time() * 1000)
