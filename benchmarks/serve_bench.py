@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -102,22 +103,32 @@ def serve_run(kafka, model_dir, docs, rate, warmup, tmp) -> dict:
         stderr=subprocess.DEVNULL,
     )
     prod = producer(kafka, linger_ms=0, acks=1)
-    cons = consumer(kafka, topics["pred"], committed_only=True)
     received: list[tuple[dict, int]] = []
+    stop = threading.Event()
 
-    def drain(until: int, timeout: float) -> None:
+    def read() -> None:  # its own thread, so arrival times are not the sender's
+        cons = consumer(kafka, topics["pred"], committed_only=True)
+        try:
+            while not stop.is_set():
+                for records in cons.poll(timeout_ms=50).values():
+                    now = int(time.time() * 1000)
+                    received.extend((json.loads(r.value), now) for r in records)
+        finally:
+            cons.close()
+
+    def wait_for(count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while len(received) < until and time.monotonic() < deadline:
-            for records in cons.poll(timeout_ms=100).values():
-                now = int(time.time() * 1000)
-                received.extend((json.loads(r.value), now) for r in records)
+        while len(received) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
 
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         for i in range(warmup):  # the job's start-up is not measured
             doc = {**docs[i % len(docs)], "event_id": f"warm-{i}", "ts": int(time.time() * 1000)}
             prod.send(topics["req"], json.dumps(doc).encode())
         prod.flush()
-        drain(warmup, 300)
+        wait_for(warmup, 300)
         if len(received) < warmup:
             raise RuntimeError("the serve job did not answer the warm-up requests")
         start = time.monotonic()
@@ -126,16 +137,15 @@ def serve_run(kafka, model_dir, docs, rate, warmup, tmp) -> dict:
                 ahead = start + i / rate - time.monotonic()
                 if ahead > 0:
                     time.sleep(ahead)
-                if i % 50 == 0:
-                    drain(0, 0)  # keep reading while sending
             prod.send(topics["req"], json.dumps({**doc, "ts": int(time.time() * 1000)}).encode())
         prod.flush()
-        drain(total, 600)
+        wait_for(total, 600)
         job.wait(timeout=120)
     finally:
+        stop.set()
+        reader.join()
         job.kill()
         prod.close()
-        cons.close()
     timed = [(p, at) for p, at in received if not p["event_id"].startswith("warm-")]
     served = np.array([p["latency_ms"] for p, _ in timed], float)
     end_to_end = np.array([at - (p["served_at"] - p["latency_ms"]) for p, at in timed], float)
