@@ -145,6 +145,18 @@ def _compact(work: Working, state, journal, meta: dict) -> None:
     meta["journal"] = 0
 
 
+def assign_journaled(work: Working, update, state, journal, meta: dict, every: int) -> None:
+    """Apply a model update to a replica's working copy and journal it (compacting when the
+    journal is long): the one way replicas, the workers' and the server's, take updates."""
+    work.copy.assign(update.indices, update.values)
+    journal.add((update.indices, update.values))
+    meta["applied"] = meta.get("applied", 0) + 1
+    meta["journal"] = meta.get("journal", 0) + 1
+    work.stamp = meta["applied"]
+    if meta["journal"] >= every:
+        _compact(work, state, journal, meta)
+
+
 def fan_out_updates(workers: int):
     """Copy each model update to every worker key of its task (``task#0`` .. ``task#W-1``).
 
@@ -227,13 +239,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             return
         meta = self._meta(update.task)
         work = self._replica(key, meta)
-        work.copy.assign(update.indices, update.values)
-        self.journal.add((update.indices, update.values))
-        meta["applied"] = meta.get("applied", 0) + 1
-        meta["journal"] = meta.get("journal", 0) + 1
-        work.stamp = meta["applied"]
-        if meta["journal"] >= self.copies.compact_every:
-            _compact(work, self.replica, self.journal, meta)
+        assign_journaled(work, update, self.replica, self.journal, meta, self.copies.compact_every)
         meta["shards"][update.shard] = (update.version, update.clock.get(key, -1))
         self.meta.update(meta)
         yield from self._drain(ctx, meta, flush=False)

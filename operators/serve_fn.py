@@ -30,7 +30,7 @@ from connectors.messages import decode_update
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
 from operators.ps import DenseRange, Replica
-from operators.ps_fn import PICKLED, _compact, _load, _MapView, worker_of
+from operators.ps_fn import PICKLED, _load, _MapView, assign_journaled, worker_of
 from operators.serving import Following
 
 DEAD_LETTERS = OutputTag("serve-dead-letters", Types.STRING())
@@ -160,13 +160,7 @@ class ServeFunction(KeyedCoProcessFunction):
             follow.switched(update.run)
         key = value[0]
         work = self._working(key, meta)
-        work.copy.assign(update.indices, update.values)
-        self.journal.add((update.indices, update.values))
-        meta["applied"] = meta.get("applied", 0) + 1
-        meta["journal"] = meta.get("journal", 0) + 1
-        work.stamp = meta["applied"]
-        if meta["journal"] >= self.copies.compact_every:
-            _compact(work, self.replica, self.journal, meta)
+        assign_journaled(work, update, self.replica, self.journal, meta, self.copies.compact_every)
         follow.applied(update.run, update.shard, update.version, update.ts)
         self.meta.update(meta)
         if self.waiting.value():
