@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections import deque
 
 from connectors.errors import StreamshardError
@@ -335,6 +337,10 @@ def _root_cause(exc: BaseException) -> str:
     return line.removeprefix("Caused by:").removeprefix(":").strip()[:500]
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_command(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -345,6 +351,10 @@ def run_command(argv: list[str] | None = None) -> int:
         argv, job_args = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
     args.job_args = job_args
+    # SIGTERM (kill, a supervisor) stops a command like Ctrl-C does, so context managers stop
+    # the broker and jobs they started instead of leaving them behind
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     args.debug = args.debug or bool(os.environ.get("STREAMSHARD_DEBUG"))
     try:
         return args.func(args)
