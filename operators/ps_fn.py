@@ -145,6 +145,18 @@ def _compact(work: Working, state, journal, meta: dict) -> None:
     meta["journal"] = 0
 
 
+def replica_copy(copies, key, meta: dict, state, journal, dim: int, block: int) -> Working:
+    """A replica's dense working copy of key ``key`` (weights ``w``), rebuilt from its blocks
+    in ``state`` and its ``journal`` of updates when its stamp (updates applied) is stale."""
+    return copies.get(
+        key,
+        meta.get("applied", 0),
+        lambda: _load(DenseRange(("w",), 0, dim, block), state, meta["blocks"]),
+        lambda: list(journal.get() or []) if meta.get("journal") else [],
+        lambda dr, entry: dr.assign(*entry),
+    )
+
+
 def assign_journaled(work: Working, update, state, journal, meta: dict, every: int) -> None:
     """Apply a model update to a replica's working copy and journal it (compacting when the
     journal is long): the one way replicas, the workers' and the server's, take updates."""
@@ -207,14 +219,8 @@ class WorkerFunction(KeyedCoProcessFunction):
 
     def _replica(self, key: str, meta: dict) -> Working:
         """The replica's dense working copy (rebuilt from state when stale)."""
-        return self.copies.get(
-            key,
-            meta.get("applied", 0),
-            lambda: _load(
-                DenseRange(("w",), 0, self.s.dim, self.s.block), self.replica, meta["blocks"]
-            ),
-            lambda: list(self.journal.get() or []) if meta.get("journal") else [],
-            lambda dr, entry: dr.assign(*entry),
+        return replica_copy(
+            self.copies, key, meta, self.replica, self.journal, self.s.dim, self.s.block
         )
 
     def _meta(self, task: str) -> dict:
@@ -415,20 +421,8 @@ class ShardFunction(KeyedProcessFunction):
         self.held.update(held)
         if held.get(meta["next_clock"]) and meta.get("waited") != meta["next_clock"]:
             meta["waited"] = meta["next_clock"]  # say once per clock who is awaited
-            yield ModelUpdate(
-                run=self.s.run_id,
-                task=task,
-                shard=shard,
-                version=meta["version"],
-                clock=dict(meta["clock"]),
-                indices=np.zeros(0, np.int64),
-                values=np.zeros(0),
-                rejected=meta["rejected"],
-                ts=int(time.time() * 1000),
-                pushes_applied=meta["pushes_applied"],
-                duplicates_skipped=meta["duplicates_skipped"],
-                waiting=meta["next_clock"],
-            ).to_json()
+            empty = (np.zeros(0, np.int64), np.zeros(0))
+            yield self._update(meta, task, shard, empty, [], waiting=meta["next_clock"])
 
     def _apply(self, meta, task, shard, pushes, idx, g):
         width = shard_width(self.s.dim, self.s.shards)
@@ -459,19 +453,25 @@ class ShardFunction(KeyedProcessFunction):
         for worker, clock in pushes:
             meta["clock"][worker] = clock
             meta["pushes_applied"] += 1
-        yield ModelUpdate(
+        yield self._update(meta, task, shard, result, [[w, c] for w, c in pushes])
+
+    def _update(self, meta, task, shard, changed, applied, waiting=None) -> str:
+        """The model-update record of this shard's state: its version, vector clock and
+        counters, with the ``changed`` (indices, absolute values)."""
+        return ModelUpdate(
             run=self.s.run_id,
             task=task,
             shard=shard,
             version=meta["version"],
             clock=dict(meta["clock"]),
-            indices=result[0],
-            values=result[1],
-            applied=[[w, c] for w, c in pushes],
+            indices=changed[0],
+            values=changed[1],
+            applied=applied,
             rejected=meta["rejected"],
             ts=int(time.time() * 1000),
             pushes_applied=meta["pushes_applied"],
             duplicates_skipped=meta["duplicates_skipped"],
+            waiting=waiting,
         ).to_json()
 
     def _maybe_fail(self):

@@ -29,8 +29,8 @@ from connectors.hashing import hash_features, stack_rows
 from connectors.messages import decode_update
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
-from operators.ps import DenseRange, Replica
-from operators.ps_fn import PICKLED, _load, _MapView, assign_journaled, worker_of
+from operators.ps import BLOCK, Replica
+from operators.ps_fn import PICKLED, _MapView, assign_journaled, replica_copy, worker_of
 from operators.serving import Following
 
 DEAD_LETTERS = OutputTag("serve-dead-letters", Types.STRING())
@@ -115,14 +115,8 @@ class ServeFunction(KeyedCoProcessFunction):
             Replica(_MapView(self.replica, meta["blocks"])).load_dense(snap.weights)
 
     def _working(self, key: str, meta: dict) -> Working:
-        return self.copies.get(
-            key,
-            meta.get("applied", 0),
-            lambda: _load(
-                DenseRange(("w",), 0, dimension(self.s.bits)), self.replica, meta["blocks"]
-            ),
-            lambda: list(self.journal.get() or []) if meta.get("journal") else [],
-            lambda dr, entry: dr.assign(*entry),
+        return replica_copy(
+            self.copies, key, meta, self.replica, self.journal, dimension(self.s.bits), BLOCK
         )
 
     def process_element1(self, value, ctx):
