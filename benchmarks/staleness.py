@@ -2,7 +2,7 @@
 behind the shard state (each batch scored and its gradient computed on the stale replica, as
 an async worker does), on the same stream. No Flink: it isolates the algorithm from the job.
 
-    python benchmarks/staleness.py [--events 20000] [--seed 5] [--lags 0,2,5,10,20]
+    python benchmarks/staleness.py [--events 20000] [--seed 5] [--lags 0,2,5,10,20] [--batch 100]
 """
 
 from __future__ import annotations
@@ -43,14 +43,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--bits", type=int, default=20)
     parser.add_argument("--lags", default="0,2,5,10,20")
+    parser.add_argument("--batch", type=int, default=100, help="mini-batch size")
     args = parser.parse_args(argv)
     docs = [d for d, _ in CtrStream(CtrSettings(events=args.events, seed=args.seed)).events()]
     batches = [
-        (hash_batch([d["features"] for d in docs[i : i + 100]], args.bits),
-         np.array([d["label"] for d in docs[i : i + 100]], float))
-        for i in range(0, len(docs), 100)
+        (hash_batch([d["features"] for d in docs[i : i + args.batch]], args.bits),
+         np.array([d["label"] for d in docs[i : i + args.batch]], float))
+        for i in range(0, len(docs), args.batch)
     ]  # fmt: skip
-    print(f"{args.events:,} events, seed {args.seed}, mini-batches of 100, FTRL defaults")
+    print(f"{args.events:,} events, seed {args.seed}, mini-batches of {args.batch}, FTRL defaults")
     print("| replica lag (mini-batches) | prequential AUC |\n|---|---|")
     for lag in (int(x) for x in args.lags.split(",")):
         print(f"| {lag} | {run(batches, lag, args.bits):.4f} |")

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections import deque
+from pathlib import Path
 
 from connectors.errors import StreamshardError
 from flink_jobs import generate, serve, train, validate
@@ -153,7 +154,11 @@ def _cluster(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from flink_jobs import cluster
 
-    return cluster.submit(args.job, args.job_args, args.jobmanager, args.detached)
+    if args.from_savepoint and not Path(args.from_savepoint.removeprefix("file:")).exists():
+        raise StreamshardError(f"--from-savepoint {args.from_savepoint}: no such savepoint")
+    return cluster.submit(
+        args.job, args.job_args, args.jobmanager, args.detached, args.from_savepoint
+    )
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -299,6 +304,12 @@ def build_parser() -> Parser:
     p.add_argument("job", choices=["train", "validate", "serve"])
     p.add_argument("--jobmanager", default="127.0.0.1:8081", metavar="HOST:PORT")
     p.add_argument("--detached", action="store_true")
+    p.add_argument(
+        "--from-savepoint",
+        metavar="PATH",
+        help="resume from this savepoint (as printed by `jobs stop-with-savepoint`); the job "
+        "may run at another --parallelism",
+    )
     p.epilog = "The job's own flags follow --, e.g. submit train -- --max-events 10000"
     p.set_defaults(func=_submit)
 

@@ -194,7 +194,9 @@ def stop() -> None:
     _script("jobmanager.sh", "stop-all")
 
 
-def submit(job: str, job_args: list[str], jobmanager: str, detached: bool) -> int:
+def submit(
+    job: str, job_args: list[str], jobmanager: str, detached: bool, savepoint: str | None = None
+) -> int:
     """``flink run -py`` the job module against ``jobmanager`` (HOST:PORT of its REST API)."""
     entry = PROJECT / "flink_jobs" / f"{job}.py"
     if not entry.exists():
@@ -203,7 +205,7 @@ def submit(job: str, job_args: list[str], jobmanager: str, detached: bool) -> in
         "bash", str(flink_home() / "bin" / "flink"), "run", "-m", jobmanager,
         "-py", str(entry), "-pyexec", sys.executable, "-pyclientexec", sys.executable,
         "-pyfs", ",".join(str(PROJECT / p) for p in PACKAGES),
-        *(["-d"] if detached else []), *job_args,
+        *(["-d"] if detached else []), *(["-s", savepoint] if savepoint else []), *job_args,
     ]  # fmt: skip
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))

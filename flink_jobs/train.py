@@ -60,6 +60,7 @@ class TrainConfig:
     timeout_s: float | None = None
     fail_marker: str | None = None
     init_model: str | None = None
+    digest_topic: str | None = None
     block: int = 4096
     job_name: str = "streamshard-train"
 
@@ -82,6 +83,7 @@ class TrainConfig:
             checkpoint_dir=self.flink.checkpoint_dir,
             init_model=self.init_model,
             block=self.block,
+            digests=bool(self.digest_topic),
         )
 
     def settings_for_summary(self) -> dict:
@@ -101,6 +103,7 @@ def build(env, cfg: TrainConfig):
     from operators.ps_fn import (
         COUNTS,
         DEAD_LETTERS,
+        DIGESTS,
         PICKLED,
         PREDICTIONS,
         EvaluatorFunction,
@@ -167,6 +170,11 @@ def build(env, cfg: TrainConfig):
     ).name("evaluator").uid("evaluator").sink_to(
         kafka_sink(cfg.kafka, cfg.metrics_topic, cfg.delivery, f"{cfg.run_id}-metrics")
     ).name("metrics-sink").uid("metrics-sink")
+
+    if cfg.digest_topic:
+        workers.get_side_output(DIGESTS).union(shards.get_side_output(DIGESTS)).sink_to(
+            kafka_sink(cfg.kafka, cfg.digest_topic, "at-least-once")
+        ).name("digest-sink").uid("digest-sink")
     return shards
 
 
@@ -230,6 +238,8 @@ def run_flink(cfg: TrainConfig) -> dict:
     from flink_jobs.env import make_env
 
     create_topics(cfg.kafka, [cfg.predictions_topic, cfg.metrics_topic, cfg.dead_letter_topic])
+    if cfg.digest_topic:
+        create_topics(cfg.kafka, [cfg.digest_topic], partitions=1)
     create_topics(cfg.kafka, [cfg.updates_topic], partitions=1)  # one total order of updates
     stop_offsets, expected = resolve_bounds(cfg)
     cfg = replace(cfg, stop_offsets=stop_offsets)
@@ -435,6 +445,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="warm start from a snapshot directory (or a folder of them, one per task)",
     )
+    io.add_argument(
+        "--digest-topic",
+        metavar="TOPIC",
+        help="write a SHA-256 of each shard's and worker's state to TOPIC after every change "
+        "(and as found, after a restore): checks savepoints and rescaling; costs a hash per record",
+    )
     parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
     add_kafka_args(parser)
     # the feedback loop waits on every Python bundle and every network buffer it crosses
@@ -489,6 +505,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         timeout_s=args.timeout,
         fail_marker=args.inject_failure,
         init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
+        digest_topic=args.digest_topic,
         block=args.block_size,
     )
     return replace(cfg, run_id=args.run_id) if args.run_id else cfg

@@ -7,10 +7,12 @@ Records between operators are tuples (pickled across the Python/Java bridge):
 - push    ``("push", task, shard, worker_key, clock, indices, grads)``
 - batch   ``("pred", task, worker_key, event_ids, labels, scores, version, staleness, clock)``
 - count   ``("count", name, n)`` (dead letters, rejected pushes) for the evaluator
+- digest  JSON, with ``--digest-topic`` only: a SHA-256 of a key's state (see ``_Digests``)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import zlib
@@ -47,12 +49,14 @@ from operators.ps import (
     ShardServer,
     shard_width,
     split_by_shard,
+    state_digest,
 )
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 COUNTS = OutputTag("counts", PICKLED)
 PREDICTIONS = OutputTag("predictions", PICKLED)
+DIGESTS = OutputTag("digests", Types.STRING())
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class PsSettings:
     checkpoint_dir: str | None = None
     init_model: str | None = None  # a snapshot (or folder of them) to warm-start from
     block: int = BLOCK  # coordinates per keyed-state entry
+    digests: bool = False  # emit state digests (``--digest-topic``)
 
     @property
     def dim(self) -> int:
@@ -169,6 +174,35 @@ def assign_journaled(work: Working, update, state, journal, meta: dict, every: i
         _compact(work, state, journal, meta)
 
 
+class _Digests:
+    """State digests of the keys of one operator instance, for ``--digest-topic``.
+
+    Each key's first record in this process (after a start, a restore or a rescale) is
+    ``"when": "first"`` with the digest of the state as found, before the record changes it;
+    every record after it is ``"when": "after"`` with the digest of the state it left. So the
+    last "after" of a key before a savepoint and its "first" after the restore must agree.
+    """
+
+    def __init__(self, s: PsSettings, kind: str):
+        self.on, self.run_id, self.kind, self.seen = s.digests, s.run_id, kind, set()
+
+    def around(self, key: str, digest, records):
+        """``records`` (a generator) framed by the key's digests; ``digest()`` hashes now."""
+        if not self.on:
+            yield from records
+            return
+        if key not in self.seen:
+            self.seen.add(key)
+            yield DIGESTS, self._record(key, "first", digest())
+        yield from records
+        yield DIGESTS, self._record(key, "after", digest())
+
+    def _record(self, key: str, when: str, digest: tuple) -> str:
+        sha, position = digest
+        return json.dumps({"run": self.run_id, "kind": self.kind, "key": key, "when": when,
+                           "digest": sha, **position, "pid": os.getpid()})  # fmt: skip
+
+
 def fan_out_updates(workers: int):
     """Copy each model update to every worker key of its task (``task#0`` .. ``task#W-1``).
 
@@ -216,6 +250,35 @@ class WorkerFunction(KeyedCoProcessFunction):
         )
         self.copies = WorkingCopies()  # a cache of the replica state, see operators/journal.py
         self.init = initial_models(self.s)
+        self.digests = _Digests(self.s, "worker")
+
+    def _digest(self, key: str) -> tuple:
+        """The digest of this key's replica, clock and buffered examples."""
+        clock = self.clock.value() or 0
+        fields = {
+            "clock": clock,
+            "buffered": self.buffered.value() or 0,
+            "due": bool(self.due.value()),
+            "pending": [ex[3] for ex in self.pending.get() or []],
+        }
+        meta = self.meta.value()
+        if meta is None:
+            return state_digest({}, fields), {"clock": clock}
+        fields.update(shards=meta["shards"], applied=meta.get("applied", 0))
+        arrays = self._replica(key, meta).copy.arrays
+        return state_digest(arrays, fields), {"clock": clock, "applied": fields["applied"]}
+
+    def process_element1(self, value, ctx):
+        key = ctx.get_current_key()
+        yield from self.digests.around(key, lambda: self._digest(key), self._example(value, ctx))
+
+    def process_element2(self, value, ctx):
+        key = ctx.get_current_key()
+        yield from self.digests.around(key, lambda: self._digest(key), self._model(value, ctx))
+
+    def on_timer(self, timestamp, ctx):
+        key = ctx.get_current_key()
+        yield from self.digests.around(key, lambda: self._digest(key), self._timer(ctx))
 
     def _replica(self, key: str, meta: dict) -> Working:
         """The replica's dense working copy (rebuilt from state when stale)."""
@@ -235,7 +298,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         return meta
 
     # -- the model stream ------------------------------------------------------------------
-    def process_element2(self, value, ctx):
+    def _model(self, value, ctx):
         key, raw = value
         update = decode_update(raw)
         if update.run != self.s.run_id:
@@ -266,7 +329,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         self.clock.update(clock + 1)
 
     # -- the examples ----------------------------------------------------------------------
-    def process_element1(self, value, ctx):
+    def _example(self, value, ctx):
         self.pending.add(value)
         count = (self.buffered.value() or 0) + 1
         self.buffered.update(count)
@@ -280,7 +343,7 @@ class WorkerFunction(KeyedCoProcessFunction):
                 ctx.timer_service().register_processing_time_timer(at)
                 self.timer_at.update(at)
 
-    def on_timer(self, timestamp, ctx):
+    def _timer(self, ctx):
         self.timer_at.clear()
         self.due.update(True)
         task = ctx.get_current_key().rsplit("#", 1)[0]
@@ -378,6 +441,19 @@ class ShardFunction(KeyedProcessFunction):
         self.copies = WorkingCopies()  # a cache of the blocks' state, see operators/journal.py
         self.init = initial_models(self.s)
         self.seen = 0
+        self.digests = _Digests(self.s, "shard")
+
+    def _digest(self, key: str) -> tuple:
+        """The digest of this shard's optimizer state, version, clocks, counters and held
+        (sync) pushes."""
+        meta = self.meta.value()
+        if meta is None:
+            return state_digest({}, {}), {"version": 0}
+        task, shard = key.rsplit("/", 1)
+        fields = {k: v for k, v in meta.items() if k not in ("blocks", "journal", "waited")}
+        fields["held"] = self.held.value() or {}
+        arrays = self._work(meta, task, int(shard)).copy.arrays
+        return state_digest(arrays, fields), {"version": meta["version"]}
 
     def _meta(self, task: str, shard: int) -> dict:
         meta = self.meta.value()
@@ -392,6 +468,10 @@ class ShardFunction(KeyedProcessFunction):
         return meta
 
     def process_element(self, push, ctx):
+        key = ctx.get_current_key()
+        yield from self.digests.around(key, lambda: self._digest(key), self._push(push))
+
+    def _push(self, push):
         _, task, shard, worker, clock, idx, g = push
         self._maybe_fail()
         meta = self._meta(task, shard)
@@ -424,10 +504,11 @@ class ShardFunction(KeyedProcessFunction):
             empty = (np.zeros(0, np.int64), np.zeros(0))
             yield self._update(meta, task, shard, empty, [], waiting=meta["next_clock"])
 
-    def _apply(self, meta, task, shard, pushes, idx, g):
+    def _work(self, meta, task, shard) -> Working:
+        """The shard's dense working copy (rebuilt from blocks + journal when stale)."""
         width = shard_width(self.s.dim, self.s.shards)
         names = (*self.server.optimizer.state_names, "sent")
-        work = self.copies.get(
+        return self.copies.get(
             f"{task}/{shard}",
             meta["version"],
             lambda: _load(
@@ -438,6 +519,9 @@ class ShardFunction(KeyedProcessFunction):
             lambda: list(self.journal.get() or []) if meta.get("journal") else [],
             lambda dr, entry: self.server.apply_dense(dr, *entry),
         )
+
+    def _apply(self, meta, task, shard, pushes, idx, g):
+        work = self._work(meta, task, shard)
         result = self.server.apply_dense(work.copy, idx, g)
         if result is None:
             meta["rejected"] += 1

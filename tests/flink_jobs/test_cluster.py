@@ -1,8 +1,11 @@
 """A real local standalone cluster (JobManager + TaskManager processes): start, submit a job
-with `flink run -py`, list it, and check that nothing listens beyond loopback."""
+with `flink run -py`, list it, check that nothing listens beyond loopback; stop the training
+job with a savepoint and resume it at another parallelism with its state intact."""
 
 import json
+import re
 import socket
+import time
 
 import pytest
 
@@ -34,11 +37,11 @@ def listening_ports() -> dict[int, set[str]]:
     return out
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    env = {"STREAMSHARD_HOME": str(tmp_path / "home")}
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    env = {"STREAMSHARD_HOME": str(tmp_path_factory.mktemp("cluster") / "home")}
     out = streamshard(
-        "cluster", "start", "--taskmanagers", "1", "--rest-port", str(REST_PORT), env=env
+        "cluster", "start", "--taskmanagers", "2", "--rest-port", str(REST_PORT), env=env
     )
     assert out.returncode == 0, out.stderr[-3000:]
     try:
@@ -49,7 +52,7 @@ def cluster(tmp_path):
 
 def test_submit_a_job_to_the_standalone_cluster(cluster, kafka, topic_name, tmp_path):
     status = streamshard("cluster", "status", env=cluster)
-    assert status.returncode == 0 and "1 TaskManagers" in status.stdout, status.stderr
+    assert status.returncode == 0 and "2 TaskManagers" in status.stdout, status.stderr
     # REST and RPC listen on loopback only
     ports = listening_ports()
     for port in (REST_PORT, 6123):
@@ -75,3 +78,116 @@ def test_submit_a_job_to_the_standalone_cluster(cluster, kafka, topic_name, tmp_
 
     listed = streamshard("jobs", "list", "--jobmanager", f"127.0.0.1:{REST_PORT}", env=cluster)
     assert "FINISHED   streamshard-validate" in listed.stdout, listed.stdout + listed.stderr
+
+
+# ---- savepoints and rescaling -----------------------------------------------------------
+
+
+class Digests:
+    """Follows the --digest-topic: every record in order, and each key's latest."""
+
+    def __init__(self, kafka, topic):
+        from connectors.admin import consumer
+
+        self.consumer = consumer(kafka, topic, committed_only=False)
+        self.records: list[dict] = []
+
+    def poll(self) -> list[dict]:
+        for batch in self.consumer.poll(timeout_ms=300).values():
+            self.records.extend(json.loads(r.value) for r in batch)
+        return self.records
+
+    def latest(self, records=None) -> dict:
+        return {(d["kind"], d["key"]): d for d in (self.records if records is None else records)}
+
+
+def metrics_count(kafka, topic, run) -> int:
+    docs = [json.loads(r.value) for r in read_records(kafka, topic, timeout=2, idle=1)]
+    counts = [d["count"] for d in docs if d.get("run") == run and d["type"] == "cumulative"]
+    return max(counts, default=0)
+
+
+def wait_quiet(kafka, digests: Digests, metrics_topic, run, events, workers, shards, timeout=180):
+    """Poll until every event is counted by the evaluator and the parameter server is at
+    rest: each shard applied every worker's pushes (version == sum of the workers' clocks)
+    and each worker applied every shard's updates (applied == sum of the shard versions)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = digests.latest(digests.poll())
+        ws = [v for (kind, _), v in latest.items() if kind == "worker"]
+        ss = [v for (kind, _), v in latest.items() if kind == "shard"]
+        if len(ws) == workers and len(ss) == shards:
+            clocks = sum(w["clock"] for w in ws)
+            versions = sum(s["version"] for s in ss)
+            if (
+                all(s["version"] == clocks for s in ss)
+                and all(w.get("applied") == versions for w in ws)
+                and metrics_count(kafka, metrics_topic, run) == events
+            ):
+                return latest
+    raise AssertionError(f"not at rest after {timeout}s: {digests.latest()}")
+
+
+def submit_train(cluster, kafka, topics, parallelism, savepoint=None) -> str:
+    out = streamshard(
+        "submit", "train", "--jobmanager", f"127.0.0.1:{REST_PORT}", "--detached",
+        *(["--from-savepoint", savepoint] if savepoint else []), "--",
+        "--bootstrap-servers", kafka.bootstrap_servers, "--input-topic", topics["in"],
+        "--updates-topic", topics["updates"], "--metrics-topic", topics["metrics"],
+        "--predictions-topic", topics["pred"], "--dead-letter-topic", topics["dlq"],
+        "--digest-topic", topics["digests"], "--run-id", "rescale", "--hash-bits", "14",
+        "--shards", "4", "--workers", "2", "--window", "1000", "--parallelism", str(parallelism),
+        "--checkpoint-interval", "2000",
+        env=cluster, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    found = re.search(r"JobID ([0-9a-f]{32})", out.stdout + out.stderr)
+    assert found, out.stdout[-2000:]
+    return found.group(1)
+
+
+def stop_with_savepoint(cluster, job_id) -> str:
+    out = streamshard(
+        "jobs", "stop-with-savepoint", job_id, "--jobmanager", f"127.0.0.1:{REST_PORT}",
+        env=cluster,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().rsplit("savepoint ", 1)[1]
+
+
+def test_savepoint_and_rescale_keep_the_state(cluster, kafka, topic_name):
+    topics = {n: f"{topic_name}-{n}" for n in ("in", "updates", "metrics", "pred", "dlq")}
+    topics["digests"] = f"{topic_name}-digests"
+    create_topics(kafka, [topics["in"]], partitions=2)
+    create_topics(kafka, [topics["digests"]])
+    docs = [doc for doc, _ in CtrStream(CtrSettings(events=6000, seed=11)).events()]
+
+    def feed(part):
+        produce(kafka, topics["in"], [(d["event_id"].encode(), encode(d)) for d in part])
+
+    digests = Digests(kafka, topics["digests"])
+    feed(docs[:2000])
+    job = submit_train(cluster, kafka, topics, parallelism=2)
+    before = wait_quiet(kafka, digests, topics["metrics"], "rescale", 2000, 2, 4)
+    savepoint = stop_with_savepoint(cluster, job)
+    for step, (parallelism, events) in enumerate([(4, 4000), (2, 6000)]):
+        mark = len(digests.poll())
+        feed(docs[events - 2000 : events])
+        job = submit_train(cluster, kafka, topics, parallelism, savepoint)
+        after = wait_quiet(kafka, digests, topics["metrics"], "rescale", events, 2, 4)
+        restored = [d for d in digests.records[mark:] if d["when"] == "first"]
+        # every shard and worker came back once, in another process, with the state it had
+        assert sorted((d["kind"], d["key"]) for d in restored) == sorted(before), step
+        for d in restored:
+            last = before[d["kind"], d["key"]]
+            assert d["pid"] != last["pid"], d
+            assert d["digest"] == last["digest"], (d, last)
+            # training continued from there
+            moved = after[d["kind"], d["key"]]
+            assert moved["clock" if d["kind"] == "worker" else "version"] > last.get(
+                "clock" if d["kind"] == "worker" else "version"
+            )
+        before = after
+        savepoint = stop_with_savepoint(cluster, job)
+    # the evaluator's state came through too: each event counted once over three jobs
+    assert metrics_count(kafka, topics["metrics"], "rescale") == 6000

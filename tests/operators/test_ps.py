@@ -138,3 +138,22 @@ def test_local_learner_learns_the_synthetic_stream():
     assert roc_auc(y[-10_000:], s[-10_000:]) > roc_auc(y[:10_000], s[:10_000]) + 0.02
     assert roc_auc(y[-10_000:], s[-10_000:]) > 0.7
     assert np.all(np.isfinite(model.weights_)) and model.version_ == 300
+
+
+def test_state_digest_sees_the_state_not_its_storage():
+    from operators.ps import DenseRange, state_digest
+
+    rng = np.random.default_rng(4)
+    idx = np.sort(rng.choice(5000, 300, replace=False))
+    vals = rng.normal(size=300)
+    one = DenseRange(("w",), 0, 5000, block=64)
+    one.assign(idx, vals)
+    # the same weights, rebuilt from stored blocks as a restore does
+    two = DenseRange(("w",), 0, 5000, block=64)
+    for bid, block in one.take_touched().items():
+        two.load(bid, block)
+    meta = {"clock": {"t#0": 3, "t#1": 2}, "shards": {0: (4, 3)}}
+    assert state_digest(one.arrays, meta) == state_digest(two.arrays, dict(reversed(meta.items())))
+    two.assign(idx[:1], vals[:1] + 1e-15)
+    assert state_digest(one.arrays, meta) != state_digest(two.arrays, meta)
+    assert state_digest(one.arrays, meta) != state_digest(one.arrays, {**meta, "clock": {}})
