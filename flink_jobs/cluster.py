@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.broker import state_dir
+from connectors.config import is_secret
 from connectors.errors import StreamshardError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -194,6 +195,36 @@ def stop() -> None:
     _script("jobmanager.sh", "stop-all")
 
 
+def checked_job_args(job_args: list[str]) -> list[str]:
+    """The job's flags as ``flink run`` gets them: a secret may not ride on a command line
+    (every user of the machine can read it in ``ps``, and Flink's client logs it), and a
+    properties file is named by its absolute path (the job's driver runs elsewhere).
+
+    >>> checked_job_args(["--kafka-properties-file", "/etc/k.properties", "-n", "3"])
+    ['--kafka-properties-file', '/etc/k.properties', '-n', '3']
+    """
+    out = list(job_args)
+    for i, arg in enumerate(out):
+        name, eq, value = arg.partition("=")
+        if name == "--kafka-property" and not eq and i + 1 < len(out):
+            prop = out[i + 1].partition("=")[0]
+        elif name == "--kafka-property":
+            prop = value.partition("=")[0]
+        else:
+            prop = None
+        if prop and is_secret(prop):
+            raise ClusterError(
+                f"--kafka-property {prop}=...: a secret on a command line is visible to every "
+                "user of the machine; put it in a file given by --kafka-properties-file"
+            )
+        if name == "--kafka-properties-file":
+            if eq:
+                out[i] = f"{name}={Path(value).resolve()}"
+            elif i + 1 < len(out):
+                out[i + 1] = str(Path(out[i + 1]).resolve())
+    return out
+
+
 def submit(
     job: str, job_args: list[str], jobmanager: str, detached: bool, savepoint: str | None = None
 ) -> int:
@@ -205,7 +236,8 @@ def submit(
         "bash", str(flink_home() / "bin" / "flink"), "run", "-m", jobmanager,
         "-py", str(entry), "-pyexec", sys.executable, "-pyclientexec", sys.executable,
         "-pyfs", ",".join(str(PROJECT / p) for p in PACKAGES),
-        *(["-d"] if detached else []), *(["-s", savepoint] if savepoint else []), *job_args,
+        *(["-d"] if detached else []), *(["-s", savepoint] if savepoint else []),
+        *checked_job_args(job_args),
     ]  # fmt: skip
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))

@@ -1,5 +1,7 @@
 """The command line's contract: help for everything, one-line errors, exit status 2."""
 
+from pathlib import Path
+
 import pytest
 
 from flink_jobs.cli import build_parser
@@ -64,3 +66,19 @@ def test_bad_values_give_one_line_and_status_2(args):
     assert out.returncode == 2, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_submit_keeps_secrets_off_the_command_line(tmp_path):
+    props = tmp_path / "k.properties"
+    props.write_text('sasl.jaas.config=x password="s3cret";\n')
+    out = streamshard(
+        "submit", "validate", "--jobmanager", "127.0.0.1:1", "--",
+        "--kafka-property", "sasl.jaas.config=x password=\"s3cret\";",
+    )  # fmt: skip
+    assert out.returncode == 2 and "--kafka-properties-file" in out.stderr, out.stderr
+    assert "s3cret" not in out.stderr + out.stdout and "Traceback" not in out.stderr
+    from flink_jobs.cluster import checked_job_args
+
+    # a relative properties file is passed on by its absolute path
+    args = checked_job_args(["--kafka-properties-file", "k.properties", "-n", "2"])
+    assert args[1] == str((Path.cwd() / "k.properties").resolve()) and args[2:] == ["-n", "2"]

@@ -191,3 +191,70 @@ def test_savepoint_and_rescale_keep_the_state(cluster, kafka, topic_name):
         savepoint = stop_with_savepoint(cluster, job)
     # the evaluator's state came through too: each event counted once over three jobs
     assert metrics_count(kafka, topics["metrics"], "rescale") == 6000
+
+
+# ---- secrets ------------------------------------------------------------------------------
+
+
+def test_no_secret_reaches_a_log_the_job_config_or_a_command_line(
+    cluster, kafka, topic_name, tmp_path
+):
+    import os
+    import subprocess
+    import urllib.request
+    from pathlib import Path
+
+    from tests.cli_helpers import SCRIPT
+
+    secret = "Zq7-not-a-real-password-" + topic_name[-8:]
+    props = tmp_path / "kafka.properties"
+    # PLAINTEXT, as the embedded broker speaks no SASL: the clients accept and ignore the SASL
+    # settings, so the secret travels every path a real one would and the job still runs
+    props.write_text(
+        "security.protocol=PLAINTEXT\nsasl.mechanism=PLAIN\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="streamshard" password="{secret}";\n'
+        f"ssl.key.password={secret}\nclient.id=secret-test-{topic_name[-8:]}\n"
+    )
+    docs = [doc for doc, _ in CtrStream(CtrSettings(events=300, seed=5)).events()]
+    create_topics(kafka, [topic_name])
+    produce(kafka, topic_name, [(d["event_id"].encode(), encode(d)) for d in docs])
+    job = subprocess.Popen(
+        [SCRIPT, "submit", "validate", "--jobmanager", f"127.0.0.1:{REST_PORT}", "--",
+         "--bootstrap-servers", kafka.bootstrap_servers, "--kafka-properties-file", str(props),
+         "--input-topic", topic_name, "--output-topic", f"{topic_name}-valid",
+         "--dead-letter-topic", f"{topic_name}-dlq", "--stop-at-offsets", "0=300"],
+        env={**os.environ, **cluster}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    # every process's command line, read again and again while the job is submitted and runs
+    scans = 0
+    while job.poll() is None:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                assert secret.encode() not in cmdline.read_bytes(), cmdline
+            except OSError:
+                pass  # the process ended meanwhile
+        scans += 1
+    client_output = job.stdout.read().decode()
+    assert job.returncode == 0, client_output[-3000:]
+    assert scans > 5
+    assert len(read_records(kafka, f"{topic_name}-valid", count=300, timeout=30)) == 300
+    assert secret not in client_output
+
+    base = f"http://127.0.0.1:{REST_PORT}"
+    (job_id,) = [j["jid"] for j in json.load(urllib.request.urlopen(f"{base}/jobs/overview"))[
+        "jobs"] if j["name"] == "streamshard-validate" and j["state"] == "FINISHED"][-1:]
+    for path in (f"/jobs/{job_id}/config", f"/jobs/{job_id}", f"/jobs/{job_id}/plan",
+                 "/jobmanager/config", f"/jobs/{job_id}/checkpoints/config"):  # fmt: skip
+        body = urllib.request.urlopen(base + path).read().decode()
+        assert secret not in body, path
+
+    logs = list((Path(cluster["STREAMSHARD_HOME"]) / "cluster" / "log").rglob("*"))
+    logs = [p for p in logs if p.is_file()]
+    assert any("-taskexecutor-" in p.name for p in logs) and any("client" in p.name for p in logs)
+    text = "\n".join(p.read_text(errors="replace") for p in logs)
+    # the properties did reach Flink's Kafka clients (their config is logged, secrets hidden)
+    assert f"client.id = secret-test-{topic_name[-8:]}" in text
+    assert "sasl.jaas.config = [hidden]" in text
+    leaks = [p.name for p in logs if secret in p.read_text(errors="replace")]
+    assert not leaks, leaks
