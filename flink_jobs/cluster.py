@@ -89,6 +89,14 @@ def write_config(s: ClusterSettings) -> Path:
         "blob.server.port": "6124-6130",
         "taskmanager.rpc.port": "6131-6140",
         "parallelism.default": 1,
+        # a job's subtasks spread over the TaskManagers: losing one costs a part, not all
+        "taskmanager.load-balance.mode": "SLOTS",
+        # notice a killed TaskManager in seconds rather than Flink's default 50 s
+        "heartbeat.interval": 2000,
+        "heartbeat.timeout": 10000,
+        # C1 only, as for the local mini-cluster (see flink_jobs/env.py): on 2 cores C2 held
+        # a training job at ~100 events/s for its first minute
+        "env.java.opts.taskmanager": "-XX:TieredStopAtLevel=1",
         "execution.checkpointing.dir": checkpoints,
         "execution.checkpointing.savepoint-dir": savepoints,
         "python.executable": sys.executable,

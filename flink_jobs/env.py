@@ -38,7 +38,9 @@ class FlinkSettings:
     python_executable: str = sys.executable
     bundle_size: int = 1000
     bundle_time_ms: int = 100
-    restart_attempts: int = 5
+    # a lost TaskManager costs a few failed deployments until the JobManager notices it
+    # (heartbeat timeout), so allow ~40 s of restarts, not 5 s
+    restart_attempts: int = 20
     buffer_timeout_ms: int = 100
     options: tuple = ()  # (key, value) pairs of Flink configuration, set last
 
@@ -82,7 +84,7 @@ def flink_configuration(s: FlinkSettings) -> Configuration:
     conf.set_string("execution.checkpointing.dir", s.checkpoint_uri())
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(s.restart_attempts))
-    conf.set_string("restart-strategy.fixed-delay.delay", "1 s")
+    conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     for key, value in s.options:
         conf.set_string(key, value)
     if s.execution_mode == "thread":

@@ -258,3 +258,202 @@ def test_no_secret_reaches_a_log_the_job_config_or_a_command_line(
     assert "sasl.jaas.config = [hidden]" in text
     leaks = [p.name for p in logs if secret in p.read_text(errors="replace")]
     assert not leaks, leaks
+
+
+# ---- process kills --------------------------------------------------------------------------
+
+KILL_EVENTS = 300_000
+
+
+def rest_json(path: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{REST_PORT}{path}", timeout=10) as resp:
+        return json.load(resp)
+
+
+def taskmanager_pids(home: str) -> list[int]:
+    """Live TaskManager processes of the cluster, oldest first (from Flink's pid file)."""
+    from pathlib import Path
+
+    pids = []
+    for pid_file in (Path(home) / "cluster" / "pid").glob("*taskexecutor.pid"):
+        for line in pid_file.read_text().split():
+            cmdline = Path(f"/proc/{line}/cmdline")
+            if cmdline.exists() and b"java" in cmdline.read_bytes():
+                pids.append(int(line))
+    return sorted(pids)
+
+
+def python_workers(tm_pid: int) -> list[int]:
+    """The PyFlink Python worker processes (beam_boot) a TaskManager started."""
+    from pathlib import Path
+
+    parents, found = {}, []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        if b"beam_boot" in cmd:
+            found.append(pid)
+    out = []
+    for pid in found:
+        up = pid
+        while up in parents and up != tm_pid:
+            up = parents[up]
+        if up == tm_pid:
+            out.append(pid)
+    return out
+
+
+def job_running(jid: str) -> bool:
+    job = rest_json(f"/jobs/{jid}")
+    return job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"])
+
+
+def completed_checkpoints(jid: str) -> int:
+    return rest_json(f"/jobs/{jid}/checkpoints")["counts"]["completed"]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def kill_and_recover(jid: str, pid: int) -> dict:
+    """kill -9 ``pid``; the seconds until the job runs every task again and until its first
+    checkpoint after that completes."""
+    import os
+    import signal
+
+    checkpoints = completed_checkpoints(jid)
+    restarts = rest_json(f"/jobs/{jid}").get("status-counts", {})
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not job_running(jid), 120, "the job to notice the kill")
+    noticed = time.monotonic()
+    wait_for(lambda: job_running(jid), 300, "the job to run again")
+    running = time.monotonic()
+    wait_for(lambda: completed_checkpoints(jid) > checkpoints, 300, "a checkpoint after it")
+    return {"noticed_s": round(noticed - killed, 1), "running_s": round(running - killed, 1),
+            "checkpoint_s": round(time.monotonic() - killed, 1), "before": restarts}  # fmt: skip
+
+
+def train_args(kafka, topics: dict, run: str) -> list[str]:
+    return [
+        "--bootstrap-servers", kafka.bootstrap_servers, "--input-topic", topics["in"],
+        "--updates-topic", f"{topics['in']}-{run}-updates", "--metrics-topic",
+        f"{topics['in']}-{run}-metrics", "--predictions-topic", f"{topics['in']}-{run}-pred",
+        "--dead-letter-topic", f"{topics['in']}-dlq", "--run-id", run, "--hash-bits", "18",
+        "--shards", "4", "--workers", "2", "--parallelism", "2", "--max-events",
+        str(KILL_EVENTS), "--checkpoint-interval", "3000", "--delivery", "exactly-once",
+    ]  # fmt: skip
+
+
+def test_training_survives_taskmanager_and_python_worker_kills(
+    cluster, kafka, topic_name, tmp_path, monkeypatch, capsys
+):
+    import subprocess
+
+    from connectors.messages import decode_update
+    from flink_jobs import cluster as flink_cluster
+    from tests.cli_helpers import SCRIPT
+    from tests.txn import committed_records
+
+    topics = {"in": f"{topic_name}-events"}
+    out = streamshard(
+        "generate", "--events", str(KILL_EVENTS), "--seed", "8", "--topic", topics["in"],
+        "--partitions", "2", "--bootstrap-servers", kafka.bootstrap_servers, env=cluster,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    jm = f"127.0.0.1:{REST_PORT}"
+
+    # the undisturbed run
+    calm = streamshard(
+        "submit", "train", "--jobmanager", jm, "--",
+        *train_args(kafka, topics, "calm"), "--summary-json", str(tmp_path / "calm.json"),
+        env=cluster, timeout=1500,
+    )  # fmt: skip
+    assert calm.returncode == 0, calm.stdout[-2000:] + calm.stderr[-2000:]
+
+    # the same run, with two TaskManagers and one Python worker killed along the way
+    log = open(tmp_path / "killed.log", "w")
+    job = subprocess.Popen(
+        [SCRIPT, "submit", "train", "--jobmanager", jm, "--",
+         *train_args(kafka, topics, "killed"), "--summary-json", str(tmp_path / "killed.json")],
+        env={**__import__("os").environ, **cluster}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    metrics_topic = f"{topics['in']}-killed-metrics"
+
+    def at_least(n):
+        def check():
+            assert job.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            return metrics_seen(kafka, metrics_topic) >= n
+
+        return check
+
+    jid = wait_for(
+        lambda: next((j["jid"] for j in flink_cluster.jobs(flink_cluster.ClusterSettings(
+            rest_port=REST_PORT)) if j["state"] == "RUNNING"), None), 300, "the job")  # fmt: skip
+    monkeypatch.setenv("STREAMSHARD_HOME", cluster["STREAMSHARD_HOME"])
+    recoveries = []
+    for n, victim in ((50_000, "taskmanager"), (120_000, "taskmanager"), (190_000, "python")):
+        wait_for(at_least(n), 900, f"{n} events trained")
+        wait_for(lambda: completed_checkpoints(jid) > 0, 120, "a checkpoint")
+        tms = taskmanager_pids(cluster["STREAMSHARD_HOME"])
+        hosting = [pid for pid in tms if python_workers(pid)]
+        assert hosting, tms
+        if victim == "taskmanager":
+            pid = hosting[0]
+            flink_cluster.add_taskmanager()  # the replacement, started as the old one dies
+        else:
+            pid = python_workers(hosting[-1])[0]
+        recoveries.append({"victim": victim, "at_events": n, **kill_and_recover(jid, pid)})
+    assert job.wait(timeout=1500) == 0, (tmp_path / "killed.log").read_text()[-3000:]
+    with capsys.disabled():
+        print(f"\nrecoveries: {json.dumps(recoveries)}")
+
+    calm_doc = json.loads((tmp_path / "calm.json").read_text())
+    killed_doc = json.loads((tmp_path / "killed.json").read_text())
+    assert killed_doc["events"] == calm_doc["events"] == KILL_EVENTS
+    auc = {name: doc["tasks"]["ctr"]["auc"] for name, doc in (("calm", calm_doc),
+                                                             ("killed", killed_doc))}  # fmt: skip
+    with capsys.disabled():
+        print(f"AUC undisturbed {auc['calm']:.4f}, with kills {auc['killed']:.4f}")
+    assert abs(auc["calm"] - auc["killed"]) <= 0.01, auc
+
+    # every event_id exactly once in the committed predictions
+    preds = committed_records(
+        kafka, f"{topics['in']}-killed-pred", count=KILL_EVENTS + 1, timeout=300, idle=5
+    )
+    ids = [json.loads(r.value)["event_id"] for r in preds]
+    assert len(ids) == len(set(ids)) == KILL_EVENTS
+
+    # every (worker, clock) push applied exactly once by every shard: each shard's last
+    # update counts the pushes in its state, and they are all the workers' clocks
+    final = {}
+    for record in read_records(kafka, f"{topics['in']}-killed-updates", timeout=300, idle=5):
+        update = decode_update(record.value)
+        if update.run == "killed" and update.waiting is None:
+            final[update.shard] = update
+    assert sorted(final) == [0, 1, 2, 3]
+    clocks = {tuple(json.loads(r.value)[k] for k in ("worker", "clock")) for r in preds}
+    for update in final.values():
+        assert update.pushes_applied == len(clocks)
+        assert {w: c for w, c in update.clock.items()} == {
+            w: max(c for ww, c in clocks if ww == w) for w, _ in clocks
+        }
+
+
+def metrics_seen(kafka, topic) -> int:
+    docs = [json.loads(r.value) for r in read_records(kafka, topic, timeout=2, idle=1)]
+    return max((d["count"] for d in docs if d["type"] == "cumulative"), default=0)
