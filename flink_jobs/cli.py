@@ -130,7 +130,10 @@ def _cluster(args: argparse.Namespace) -> int:
 
     if args.action == "start":
         s = cluster.ClusterSettings(
-            taskmanagers=args.taskmanagers, bind_host=args.bind_host, rest_port=args.rest_port
+            taskmanagers=args.taskmanagers,
+            slots=args.slots,
+            bind_host=args.bind_host,
+            rest_port=args.rest_port,
         )
         info = cluster.start(s)
         print(
@@ -140,6 +143,12 @@ def _cluster(args: argparse.Namespace) -> int:
     elif args.action == "stop":
         cluster.stop()
         print("cluster stopped")
+    elif args.action == "add-taskmanager":
+        s = cluster.load_settings()
+        before = cluster.overview(s)["taskmanagers"]
+        cluster.add_taskmanager()
+        info = cluster.wait_for_taskmanagers(s, before + 1)
+        print(f"cluster: {info['taskmanagers']} TaskManagers, {info['slots-total']} slots")
     else:
         s = cluster.load_settings()
         info = cluster.overview(s)
@@ -292,8 +301,9 @@ def build_parser() -> Parser:
     p.set_defaults(func=_report)
 
     p = sub.add_parser("cluster", help="start, stop or inspect a local standalone Flink cluster")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("action", choices=["start", "stop", "status", "add-taskmanager"])
     p.add_argument("--taskmanagers", type=int, default=1)
+    p.add_argument("--slots", type=int, default=2, help="task slots per TaskManager")
     p.add_argument(
         "--bind-host", default="127.0.0.1", help="REST and RPC address (default loopback only)"
     )

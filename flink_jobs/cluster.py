@@ -94,9 +94,6 @@ def write_config(s: ClusterSettings) -> Path:
         # notice a killed TaskManager in seconds rather than Flink's default 50 s
         "heartbeat.interval": 2000,
         "heartbeat.timeout": 10000,
-        # C1 only, as for the local mini-cluster (see flink_jobs/env.py): on 2 cores C2 held
-        # a training job at ~100 events/s for its first minute
-        "env.java.opts.taskmanager": "-XX:TieredStopAtLevel=1",
         "execution.checkpointing.dir": checkpoints,
         "execution.checkpointing.savepoint-dir": savepoints,
         "python.executable": sys.executable,
@@ -201,6 +198,35 @@ def add_taskmanager() -> None:
 def stop() -> None:
     _script("taskmanager.sh", "stop-all")
     _script("jobmanager.sh", "stop-all")
+    stop_orphaned_python_workers()
+
+
+def stop_orphaned_python_workers() -> list[int]:
+    """Kill this cluster's PyFlink Python workers whose TaskManager is gone.
+
+    A TaskManager killed with SIGKILL leaves its Python worker processes (pyflink-udf-runner.sh
+    and beam_boot) running, adopted by init; they hold memory and some CPU until stopped.
+    They are recognised by this cluster's FLINK_CONF_DIR in their environment.
+    """
+    import signal
+
+    conf = f"FLINK_CONF_DIR={cluster_dir() / 'conf'}".encode()
+    killed = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            if b"beam_boot" not in cmd and b"pyflink-udf-runner" not in cmd:
+                continue
+            if conf not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            parent = (Path("/proc") / str(ppid) / "cmdline").read_bytes() if ppid > 1 else b""
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == 1 or (b"java" not in parent and b"pyflink-udf-runner" not in parent):
+            os.kill(int(proc.name), signal.SIGKILL)
+            killed.append(int(proc.name))
+    return killed
 
 
 def checked_job_args(job_args: list[str]) -> list[str]:

@@ -1,0 +1,219 @@
+"""The training job on a real standalone cluster survives kill -9 of two TaskManagers and of
+a Python worker: it recovers by itself, every event is predicted exactly once (committed view)
+and every push is applied exactly once per shard; the recovery times are measured.
+
+Not asserted here: "final AUC within 0.01 of an undisturbed run". Measured with this test's
+settings it was not (README, "Surviving process kills"), and an undisturbed 300,000-event run
+beside it would double the test's ~8 minutes.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from connectors.admin import read_records
+from connectors.messages import decode_update
+from tests.cli_helpers import SCRIPT, streamshard
+from tests.txn import committed_records
+
+pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
+
+REST_PORT = 18082
+EVENTS = 300_000
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    env = {"STREAMSHARD_HOME": str(tmp_path_factory.mktemp("kills") / "home")}
+    out = streamshard(
+        "cluster", "start", "--taskmanagers", "2", "--rest-port", str(REST_PORT), env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    try:
+        yield env
+    finally:
+        streamshard("cluster", "stop", env=env)
+
+
+def rest_json(path: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{REST_PORT}{path}", timeout=10) as resp:
+        return json.load(resp)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def pid_listening_on(port: int) -> int:
+    """The process holding the listening TCP socket ``port`` (via /proc/net/tcp inodes)."""
+    inodes = set()
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(fd_dir.parent.name)
+        except OSError:
+            continue
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def taskmanagers_of(jid: str) -> list[int]:
+    """The pids of the TaskManagers running tasks of job ``jid``."""
+    ids = set()
+    for vertex in rest_json(f"/jobs/{jid}")["vertices"]:
+        found = rest_json(f"/jobs/{jid}/vertices/{vertex['id']}/taskmanagers")["taskmanagers"]
+        ids |= {t["taskmanager-id"] for t in found}
+    pids = []
+    for tm in sorted(ids):
+        port = int(re.match(r"[^:]+:(\d+)-", tm).group(1))  # "127.0.0.1:6131-a1b2c3"
+        pid = pid_listening_on(port)
+        assert b"TaskManagerRunner" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        pids.append(pid)
+    return pids
+
+
+def python_workers(tm_pid: int) -> list[int]:
+    """The PyFlink Python worker processes (beam_boot) a TaskManager started."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"beam_boot" not in (proc / "cmdline").read_bytes():
+                continue
+            up = int(proc.name)
+            while up > 1 and up != tm_pid:
+                up = _parent(up)
+        except (OSError, ValueError):
+            continue
+        if up == tm_pid:
+            out.append(int(proc.name))
+    return out
+
+
+def job_running(jid: str) -> bool:
+    job = rest_json(f"/jobs/{jid}")
+    return job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"])
+
+
+def completed_checkpoints(jid: str) -> int:
+    return rest_json(f"/jobs/{jid}/checkpoints")["counts"]["completed"]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def kill_and_recover(jid: str, pid: int) -> dict:
+    """kill -9 ``pid``; seconds until the job noticed, runs every task again, and completed
+    its first checkpoint after that."""
+    checkpoints = completed_checkpoints(jid)
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not job_running(jid), 120, "the job to notice the kill")
+    noticed = time.monotonic()
+    wait_for(lambda: job_running(jid), 300, "the job to run again")
+    running = time.monotonic()
+    wait_for(lambda: completed_checkpoints(jid) > checkpoints, 300, "a checkpoint after it")
+    return {"noticed_s": round(noticed - killed, 1), "running_s": round(running - killed, 1),
+            "checkpoint_s": round(time.monotonic() - killed, 1)}  # fmt: skip
+
+
+def metrics_seen(kafka, topic) -> int:
+    docs = [json.loads(r.value) for r in read_records(kafka, topic, timeout=2, idle=1)]
+    return max((d["count"] for d in docs if d["type"] == "cumulative"), default=0)
+
+
+def test_training_survives_taskmanager_and_python_worker_kills(
+    cluster, kafka, topic_name, tmp_path, capsys
+):
+    source = f"{topic_name}-events"
+    out = streamshard(
+        "generate", "--events", str(EVENTS), "--seed", "8", "--topic", source,
+        "--partitions", "2", "--bootstrap-servers", kafka.bootstrap_servers, env=cluster,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    stop_at = re.search(r"end offsets (\S+)", out.stdout).group(1)  # no re-read of 300k events
+
+    def submit(run: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{run}.log", "w")
+        return subprocess.Popen(
+            [SCRIPT, "submit", "train", "--jobmanager", f"127.0.0.1:{REST_PORT}", "--",
+             "--bootstrap-servers", kafka.bootstrap_servers, "--input-topic", source,
+             "--updates-topic", f"{source}-{run}-updates",
+             "--metrics-topic", f"{source}-{run}-metrics",
+             "--predictions-topic", f"{source}-{run}-pred",
+             "--dead-letter-topic", f"{source}-{run}-dlq", "--run-id", run,
+             "--hash-bits", "18", "--shards", "4", "--workers", "2", "--parallelism", "1",
+             "--stop-at-offsets", stop_at, "--checkpoint-interval", "3000",
+             "--delivery", "exactly-once", "--summary-json", str(tmp_path / f"{run}.json")],
+            env={**os.environ, **cluster}, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    killed = submit("killed")
+    jid = wait_for(
+        lambda: next((j["jid"] for j in rest_json("/jobs/overview")["jobs"]
+                      if j["state"] == "RUNNING"), None), 300, "the job")  # fmt: skip
+
+    def at_least(n):
+        def check():
+            assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            return metrics_seen(kafka, f"{source}-killed-metrics") >= n
+
+        return check
+
+    recoveries = []
+    for n, victim in ((50_000, "taskmanager"), (120_000, "taskmanager"), (190_000, "python")):
+        wait_for(at_least(n), 1200, f"{n} events trained")
+        wait_for(lambda: completed_checkpoints(jid) > 0, 120, "a checkpoint")
+        tm = taskmanagers_of(jid)[0]
+        if victim == "taskmanager":
+            pid = tm
+            added = streamshard("cluster", "add-taskmanager", env=cluster)  # the replacement
+            assert added.returncode == 0, added.stderr
+        else:
+            (pid,) = python_workers(tm)
+        recoveries.append({"victim": victim, "at_events": n, **kill_and_recover(jid, pid)})
+    assert killed.wait(timeout=1500) == 0, (tmp_path / "killed.log").read_text()[-3000:]
+    doc = json.loads((tmp_path / "killed.json").read_text())
+    with capsys.disabled():
+        print(f"\nrecoveries {json.dumps(recoveries)}\nAUC {doc['tasks']['ctr']['auc']:.4f}, "
+              f"{doc['seconds']} s")  # fmt: skip
+    assert doc["events"] == EVENTS
+    assert len(rest_json(f"/jobs/{jid}/exceptions")["exceptionHistory"]["entries"]) >= 3
+
+    # every event_id exactly once in the committed predictions
+    preds = committed_records(kafka, f"{source}-killed-pred", count=EVENTS + 1, timeout=300, idle=5)
+    ids = [json.loads(r.value)["event_id"] for r in preds]
+    assert len(ids) == len(set(ids)) == EVENTS
+
+    # every (worker, clock) push applied exactly once by every shard: each shard's last
+    # update counts the pushes in its state, and they are all the workers' clocks
+    final = {}
+    for record in read_records(kafka, f"{source}-killed-updates", timeout=300, idle=5):
+        update = decode_update(record.value)
+        final[update.shard] = update
+    assert sorted(final) == [0, 1, 2, 3]
+    clocks = {tuple(json.loads(r.value)[k] for k in ("worker", "clock")) for r in preds}
+    last = {w: max(c for ww, c in clocks if ww == w) for w, _ in clocks}
+    for update in final.values():
+        assert update.pushes_applied == len(clocks)
+        assert update.clock == last
