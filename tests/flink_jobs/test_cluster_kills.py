@@ -204,6 +204,11 @@ def test_training_survives_taskmanager_and_python_worker_kills(
     preds = committed_records(kafka, f"{source}-killed-pred", count=EVENTS + 1, timeout=300, idle=5)
     ids = [json.loads(r.value)["event_id"] for r in preds]
     assert len(ids) == len(set(ids)) == EVENTS
+    with capsys.disabled():  # staleness along the run (predictions in commit order)
+        stale = [json.loads(r.value)["staleness"] for r in preds]
+        print("staleness p50/max per 50,000:", [
+            (sorted(part)[len(part) // 2], max(part))
+            for part in (stale[i : i + 50_000] for i in range(0, len(stale), 50_000))])  # fmt: skip
 
     # every (worker, clock) push applied exactly once by every shard: each shard's last
     # update counts the pushes in its state, and they are all the workers' clocks
