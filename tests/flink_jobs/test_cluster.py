@@ -11,7 +11,7 @@ import pytest
 
 from connectors.admin import create_topics, produce, read_records
 from connectors.synthetic import CtrSettings, CtrStream, encode
-from tests.cli_helpers import streamshard
+from tests.cli_helpers import standalone_cluster, streamshard
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
 
@@ -39,15 +39,8 @@ def listening_ports() -> dict[int, set[str]]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    env = {"STREAMSHARD_HOME": str(tmp_path_factory.mktemp("cluster") / "home")}
-    out = streamshard(
-        "cluster", "start", "--taskmanagers", "2", "--rest-port", str(REST_PORT), env=env
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    try:
+    with standalone_cluster(tmp_path_factory.mktemp("cluster") / "home", REST_PORT) as env:
         yield env
-    finally:
-        streamshard("cluster", "stop", env=env)
 
 
 def test_submit_a_job_to_the_standalone_cluster(cluster, kafka, topic_name, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 
 from connectors.admin import read_records
 from connectors.messages import decode_update
-from tests.cli_helpers import SCRIPT, streamshard
+from tests.cli_helpers import SCRIPT, standalone_cluster, streamshard
 from tests.txn import committed_records
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
@@ -30,15 +30,8 @@ EVENTS = 300_000
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    env = {"STREAMSHARD_HOME": str(tmp_path_factory.mktemp("kills") / "home")}
-    out = streamshard(
-        "cluster", "start", "--taskmanagers", "2", "--rest-port", str(REST_PORT), env=env
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    try:
+    with standalone_cluster(tmp_path_factory.mktemp("kills") / "home", REST_PORT) as env:
         yield env
-    finally:
-        streamshard("cluster", "stop", env=env)
 
 
 def rest_json(path: str) -> dict:
