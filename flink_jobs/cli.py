@@ -358,8 +358,44 @@ def _root_cause(exc: BaseException) -> str:
     return line.removeprefix("Caused by:").removeprefix(":").strip()[:500]
 
 
+CLEANUP_GRACE_S = 60
+
+
 def _interrupt(signum, frame) -> None:
+    """Ctrl-C or SIGTERM: unwind (context managers stop the broker and jobs they started),
+    and if that cleanup hangs (a py4j call into a JVM that is itself shutting down, say),
+    kill every process this one started and exit after ``CLEANUP_GRACE_S`` seconds."""
+    timer = threading.Timer(CLEANUP_GRACE_S, _kill_descendants_and_exit)
+    timer.daemon = True
+    timer.start()
     raise KeyboardInterrupt
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_descendants_and_exit() -> None:
+    print("streamshard: cleanup did not finish; killing what this command started",
+          file=sys.stderr)  # fmt: skip
+    for pid in _descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(130)
 
 
 def run_command(argv: list[str] | None = None) -> int:
@@ -376,6 +412,7 @@ def run_command(argv: list[str] | None = None) -> int:
     # the broker and jobs they started instead of leaving them behind
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
     args.debug = args.debug or bool(os.environ.get("STREAMSHARD_DEBUG"))
     try:
         return args.func(args)
