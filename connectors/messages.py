@@ -13,7 +13,10 @@ every push the shard's state has applied so far and ``duplicates_skipped`` the p
 refused as already applied (the exactly-once tests read both). ``waiting`` (sync mode only)
 says the shard holds some workers' pushes of that clock and waits for the others: a worker
 with nothing buffered at that clock answers with an empty push, so a bounded stream whose
-workers ran out of examples at different clocks still finishes.
+workers ran out of examples at different clocks still finishes. ``state`` (with
+read-my-writes, the default outside sync mode) carries the optimizer's state arrays at
+``indices`` too (FTRL: ``{"z": [...], "n": [...]}``), so a worker can apply its own pushes
+that are still in flight on top of them, with the shards' own update rule.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class ModelUpdate:
     pushes_applied: int = 0
     duplicates_skipped: int = 0
     waiting: int | None = None  # sync: the shard holds some workers' pushes of this clock
+    state: dict | None = field(default=None, repr=False)  # read-my-writes: optimizer state
 
     def to_json(self) -> str:
         return json.dumps(
@@ -58,6 +62,11 @@ class ModelUpdate:
                 "pushes_applied": self.pushes_applied,
                 "duplicates_skipped": self.duplicates_skipped,
                 **({"waiting": self.waiting} if self.waiting is not None else {}),
+                **(
+                    {"state": {k: v.tolist() for k, v in self.state.items()}}
+                    if self.state is not None
+                    else {}
+                ),
             },
             separators=(",", ":"),
         )
@@ -80,6 +89,9 @@ def decode_update(raw: str | bytes) -> ModelUpdate:
             pushes_applied=int(doc.get("pushes_applied", 0)),
             duplicates_skipped=int(doc.get("duplicates_skipped", 0)),
             waiting=int(doc["waiting"]) if doc.get("waiting") is not None else None,
+            state={str(k): np.asarray(v, np.float64) for k, v in doc["state"].items()}
+            if doc.get("state") is not None
+            else None,
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DecodeError(f"bad model update: {type(exc).__name__}: {exc}") from exc

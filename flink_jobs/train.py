@@ -47,6 +47,7 @@ class TrainConfig:
     optimizer: str = "ftrl"
     hyper: dict = field(default_factory=lambda: {"alpha": 0.05, "beta": 1.0, "l1": 0.0, "l2": 0.0})
     update_threshold: float = 0.0
+    read_my_writes: bool = True
     window: int = 10_000
     input_topic: str = "events"
     updates_topic: str = "model-updates"
@@ -78,6 +79,7 @@ class TrainConfig:
             optimizer=self.optimizer,
             hyper=tuple(sorted(self.hyper.items())),
             update_threshold=self.update_threshold,
+            read_my_writes=self.read_my_writes,
             input_topic=self.input_topic,
             fail_marker=self.fail_marker,
             checkpoint_dir=self.flink.checkpoint_dir,
@@ -419,6 +421,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="significantly-modified filter: send a weight only once it moved more than EPS",
     )
     ps.add_argument(
+        "--read-my-writes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a worker scores with its own pushes applied at once, before the shards' updates "
+        "come back (default; updates then carry the optimizer state; no effect in sync mode)",
+    )
+    ps.add_argument(
         "--block-size",
         type=int,
         default=4096,
@@ -492,6 +501,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         optimizer=args.optimizer,
         hyper=hyper,
         update_threshold=args.update_threshold,
+        read_my_writes=args.read_my_writes,
         window=args.window,
         input_topic=args.input_topic,
         updates_topic=args.updates_topic,

@@ -277,6 +277,79 @@ class Replica:
         return w
 
 
+class StateReplica:
+    """A worker's replica of the shards' *optimizer state* with read-my-writes: the worker
+    scores with the shards' state as last received plus its own pushes that no update has
+    reflected yet, applied in clock order by the same update rule (the "read-my-writes"
+    guarantee of Stale Synchronous Parallel, Ho et al., NIPS 2013).
+
+    An async worker otherwise scores with weights that miss every mini-batch in flight
+    around the loop, its own included; here it misses only the other workers' ones.
+    ``dr`` is a ``DenseRange`` over the optimizer's state names; ``own`` maps a shard to its
+    ``(clock, idx, g)`` pushes of this worker not yet reflected, in clock order.
+
+    Examples
+    --------
+    >>> from operators.optim import Sgd
+    >>> rep = StateReplica(Sgd(lr=0.5), DenseRange(("w",), 0, 4, block=4))
+    >>> rep.push(0, 0, np.array([1]), np.array([2.0]))
+    >>> rep.lookup(np.array([1, 2])).tolist()  # my push, not yet reflected, already counts
+    [-1.0, 0.0]
+    >>> rep.update(0, 0, np.array([1]), {"w": np.array([-1.5])})  # reflects it (and more)
+    >>> rep.lookup(np.array([1])).tolist(), rep.own
+    ([-1.5], {})
+    """
+
+    def __init__(self, optimizer, dr: DenseRange, own: dict | None = None):
+        self.optimizer, self.dr = optimizer, dr
+        self.own = {} if own is None else own
+
+    @property
+    def arrays(self) -> dict:
+        return self.dr.arrays
+
+    def take_touched(self) -> dict:
+        return self.dr.take_touched()
+
+    def push(self, shard: int, clock: int, idx: np.ndarray, g: np.ndarray) -> None:
+        """Remember my push to ``shard`` until an update of that shard reflects ``clock``
+        (a non-finite push is left out: the shard rejects it)."""
+        if idx.size and np.all(np.isfinite(g)):
+            self.own.setdefault(shard, []).append((clock, idx, g))
+
+    def update(self, shard: int, mine: int, idx: np.ndarray, arrays: dict) -> None:
+        """A shard's update: its absolute state at ``idx``, reflecting my pushes up to clock
+        ``mine`` (its vector clock for me); those pushes are forgotten."""
+        if idx.size:
+            for name in self.optimizer.state_names:
+                self.dr.arrays[name][idx - self.dr.lo] = arrays[name]
+            self.dr.mark(idx)
+        kept = [p for p in self.own.get(shard, ()) if p[0] > mine]
+        if kept:
+            self.own[shard] = kept
+        else:
+            self.own.pop(shard, None)
+
+    def lookup(self, idx: np.ndarray) -> np.ndarray:
+        """Weights at sorted unique ``idx``: the received state with my unreflected pushes."""
+        local = idx - self.dr.lo
+        state = {k: self.dr.arrays[k][local] for k in self.optimizer.state_names}
+        for shard in sorted(self.own):
+            for _, pidx, pg in self.own[shard]:
+                _, at, pos = np.intersect1d(idx, pidx, assume_unique=True, return_indices=True)
+                if at.size:
+                    self.optimizer.apply(state, at, pg[pos])
+        return self.optimizer.weights(state, np.arange(idx.size))
+
+    def warm(self, w: np.ndarray) -> None:
+        """Start from dense weights ``w`` with no history, as the shards' ``warm`` does."""
+        hi = min(w.size, self.dr.lo + next(iter(self.dr.arrays.values())).size)
+        nz = np.flatnonzero(w[self.dr.lo : hi]) + self.dr.lo
+        if nz.size:
+            self.optimizer.warm(self.dr.arrays, nz - self.dr.lo, w[nz])
+            self.dr.mark(nz)
+
+
 def state_digest(arrays: dict, fields: dict) -> str:
     """SHA-256 of an operator's logical state: named numpy arrays (by bytes, dtype and shape)
     and plain fields (canonical JSON; sets become sorted lists, dict keys strings).

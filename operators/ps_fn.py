@@ -47,6 +47,7 @@ from operators.ps import (
     DenseRange,
     Replica,
     ShardServer,
+    StateReplica,
     shard_width,
     split_by_shard,
     state_digest,
@@ -79,10 +80,19 @@ class PsSettings:
     init_model: str | None = None  # a snapshot (or folder of them) to warm-start from
     block: int = BLOCK  # coordinates per keyed-state entry
     digests: bool = False  # emit state digests (``--digest-topic``)
+    read_my_writes: bool = True  # workers see their own pushes at once (not in sync mode)
 
     @property
     def dim(self) -> int:
         return dimension(self.bits)
+
+    @property
+    def rmw(self) -> bool:
+        """Read-my-writes in effect: a sync worker never runs ahead of its own pushes."""
+        return self.read_my_writes and self.consistency != "sync"
+
+    def make_optimizer(self):
+        return make_optimizer(self.optimizer, **dict(self.hyper))
 
 
 def initial_models(s: PsSettings) -> dict:
@@ -251,6 +261,11 @@ class WorkerFunction(KeyedCoProcessFunction):
         self.copies = WorkingCopies()  # a cache of the replica state, see operators/journal.py
         self.init = initial_models(self.s)
         self.digests = _Digests(self.s, "worker")
+        if self.s.rmw:
+            self.optimizer = self.s.make_optimizer()
+            # read-my-writes: my pushes not yet reflected, as of the last compaction (the
+            # journal holds the ones since)
+            self.own = runtime_context.get_state(ValueStateDescriptor("own-pushes", PICKLED))
 
     def _digest(self, key: str) -> tuple:
         """The digest of this key's replica, clock and buffered examples."""
@@ -265,8 +280,10 @@ class WorkerFunction(KeyedCoProcessFunction):
         if meta is None:
             return state_digest({}, fields), {"clock": clock}
         fields.update(shards=meta["shards"], applied=meta.get("applied", 0))
-        arrays = self._replica(key, meta).copy.arrays
-        return state_digest(arrays, fields), {"clock": clock, "applied": fields["applied"]}
+        replica = self._replica(key, meta).copy
+        if self.s.rmw:
+            fields["own"] = replica.own
+        return state_digest(replica.arrays, fields), {"clock": clock, "applied": fields["applied"]}
 
     def process_element1(self, value, ctx):
         key = ctx.get_current_key()
@@ -282,18 +299,49 @@ class WorkerFunction(KeyedCoProcessFunction):
 
     def _replica(self, key: str, meta: dict) -> Working:
         """The replica's dense working copy (rebuilt from state when stale)."""
-        return replica_copy(
-            self.copies, key, meta, self.replica, self.journal, self.s.dim, self.s.block
+        if not self.s.rmw:
+            return replica_copy(
+                self.copies, key, meta, self.replica, self.journal, self.s.dim, self.s.block
+            )
+        return self.copies.get(
+            key,
+            _rmw_stamp(meta),
+            lambda: self._state_replica(meta, self.own.value() or {}),
+            lambda: list(self.journal.get() or []) if meta.get("journal") else [],
+            _replay_rmw,
         )
+
+    def _state_replica(self, meta: dict, own: dict) -> StateReplica:
+        names = self.optimizer.state_names
+        dr = _load(DenseRange(names, 0, self.s.dim, self.s.block), self.replica, meta["blocks"])
+        return StateReplica(self.optimizer, dr, {k: list(v) for k, v in own.items()})
+
+    def _journal_rmw(self, work: Working, meta: dict, entry: tuple) -> None:
+        """Journal one read-my-writes operation (already applied to ``work``); compact when
+        the journal is long, saving the unreflected pushes with the blocks."""
+        self.journal.add(entry)
+        counter = "applied" if entry[0] == "u" else "pushed"
+        meta[counter] = meta.get(counter, 0) + 1
+        meta["journal"] = meta.get("journal", 0) + 1
+        work.stamp = _rmw_stamp(meta)
+        if meta["journal"] >= self.copies.compact_every:
+            _compact(work, self.replica, self.journal, meta)
+            self.own.update({k: list(v) for k, v in work.copy.own.items()})  # a copy: the
+            # working copy's lists change after this, the state's must not
 
     def _meta(self, task: str) -> dict:
         meta = self.meta.value()
         if meta is None:
             meta = {"blocks": set(), "shards": {}}
             if task in self.init:  # warm start: the replica begins as the snapshot
-                Replica(_MapView(self.replica, meta["blocks"]), self.s.block).load_dense(
-                    self.init[task].weights
-                )
+                view = _MapView(self.replica, meta["blocks"])
+                if self.s.rmw:
+                    replica = self._state_replica(meta, {})
+                    replica.warm(self.init[task].weights)
+                    for bid, value in replica.take_touched().items():
+                        view[bid] = value
+                else:
+                    Replica(view, self.s.block).load_dense(self.init[task].weights)
                 self.meta.update(meta)
         return meta
 
@@ -308,8 +356,21 @@ class WorkerFunction(KeyedCoProcessFunction):
             return
         meta = self._meta(update.task)
         work = self._replica(key, meta)
-        assign_journaled(work, update, self.replica, self.journal, meta, self.copies.compact_every)
-        meta["shards"][update.shard] = (update.version, update.clock.get(key, -1))
+        mine = update.clock.get(key, -1)
+        if self.s.rmw:
+            state = update.state or {}
+            if update.indices.size and set(state) != set(self.optimizer.state_names):
+                raise ValueError(
+                    f"read-my-writes needs the optimizer state in model updates; shard "
+                    f"{update.shard} sent {sorted(state)} (a run with other settings?)"
+                )
+            work.copy.update(update.shard, mine, update.indices, state)
+            self._journal_rmw(work, meta, ("u", update.shard, mine, update.indices, state))
+        else:
+            assign_journaled(
+                work, update, self.replica, self.journal, meta, self.copies.compact_every
+            )
+        meta["shards"][update.shard] = (update.version, mine)
         self.meta.update(meta)
         yield from self._drain(ctx, meta, flush=False)
 
@@ -372,6 +433,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             yield from self._train(task, key, clock, batch, version, staleness, meta)
             clock += 1
         if start:
+            self.meta.update(meta)
             self.clock.update(clock)
             self.pending.update(buffered[start:])
             self.buffered.update(len(buffered) - start)
@@ -381,10 +443,13 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _train(self, task, key, clock, batch, version, staleness, meta):
         indptr, indices, values = stack_rows((ex[6], ex[7]) for ex in batch)
         labels = np.array([ex[4] for ex in batch], np.float64)
-        replica = self._replica(key, meta).copy
-        scores = predict_proba(indptr, indices, values, replica.lookup, self.s.bits)
+        work = self._replica(key, meta)
+        scores = predict_proba(indptr, indices, values, work.copy.lookup, self.s.bits)
         idx, g = gradient(indptr, indices, values, labels, scores, self.s.bits)
         for shard, part_idx, part_g in split_by_shard(idx, g, self.s.dim, self.s.shards):
+            if self.s.rmw and part_idx.size:
+                work.copy.push(shard, clock, part_idx, part_g)
+                self._journal_rmw(work, meta, ("p", shard, clock, part_idx, part_g))
             yield ("push", task, shard, key, clock, part_idx, part_g)
         event_ids = [ex[3] for ex in batch]
         yield (
@@ -401,6 +466,18 @@ class WorkerFunction(KeyedCoProcessFunction):
                 clock,
             ),
         )
+
+
+def _rmw_stamp(meta: dict) -> int:
+    """Operations a read-my-writes replica has taken: updates applied plus own pushes."""
+    return meta.get("applied", 0) + meta.get("pushed", 0)
+
+
+def _replay_rmw(replica: StateReplica, entry: tuple) -> None:
+    if entry[0] == "u":
+        replica.update(*entry[1:])
+    else:
+        replica.push(*entry[1:])
 
 
 def _new_meta() -> dict:
@@ -428,7 +505,7 @@ class ShardFunction(KeyedProcessFunction):
 
     def open(self, runtime_context):
         self.server = ShardServer(
-            make_optimizer(self.s.optimizer, **dict(self.s.hyper)),
+            self.s.make_optimizer(),
             self.s.update_threshold,
             self.s.block,
         )
@@ -528,6 +605,10 @@ class ShardFunction(KeyedProcessFunction):
             result = (np.zeros(0, np.int64), np.zeros(0))
             yield COUNTS, ("count", REJECTED_COUNT, 1)
         else:
+            if self.s.rmw:  # the workers' read-my-writes needs the state, not only weights
+                local = result[0] - work.copy.lo
+                state = {k: work.copy.arrays[k][local] for k in self.server.optimizer.state_names}
+                result = (*result, state)
             self.journal.add((idx, g))
             meta["journal"] = meta.get("journal", 0) + 1
         meta["version"] += 1
@@ -556,6 +637,7 @@ class ShardFunction(KeyedProcessFunction):
             pushes_applied=meta["pushes_applied"],
             duplicates_skipped=meta["duplicates_skipped"],
             waiting=waiting,
+            state=changed[2] if len(changed) > 2 else None,
         ).to_json()
 
     def _maybe_fail(self):
