@@ -77,10 +77,20 @@ class ShardServer:
     the weights last broadcast (for the significantly-modified filter).
     """
 
-    def __init__(self, optimizer, threshold: float = 0.0, block: int = BLOCK):
+    def __init__(
+        self, optimizer, threshold: float = 0.0, block: int = BLOCK, state_updates: bool = False
+    ):
         self.optimizer = optimizer
         self.threshold = threshold
         self.block = block
+        # updates feed state replicas (read-my-writes): with no filter, every coordinate whose
+        # state changed is sent, even when its weight did not move (L1 holds it at 0)
+        self.send_all = state_updates and threshold == 0
+
+    def _moved(self, w: np.ndarray, sent: np.ndarray) -> np.ndarray:
+        if self.send_all:
+            return np.ones(w.size, bool)
+        return np.abs(w - sent) > self.threshold
 
     def _block(self, blocks: MutableMapping, bid: int) -> dict[str, np.ndarray]:
         arrays = blocks.get(bid)
@@ -120,7 +130,7 @@ class ShardServer:
         for k, v in gathered.items():
             dr.arrays[k][local] = v
         sent = dr.arrays["sent"]
-        moved = np.abs(w - sent[local]) > self.threshold
+        moved = self._moved(w, sent[local])
         sent[local[moved]] = w[moved]
         dr.mark(idx)
         return idx[moved], w[moved]
@@ -153,7 +163,7 @@ class ShardServer:
         for bid, arrays, local, gathered, w in staged:
             for k, v in gathered.items():
                 arrays[k][local] = v
-            moved = np.abs(w - arrays["sent"][local]) > self.threshold
+            moved = self._moved(w, arrays["sent"][local])
             arrays["sent"][local[moved]] = w[moved]
             blocks[bid] = arrays
             out_idx.append(local[moved] + bid * self.block)

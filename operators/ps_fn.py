@@ -214,7 +214,8 @@ class _Digests:
 
 
 def fan_out_updates(workers: int):
-    """Copy each model update to every worker key of its task (``task#0`` .. ``task#W-1``).
+    """Copy each model update, decoded, to every worker key of its task (``task#0`` ..
+    ``task#W-1``).
 
     Updates reach the workers as keyed input rather than broadcast state, so an update that
     unblocks a worker is processed in that worker's key context and trains at once (no
@@ -223,11 +224,11 @@ def fan_out_updates(workers: int):
 
     def fan_out(value):
         try:
-            task = decode_update(value).task
+            update = decode_update(value)
         except DecodeError:
             return
-        for w in range(workers):
-            yield f"{task}#{w}", value
+        for w in range(workers):  # decoded once here; numpy arrays pickle far faster than
+            yield f"{update.task}#{w}", update  # JSON parses, and each worker gets a copy
 
     return fan_out
 
@@ -347,8 +348,7 @@ class WorkerFunction(KeyedCoProcessFunction):
 
     # -- the model stream ------------------------------------------------------------------
     def _model(self, value, ctx):
-        key, raw = value
-        update = decode_update(raw)
+        key, update = value
         if update.run != self.s.run_id:
             return  # an update of another run on a shared topic
         if update.waiting is not None:
@@ -508,6 +508,7 @@ class ShardFunction(KeyedProcessFunction):
             self.s.make_optimizer(),
             self.s.update_threshold,
             self.s.block,
+            state_updates=self.s.rmw,
         )
         self.blocks = runtime_context.get_map_state(
             MapStateDescriptor("blocks", Types.LONG(), PICKLED)

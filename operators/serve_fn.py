@@ -26,7 +26,6 @@ from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event
 from connectors.hashing import hash_features, stack_rows
-from connectors.messages import decode_update
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
 from operators.ps import BLOCK, Replica
@@ -142,7 +141,7 @@ class ServeFunction(KeyedCoProcessFunction):
         self.waiting.update(waiting + 1)
 
     def process_element2(self, value, ctx):
-        update = decode_update(value[1])
+        update = value[1]  # decoded once by fan_out_updates
         meta = self._meta(update.task)
         follow: Following = meta["follow"]
         decision = follow.decide(update.run, update.shard, update.version, update.ts)

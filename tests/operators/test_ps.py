@@ -4,7 +4,16 @@ import pytest
 from operators.local import OnlineLogistic
 from operators.logistic import dimension, gradient, predict_proba
 from operators.optim import Ftrl
-from operators.ps import BLOCK, Consistency, Replica, ShardServer, split_by_shard
+from connectors.messages import ModelUpdate, decode_update
+from operators.ps import (
+    BLOCK,
+    Consistency,
+    DenseRange,
+    Replica,
+    ShardServer,
+    StateReplica,
+    split_by_shard,
+)
 
 
 def test_split_by_shard_covers_every_shard_in_contiguous_ranges():
@@ -157,3 +166,58 @@ def test_state_digest_sees_the_state_not_its_storage():
     two.assign(idx[:1], vals[:1] + 1e-15)
     assert state_digest(one.arrays, meta) != state_digest(two.arrays, meta)
     assert state_digest(one.arrays, meta) != state_digest(one.arrays, {**meta, "clock": {}})
+
+
+@pytest.mark.parametrize("lag", [0, 1, 5])
+def test_read_my_writes_one_worker_sees_exactly_the_shards_weights_whatever_the_lag(lag):
+    """One worker, four shards, updates held back ``lag`` pushes: its replica plus its own
+    unreflected pushes is the shards' state, bit for bit; a plain weights replica is not."""
+    bits, shards = 8, 4
+    dim = dimension(bits)
+    opt = Ftrl(alpha=0.1, l1=1.0)  # L1 keeps many weights at 0 while z and n move
+    server = ShardServer(opt, state_updates=True)
+    dense = DenseRange(("z", "n", "sent"), 0, dim, block=64)
+    rep = StateReplica(opt, DenseRange(opt.state_names, 0, dim, block=64))
+    plain = Replica(block=64)
+    rng = np.random.default_rng(3)
+    in_flight, differed = [], False
+    for clock in range(40):
+        idx = np.unique(np.append(rng.integers(0, dim - 1, 30), dim - 1))
+        expected = opt.weights(dense.arrays, idx)
+        np.testing.assert_array_equal(rep.lookup(idx), expected)
+        differed |= not np.array_equal(plain.lookup(idx), expected)
+        g = rng.normal(0, 1, idx.size)
+        for shard, part_idx, part_g in split_by_shard(idx, g, dim, shards):
+            rep.push(shard, clock, part_idx, part_g)
+            changed, w = server.apply_dense(dense, part_idx, part_g)
+            state = {k: dense.arrays[k][changed].copy() for k in opt.state_names}
+            in_flight.append((shard, clock, changed, w, state))
+        while len(in_flight) > lag * shards:
+            shard, mine, changed, w, state = in_flight.pop(0)
+            rep.update(shard, mine, changed, state)
+            plain.assign(changed, w)
+    assert differed == (lag > 0)
+    assert sum(len(v) for v in rep.own.values()) == len(in_flight)  # the rest are forgotten
+
+
+def test_read_my_writes_skips_a_non_finite_push_and_an_update_reflecting_nothing_of_mine():
+    opt = Ftrl()
+    rep = StateReplica(opt, DenseRange(opt.state_names, 0, 8, block=4))
+    rep.push(0, 0, np.array([1]), np.array([np.nan]))
+    assert rep.own == {}
+    rep.push(0, 1, np.array([2]), np.array([1.0]))
+    rep.update(0, 0, np.array([5]), {"z": np.array([2.0]), "n": np.array([4.0])})
+    assert [c for c, _, _ in rep.own[0]] == [1]
+    assert rep.lookup(np.array([2]))[0] < 0
+    np.testing.assert_array_equal(rep.lookup(np.array([5])), opt.weights(
+        {"z": np.array([2.0]), "n": np.array([4.0])}, np.array([0])))
+
+
+def test_model_update_carries_the_optimizer_state_exactly():
+    state = {"z": np.array([0.1, -1 / 3]), "n": np.array([2.0, 1e-300])}
+    update = ModelUpdate("r", "ctr", 1, 3, {"ctr#0": 2}, np.array([7, 9]), np.array([0.5, 0.25]),
+                         state=state)  # fmt: skip
+    back = decode_update(update.to_json())
+    assert {k: v.tolist() for k, v in back.state.items()} == {k: v.tolist() for k, v in state.items()}
+    assert decode_update(ModelUpdate("r", "ctr", 1, 3, {}, update.indices, update.values)
+                         .to_json()).state is None  # fmt: skip
