@@ -375,6 +375,7 @@ def state_digest(arrays: dict, fields: dict) -> str:
     >>> a == state_digest({"w": np.arange(3.0) + 1e-12}, {"clock": {"t#0": 2}, "seen": {1, 3}})
     False
     """
+
     def plain(value):
         if isinstance(value, dict):
             return {str(k): plain(v) for k, v in value.items()}
