@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import md_table, write  # noqa: E402
+from flink_jobs.procs import descendants  # noqa: E402
 
 DATA = ROOT / "benchmarks" / ".data"
 SCRIPT = str(Path(sys.executable).with_name("streamshard"))
@@ -72,23 +73,14 @@ class TreeMemory:
         self._thread.start()
 
     def _tree_rss(self) -> float:
-        children: dict[int, list[int]] = {}
-        rss: dict[int, int] = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
+        roots = [self.pid, *self.more()]
+        total = 0
+        for pid in {*roots, *(p for root in roots for p in descendants(root))}:
             try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                children.setdefault(int(fields[1]), []).append(int(entry))
-                rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                total += int(stat[stat.rindex(")") + 2 :].split()[21]) * os.sysconf("SC_PAGE_SIZE")
             except (OSError, ValueError, IndexError):
                 continue
-        total, todo = 0, [self.pid, *self.more()]
-        while todo:
-            pid = todo.pop()
-            total += rss.get(pid, 0)
-            todo += children.get(pid, [])
         return total / 2**20
 
     def _run(self) -> None:

@@ -210,6 +210,8 @@ def stop_orphaned_python_workers() -> list[int]:
     """
     import signal
 
+    from flink_jobs.procs import parent_of
+
     conf = f"FLINK_CONF_DIR={cluster_dir() / 'conf'}".encode()
     killed = []
     for proc in Path("/proc").glob("[0-9]*"):
@@ -219,7 +221,7 @@ def stop_orphaned_python_workers() -> list[int]:
                 continue
             if conf not in (proc / "environ").read_bytes().split(b"\0"):
                 continue
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            ppid = parent_of(int(proc.name))
             parent = (Path("/proc") / str(ppid) / "cmdline").read_bytes() if ppid > 1 else b""
         except (OSError, ValueError, IndexError):
             continue

@@ -21,6 +21,7 @@ import pytest
 
 from connectors.admin import read_records
 from connectors.messages import decode_update
+from flink_jobs.procs import descendants
 from tests.cli_helpers import SCRIPT, standalone_cluster, streamshard
 from tests.txn import committed_records
 
@@ -41,10 +42,6 @@ def rest_json(path: str) -> dict:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{REST_PORT}{path}", timeout=10) as resp:
         return json.load(resp)
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def pid_listening_on(port: int) -> int:
@@ -84,17 +81,12 @@ def taskmanagers_of(jid: str) -> list[int]:
 def python_workers(tm_pid: int) -> list[int]:
     """The PyFlink Python worker processes (beam_boot) a TaskManager started."""
     out = []
-    for proc in Path("/proc").glob("[0-9]*"):
+    for pid in descendants(tm_pid):
         try:
-            if b"beam_boot" not in (proc / "cmdline").read_bytes():
-                continue
-            up = int(proc.name)
-            while up > 1 and up != tm_pid:
-                up = _parent(up)
-        except (OSError, ValueError):
+            if b"beam_boot" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
             continue
-        if up == tm_pid:
-            out.append(int(proc.name))
     return out
 
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from connectors.messages import ModelUpdate, decode_update
 from operators.local import OnlineLogistic
 from operators.logistic import dimension, gradient, predict_proba
 from operators.optim import Ftrl
-from connectors.messages import ModelUpdate, decode_update
 from operators.ps import (
     BLOCK,
     Consistency,
@@ -218,6 +218,8 @@ def test_model_update_carries_the_optimizer_state_exactly():
     update = ModelUpdate("r", "ctr", 1, 3, {"ctr#0": 2}, np.array([7, 9]), np.array([0.5, 0.25]),
                          state=state)  # fmt: skip
     back = decode_update(update.to_json())
-    assert {k: v.tolist() for k, v in back.state.items()} == {k: v.tolist() for k, v in state.items()}
+    assert {k: v.tolist() for k, v in back.state.items()} == {
+        k: v.tolist() for k, v in state.items()
+    }
     assert decode_update(ModelUpdate("r", "ctr", 1, 3, {}, update.indices, update.values)
                          .to_json()).state is None  # fmt: skip
