@@ -32,6 +32,17 @@ EVENTS = 300_000
 
 
 @pytest.fixture(scope="module")
+def kafka():
+    """A broker of this module's own: its long runs then do not share the embedded broker's
+    memory-only storage with every earlier test's records (the CI run was slower shared)."""
+    from connectors.broker import EmbeddedBroker
+    from connectors.config import KafkaConfig
+
+    with EmbeddedBroker() as running:
+        yield KafkaConfig(running.bootstrap_servers)
+
+
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     with standalone_cluster(tmp_path_factory.mktemp("kills") / "home", REST_PORT) as env:
         yield env

@@ -28,6 +28,17 @@ pytestmark = [pytest.mark.flink, pytest.mark.kafka]
 BITS = 16
 
 
+@pytest.fixture(scope="module")
+def kafka():
+    """A broker of this module's own: its long runs then do not share the embedded broker's
+    memory-only storage with every earlier test's records (the CI run was slower shared)."""
+    from connectors.broker import EmbeddedBroker
+    from connectors.config import KafkaConfig
+
+    with EmbeddedBroker() as running:
+        yield KafkaConfig(running.bootstrap_servers)
+
+
 def fill_topic(kafka, topic, events, seed, malformed_every=None):
     records = []
     for i, (doc, _) in enumerate(CtrStream(CtrSettings(events=events, seed=seed)).events()):
