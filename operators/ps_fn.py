@@ -600,7 +600,7 @@ class ShardFunction(KeyedProcessFunction):
 
     def _apply(self, meta, task, shard, pushes, idx, g):
         work = self._work(meta, task, shard)
-        result = self.server.apply_dense(work.copy, idx, g)
+        result, state = self.server.apply_dense(work.copy, idx, g), None
         if result is None:
             meta["rejected"] += 1
             result = (np.zeros(0, np.int64), np.zeros(0))
@@ -609,7 +609,6 @@ class ShardFunction(KeyedProcessFunction):
             if self.s.rmw:  # the workers' read-my-writes needs the state, not only weights
                 local = result[0] - work.copy.lo
                 state = {k: work.copy.arrays[k][local] for k in self.server.optimizer.state_names}
-                result = (*result, state)
             self.journal.add((idx, g))
             meta["journal"] = meta.get("journal", 0) + 1
         meta["version"] += 1
@@ -619,11 +618,12 @@ class ShardFunction(KeyedProcessFunction):
         for worker, clock in pushes:
             meta["clock"][worker] = clock
             meta["pushes_applied"] += 1
-        yield self._update(meta, task, shard, result, [[w, c] for w, c in pushes])
+        yield self._update(meta, task, shard, result, [[w, c] for w, c in pushes], state=state)
 
-    def _update(self, meta, task, shard, changed, applied, waiting=None) -> str:
+    def _update(self, meta, task, shard, changed, applied, waiting=None, state=None) -> str:
         """The model-update record of this shard's state: its version, vector clock and
-        counters, with the ``changed`` (indices, absolute values)."""
+        counters, with the ``changed`` (indices, absolute values) and, for read-my-writes,
+        the optimizer ``state`` at those indices."""
         return ModelUpdate(
             run=self.s.run_id,
             task=task,
@@ -638,7 +638,7 @@ class ShardFunction(KeyedProcessFunction):
             pushes_applied=meta["pushes_applied"],
             duplicates_skipped=meta["duplicates_skipped"],
             waiting=waiting,
-            state=changed[2] if len(changed) > 2 else None,
+            state=state,
         ).to_json()
 
     def _maybe_fail(self):
