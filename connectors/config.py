@@ -77,7 +77,8 @@ class KafkaConfig:
             ":" in part for part in self.bootstrap_servers.split(",")
         ):
             raise ConfigError(
-                f"bootstrap servers must be host:port[,host:port...], got {self.bootstrap_servers!r}"
+                "bootstrap servers must be host:port[,host:port...], "
+                f"got {self.bootstrap_servers!r}"
             )
         object.__setattr__(self, "properties", MappingProxyType(dict(self.properties)))
 

@@ -154,8 +154,9 @@ def _cluster(args: argparse.Namespace) -> int:
         info = cluster.overview(s)
         print(
             f"cluster: REST {s.rest}, Flink {info.get('flink-version')}, "
-            f"{info['taskmanagers']} TaskManagers, {info['slots-available']}/{info['slots-total']} "
-            f"slots free, {info['jobs-running']} jobs running; logs in {cluster.cluster_dir() / 'log'}"
+            f"{info['taskmanagers']} TaskManagers, "
+            f"{info['slots-available']}/{info['slots-total']} slots free, "
+            f"{info['jobs-running']} jobs running; logs in {cluster.cluster_dir() / 'log'}"
         )
     return 0
 

@@ -463,7 +463,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
     add_kafka_args(parser)
     # the feedback loop waits on every Python bundle and every network buffer it crosses
-    add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5)
+    add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5, execution_mode="auto")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -544,7 +544,8 @@ def print_summary(summary: dict) -> None:
     )
     for task, doc in sorted(summary["tasks"].items()):
         print(
-            f"  task {task}: n={doc['count']:,} AUC {doc['auc']:.4f} (±{doc['auc_error_bound']:.1e}) "
+            f"  task {task}: n={doc['count']:,} AUC {doc['auc']:.4f} "
+            f"(±{doc['auc_error_bound']:.1e}) "
             f"log loss {doc['log_loss']:.4f} accuracy {doc['accuracy']:.4f} "
             f"staleness max {doc['staleness_max']} model version {doc['model_version']}"
         )

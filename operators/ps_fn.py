@@ -3,7 +3,8 @@ call the pure classes of ``operators/ps.py``, ``logistic.py`` and ``evaluation.p
 
 Records between operators are tuples (pickled across the Python/Java bridge):
 
-- example ``("ex", task, worker_key, event_id, label, ts, indices, values)``
+- example ``("ex", task, worker_key, event_id, label, ts, indices, values)`` (the hashed
+  row packed as bytes, see ``connectors.hashing.pack_row``)
 - push    ``("push", task, shard, worker_key, clock, indices, grads)``
 - batch   ``("pred", task, worker_key, event_ids, labels, scores, version, staleness, clock)``
 - count   ``("count", name, n)`` (dead letters, rejected pushes) for the evaluator
@@ -35,7 +36,7 @@ from pyflink.datastream.state import (
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event
-from connectors.hashing import hash_features, stack_rows
+from connectors.hashing import hash_features, pack_row, stack_packed
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.journal import Working, WorkingCopies
@@ -121,7 +122,9 @@ class ParseFunction(ProcessFunction):
             return
         idx, vals = hash_features(event.features, self.s.bits)
         key = f"{event.task}#{worker_of(event.event_id, self.s.workers)}"
-        yield ("ex", event.task, key, event.event_id, event.label, event.ts, idx, vals)
+        # the row as bytes: a tuple with two small numpy arrays pickles 25x slower, and an
+        # example is pickled 3-5 times on its way (output, key, input, worker state)
+        yield ("ex", event.task, key, event.event_id, event.label, event.ts, *pack_row(idx, vals))
 
 
 class _MapView:
@@ -196,16 +199,19 @@ class _Digests:
     def __init__(self, s: PsSettings, kind: str):
         self.on, self.run_id, self.kind, self.seen = s.digests, s.run_id, kind, set()
 
-    def around(self, key: str, digest, records):
-        """``records`` (a generator) framed by the key's digests; ``digest()`` hashes now."""
+    def around(self, ctx, digest, records):
+        """``records`` (a generator) framed by the current key's digests; ``digest(key)``
+        hashes now. Without digests, ``records`` itself (the key is not even asked for)."""
         if not self.on:
-            yield from records
-            return
+            return records
+        return self._framed(ctx.get_current_key(), digest, records)
+
+    def _framed(self, key: str, digest, records):
         if key not in self.seen:
             self.seen.add(key)
-            yield DIGESTS, self._record(key, "first", digest())
+            yield DIGESTS, self._record(key, "first", digest(key))
         yield from records
-        yield DIGESTS, self._record(key, "after", digest())
+        yield DIGESTS, self._record(key, "after", digest(key))
 
     def _record(self, key: str, when: str, digest: tuple) -> str:
         sha, position = digest
@@ -287,16 +293,13 @@ class WorkerFunction(KeyedCoProcessFunction):
         return state_digest(replica.arrays, fields), {"clock": clock, "applied": fields["applied"]}
 
     def process_element1(self, value, ctx):
-        key = ctx.get_current_key()
-        yield from self.digests.around(key, lambda: self._digest(key), self._example(value, ctx))
+        return self.digests.around(ctx, self._digest, self._example(value, ctx))
 
     def process_element2(self, value, ctx):
-        key = ctx.get_current_key()
-        yield from self.digests.around(key, lambda: self._digest(key), self._model(value, ctx))
+        return self.digests.around(ctx, self._digest, self._model(value, ctx))
 
     def on_timer(self, timestamp, ctx):
-        key = ctx.get_current_key()
-        yield from self.digests.around(key, lambda: self._digest(key), self._timer(ctx))
+        return self.digests.around(ctx, self._digest, self._timer(ctx))
 
     def _replica(self, key: str, meta: dict) -> Working:
         """The replica's dense working copy (rebuilt from state when stale)."""
@@ -441,7 +444,7 @@ class WorkerFunction(KeyedCoProcessFunction):
                 self.due.clear()
 
     def _train(self, task, key, clock, batch, version, staleness, meta):
-        indptr, indices, values = stack_rows((ex[6], ex[7]) for ex in batch)
+        indptr, indices, values = stack_packed([(ex[6], ex[7]) for ex in batch])
         labels = np.array([ex[4] for ex in batch], np.float64)
         work = self._replica(key, meta)
         scores = predict_proba(indptr, indices, values, work.copy.lookup, self.s.bits)
@@ -546,8 +549,7 @@ class ShardFunction(KeyedProcessFunction):
         return meta
 
     def process_element(self, push, ctx):
-        key = ctx.get_current_key()
-        yield from self.digests.around(key, lambda: self._digest(key), self._push(push))
+        return self.digests.around(ctx, self._digest, self._push(push))
 
     def _push(self, push):
         _, task, shard, worker, clock, idx, g = push
