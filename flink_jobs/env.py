@@ -121,11 +121,11 @@ JOBMANAGER_ENV = "STREAMSHARD_JOBMANAGER"  # set by `streamshard submit` for the
 
 def make_env(s: FlinkSettings) -> StreamExecutionEnvironment:
     target = os.environ.get(JOBMANAGER_ENV)
-    on_cluster = bool(os.environ.get("PYFLINK_GATEWAY_PORT") and target)
-    if not on_cluster:  # before the first gateway call (``Configuration()`` starts the JVM)
+    under_flink_run = bool(os.environ.get("PYFLINK_GATEWAY_PORT"))  # set by `flink run` only
+    if not under_flink_run:  # before the first gateway call (``Configuration()`` starts the JVM)
         os.environ.setdefault("JVM_ARGS", LOCAL_JVM_ARGS)
-    conf = flink_configuration(s, on_cluster)
-    if on_cluster:
+    conf = flink_configuration(s, on_cluster=under_flink_run)
+    if under_flink_run and target:
         # under `streamshard submit` (flink run): the Python process builds its environment
         # from this configuration, not from the CLI's -m, so name the cluster here
         host, _, port = target.rpartition(":")

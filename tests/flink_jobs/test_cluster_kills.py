@@ -4,9 +4,9 @@ and every push is applied exactly once per shard; the recovery times are measure
 
 The final AUC must be within 0.01 of an undisturbed run's on the same events. The undisturbed
 run here is the local reference (`train --engine local`: the same learner, sequential, run
-beside the cluster job on the other core): a second 300,000-event cluster run would add about
-5 minutes to `make test`, and `test_train.py`'s 200,000-event async test shows an undisturbed
-job within 0.001 AUC of that reference.
+beside the cluster job on the other core): a second cluster run would add minutes to
+`make test`, and `test_train.py`'s 200,000-event async test shows an undisturbed job within
+0.001 AUC of that reference. 150,000 events (it was 300,000: the suite went over 30 minutes).
 """
 
 import json
@@ -28,7 +28,7 @@ from tests.txn import committed_records
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
 
 REST_PORT = 18082
-EVENTS = 300_000
+EVENTS = 150_000
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +186,7 @@ def test_training_survives_taskmanager_and_python_worker_kills(
         return check
 
     recoveries = []
-    for n, victim in ((50_000, "taskmanager"), (120_000, "taskmanager"), (190_000, "python")):
+    for n, victim in ((30_000, "taskmanager"), (65_000, "taskmanager"), (100_000, "python")):
         wait_for(at_least(n), 1200, f"{n} events trained")
         wait_for(lambda: completed_checkpoints(jid) > 0, 120, "a checkpoint")
         tm = taskmanagers_of(jid)[0]
