@@ -344,11 +344,20 @@ class StateReplica:
         """Weights at sorted unique ``idx``: the received state with my unreflected pushes."""
         local = idx - self.dr.lo
         state = {k: self.dr.arrays[k][local] for k in self.optimizer.state_names}
-        for shard in sorted(self.own):
-            for _, pidx, pg in self.own[shard]:
-                _, at, pos = np.intersect1d(idx, pidx, assume_unique=True, return_indices=True)
-                if at.size:
-                    self.optimizer.apply(state, at, pg[pos])
+        pushes = [p for shard in sorted(self.own) for p in self.own[shard]]
+        if pushes and idx.size:
+            # every unreflected push at once: its entries that fall on ``idx``, in push order
+            # (clock order per shard; shards hold disjoint ranges)
+            all_idx = np.concatenate([p[1] for p in pushes])
+            all_g = np.concatenate([p[2] for p in pushes])
+            pos = np.minimum(np.searchsorted(idx, all_idx), idx.size - 1)
+            hit = idx[pos] == all_idx
+            at, g = pos[hit], all_g[hit]
+            # the k-th push touching a coordinate is applied in round k, so each coordinate
+            # sees its pushes in order, as applying push by push would (the update rule is
+            # per coordinate), with one call per round instead of one per push
+            for sel in _rounds(at):
+                self.optimizer.apply(state, at[sel], g[sel])
         return self.optimizer.weights(state, np.arange(idx.size))
 
     def warm(self, w: np.ndarray) -> None:
@@ -358,6 +367,25 @@ class StateReplica:
         if nz.size:
             self.optimizer.warm(self.dr.arrays, nz - self.dr.lo, w[nz])
             self.dr.mark(nz)
+
+
+def _rounds(at: np.ndarray) -> list[np.ndarray]:
+    """Positions of ``at`` grouped by occurrence: round k holds each value's k-th occurrence.
+
+    >>> [r.tolist() for r in _rounds(np.array([5, 3, 5, 5, 3]))]
+    [[0, 1], [2, 4], [3]]
+    """
+    if not at.size:
+        return []
+    order = np.argsort(at, kind="stable")
+    sorted_at = at[order]
+    starts = np.flatnonzero(np.r_[True, sorted_at[1:] != sorted_at[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, at.size]))
+    rank = np.empty(at.size, np.int64)
+    rank[order] = np.arange(at.size) - run_start
+    by_rank = np.argsort(rank, kind="stable")
+    cuts = np.searchsorted(rank[by_rank], np.arange(1, rank.max() + 1))
+    return np.split(by_rank, cuts)
 
 
 def state_digest(arrays: dict, fields: dict) -> str:
