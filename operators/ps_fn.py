@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 import zlib
 from dataclasses import dataclass
@@ -357,9 +358,16 @@ class WorkerFunction(KeyedCoProcessFunction):
         if update.waiting is not None:
             yield from self._awaited(ctx, key, update)
             return
+        mine = update.clock.get(key, -1)
+        if mine >= (self.clock.value() or 0):
+            # it reflects a push of mine this timeline has not made: an update a failed
+            # attempt wrote after the checkpoint we restarted from (the feedback topic is not
+            # rolled back). Taking it would score re-trained examples with weights that have
+            # already learned their labels; the shard sends its update again once it has
+            # applied the push again.
+            return
         meta = self._meta(update.task)
         work = self._replica(key, meta)
-        mine = update.clock.get(key, -1)
         if self.s.rmw:
             state = update.state or {}
             if update.indices.size and set(state) != set(self.optimizer.state_names):
@@ -667,7 +675,14 @@ def _completed_checkpoint(uri: str | None) -> bool:
 
 
 class EvaluatorFunction(KeyedProcessFunction):
-    """Prequential metrics per task (and counters), emitted as JSON to ``metrics``."""
+    """Prequential metrics per task (and counters), emitted as JSON to ``metrics``.
+
+    A task's ``Prequential`` (a 1 MB score histogram and the open window's predictions) is
+    kept like the shards' blocks (``operators/journal.py``): a working copy in memory, a
+    journal entry per mini-batch of predictions in keyed state, and the whole object written
+    every ``compact_every`` entries. Pickling it whole on every mini-batch took a third of
+    the job's Python time in thread mode.
+    """
 
     def __init__(self, window: int, run_id: str, emit_every_ms: int = 1000):
         self.window = window
@@ -675,35 +690,64 @@ class EvaluatorFunction(KeyedProcessFunction):
         self.emit_every_ms = emit_every_ms
 
     def open(self, runtime_context):
+        # a counter's total, or a task's pickled Prequential as of its last compaction
         self.state = runtime_context.get_state(ValueStateDescriptor("evaluator", PICKLED))
+        # a task's (batches added, journal entries) since the start
+        self.meta = runtime_context.get_state(ValueStateDescriptor("evaluator-meta", PICKLED))
+        self.journal = runtime_context.get_list_state(
+            ListStateDescriptor("evaluator-journal", PICKLED)
+        )
         self.dirty = runtime_context.get_state(ValueStateDescriptor("dirty", Types.BOOLEAN()))
+        self.copies = WorkingCopies(compact_every=64)
+
+    def _prequential(self, task: str, meta: tuple) -> Working:
+        added, journaled = meta
+        return self.copies.get(
+            task,
+            added,
+            lambda: self._compacted(task),
+            lambda: list(self.journal.get() or []) if journaled else [],
+            lambda ev, entry: ev.add(*entry),  # windows it closes were emitted before
+        )
+
+    def _compacted(self, task: str) -> Prequential:
+        packed = self.state.value()
+        return pickle.loads(packed) if packed else Prequential(task, self.window)
 
     def process_element(self, record, ctx):
-        import json
-
         if record[0] == "count":
-            total = (self.state.value() or 0) + record[2]
-            self.state.update(total)
+            self.state.update((self.state.value() or 0) + record[2])
         else:
             _, task, _, _, labels, scores, version, staleness, _ = record
-            ev = self.state.value() or Prequential(task, self.window)
-            for window in ev.add(labels, scores, version, staleness):
+            added, journaled = self.meta.value() or (0, 0)
+            work = self._prequential(task, (added, journaled))
+            entry = (labels, scores, version, staleness, time.time())
+            for window in work.copy.add(*entry):
                 yield json.dumps({**window, "run": self.run_id, "time": int(time.time() * 1000)})
-            self.state.update(ev)
+            added, journaled = added + 1, journaled + 1
+            if journaled >= self.copies.compact_every:
+                # as bytes: process mode's state cache would keep (and later commit) the
+                # object itself, which goes on changing
+                self.state.update(pickle.dumps(work.copy))
+                self.journal.clear()
+                journaled = 0
+            else:
+                self.journal.add(entry)
+            work.stamp = added
+            self.meta.update((added, journaled))
         if not self.dirty.value():
             self.dirty.update(True)
             now = ctx.timer_service().current_processing_time()
             ctx.timer_service().register_processing_time_timer(now + self.emit_every_ms)
 
     def on_timer(self, timestamp, ctx):
-        import json
-
         self.dirty.clear()
-        value = self.state.value()
-        if isinstance(value, Prequential):
-            doc = value.cumulative()
+        meta = self.meta.value()
+        if meta is not None:
+            doc = self._prequential(ctx.get_current_key(), meta).copy.cumulative()
         else:
-            doc = {"type": "counter", "name": ctx.get_current_key(), "count": int(value or 0)}
+            name = ctx.get_current_key()
+            doc = {"type": "counter", "name": name, "count": int(self.state.value() or 0)}
         doc["time"] = int(time.time() * 1000)
         doc["run"] = self.run_id
         yield json.dumps(doc)

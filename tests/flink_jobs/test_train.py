@@ -256,7 +256,9 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
         assert update.clock == {"ctr#0": events // 100 - 1}
 
     # and the model is the one an undisturbed run learns (the local reference, which the
-    # parity test shows equal to an undisturbed Flink run)
+    # parity test shows equal to an undisturbed Flink run): not merely close, as it was
+    # while restarted workers took the failed attempt's later updates from the feedback
+    # topic and scored re-trained examples with weights that had seen their labels
     local = train.run(
         train.TrainConfig(
             kafka=kafka,
@@ -267,7 +269,7 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
             max_events=events,
         )
     )
-    assert abs(summary["tasks"]["ctr"]["auc"] - local["tasks"]["ctr"]["auc"]) <= 0.01
+    assert abs(summary["tasks"]["ctr"]["auc"] - local["tasks"]["ctr"]["auc"]) <= 1e-4
 
 
 def test_sync_with_two_workers_finishes_a_bounded_stream(kafka, topic_name, tmp_path):
