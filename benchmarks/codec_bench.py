@@ -53,8 +53,9 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for n in (50, 300, 1500):
         idx = np.sort(rng.choice(1 << 20, n, replace=False))
-        u = ModelUpdate("r-1a2b3c4d5e6f", "ctr", 2, 1234, {"ctr#0": 616, "ctr#1": 617}, idx,
-                        rng.normal(size=n) * 0.1, applied=[["ctr#0", 616]], ts=1795413721345)  # fmt: skip
+        clock = {"ctr#0": 616, "ctr#1": 617}
+        u = ModelUpdate("r-1a2b3c4d5e6f", "ctr", 2, 1234, clock, idx, rng.normal(size=n) * 0.1,
+                        applied=[["ctr#0", 616]], ts=1795413721345)  # fmt: skip
         js, bi = u.to_json(), to_binary(u)
         reps = 2000 if n < 1000 else 300
         print(

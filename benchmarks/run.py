@@ -232,6 +232,13 @@ def _f(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _per_river(r: dict, river: dict, fmt: str) -> str:
+    """``r``'s events/s as a multiple of River's ("–" when River did not run)."""
+    if "events_per_s" not in river:
+        return "–"
+    return _f(r["events_per_s"] / river["events_per_s"], fmt)
+
+
 def table(single: list[dict], e2e: list[dict], ceiling: dict, river: dict) -> str:
     rows = []
     for r in single:
@@ -241,7 +248,7 @@ def table(single: list[dict], e2e: list[dict], ceiling: dict, river: dict) -> st
         rows.append([
             r["name"], f"{r['events']:,}", _f(r["events_per_s"], ",.0f"),
             _f(r["events_per_s"] / ceiling["events_per_s"], ".3f"),
-            _f(r["events_per_s"] / river["events_per_s"], ".2f") if "events_per_s" in river else "–",
+            _per_river(r, river, ".2f"),
             _f(r["auc"], ".4f"), _f(r["log_loss"], ".4f"), _f(r["auc_last10"], ".4f"),
             _f(r["log_loss_last10"], ".4f"),
             f"{r['peak_rss_mib']:,.0f} ({r.get('learner_mib', 0):,.0f})", "–", "–",
@@ -255,7 +262,7 @@ def table(single: list[dict], e2e: list[dict], ceiling: dict, river: dict) -> st
             name, f"{r['events']:,}",
             f"{r['events_per_s']:,.0f} ({r['steady_events_per_s']:,.0f} steady)",
             _f(r["events_per_s"] / ceiling["events_per_s"], ".4f"),
-            _f(r["events_per_s"] / river["events_per_s"], ".3f") if "events_per_s" in river else "–",
+            _per_river(r, river, ".3f"),
             _f(r["auc"], ".4f"), _f(r["log_loss"], ".4f"), _f(r["auc_last10"], ".4f"),
             _f(r["log_loss_last10"], ".4f"), _f(r["peak_rss_mib"], ",.0f"),
             f"{r['update_records_per_event']:.3f} / {r['update_bytes_per_event']:,.0f} B",
@@ -263,7 +270,8 @@ def table(single: list[dict], e2e: list[dict], ceiling: dict, river: dict) -> st
         ])  # fmt: skip
     return md_table(
         ["contender", "events", "events/s", "÷ numpy ceiling", "÷ River", "AUC", "log loss",
-         "AUC last 10%", "log loss last 10%", "peak MiB (learner)", "updates/event (records / bytes)",
+         "AUC last 10%", "log loss last 10%", "peak MiB (learner)",
+         "updates/event (records / bytes)",
          "staleness p50/p90/max"],
         rows,
     )  # fmt: skip
@@ -303,7 +311,8 @@ def targets(e2e: list[dict], river: dict, prefix_ceiling: dict) -> list[str]:
             f"- Significantly-modified filter (EPS {filt['eps']}, 1 worker, 4 shards, sync): "
             f"update bytes per event {filt['update_bytes_per_event']:,.0f} vs "
             f"{plain['update_bytes_per_event']:,.0f} ({share:.2f} of it, target <= 0.5), AUC "
-            f"{filt['auc']:.4f} vs {plain['auc']:.4f}, cost {cost:+.4f} (target < 0.002): {verdict}."
+            f"{filt['auc']:.4f} vs {plain['auc']:.4f}, cost {cost:+.4f} (target < 0.002): "
+            f"{verdict}."
         )
     return out
 

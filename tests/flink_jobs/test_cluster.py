@@ -235,8 +235,11 @@ def test_no_secret_reaches_a_log_the_job_config_or_a_command_line(
     assert secret not in client_output
 
     base = f"http://127.0.0.1:{REST_PORT}"
-    (job_id,) = [j["jid"] for j in json.load(urllib.request.urlopen(f"{base}/jobs/overview"))[
-        "jobs"] if j["name"] == "streamshard-validate" and j["state"] == "FINISHED"][-1:]
+    (job_id,) = [
+        j["jid"]
+        for j in json.load(urllib.request.urlopen(f"{base}/jobs/overview"))["jobs"]
+        if j["name"] == "streamshard-validate" and j["state"] == "FINISHED"
+    ][-1:]
     for path in (f"/jobs/{job_id}/config", f"/jobs/{job_id}", f"/jobs/{job_id}/plan",
                  "/jobmanager/config", f"/jobs/{job_id}/checkpoints/config"):  # fmt: skip
         body = urllib.request.urlopen(base + path).read().decode()

@@ -17,7 +17,7 @@ def metric_docs(run: str, tasks=("ctr", "fraud"), batches=40) -> list[dict]:
     docs = []
     evals = {t: Prequential(t, window=500) for t in tasks}
     for b in range(batches):
-        for task, ev in evals.items():
+        for _task, ev in evals.items():
             labels = rng.random(100) < 0.2
             scores = np.clip(labels * 0.3 + rng.random(100) * 0.7, 0, 1)
             for w in ev.add(labels.astype(int), scores, version=b * 4, staleness=b % 3):

@@ -209,8 +209,10 @@ def test_read_my_writes_skips_a_non_finite_push_and_an_update_reflecting_nothing
     rep.update(0, 0, np.array([5]), {"z": np.array([2.0]), "n": np.array([4.0])})
     assert [c for c, _, _ in rep.own[0]] == [1]
     assert rep.lookup(np.array([2]))[0] < 0
-    np.testing.assert_array_equal(rep.lookup(np.array([5])), opt.weights(
-        {"z": np.array([2.0]), "n": np.array([4.0])}, np.array([0])))
+    np.testing.assert_array_equal(
+        rep.lookup(np.array([5])),
+        opt.weights({"z": np.array([2.0]), "n": np.array([4.0])}, np.array([0])),
+    )
 
 
 def test_model_update_carries_the_optimizer_state_exactly():
