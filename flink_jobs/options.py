@@ -52,10 +52,7 @@ def kafka_config(args: argparse.Namespace) -> KafkaConfig:
 
 
 def add_flink_args(
-    parser: argparse.ArgumentParser,
-    bundle_time_ms: int = 100,
-    buffer_timeout_ms: int = 100,
-    execution_mode: str = "process",
+    parser: argparse.ArgumentParser, bundle_time_ms: int = 100, buffer_timeout_ms: int = 100
 ) -> None:
     group = parser.add_argument_group("Flink")
     group.add_argument("--parallelism", type=int, default=1, help="default operator parallelism")
@@ -70,10 +67,10 @@ def add_flink_args(
     group.add_argument("--checkpoint-dir", metavar="URI", help="e.g. file:///tmp/ckpt")
     group.add_argument(
         "--execution-mode",
-        default=execution_mode,
+        default="process",
         choices=["auto", "process", "thread"],
-        help=f"Python execution mode; auto: thread on the local mini-cluster, process on a "
-        f"cluster (default {execution_mode})",
+        help="Python execution mode (default process); auto: thread on the local "
+        "mini-cluster, process on a cluster",
     )
     group.add_argument(
         "--flink-option",
