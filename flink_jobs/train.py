@@ -2,10 +2,10 @@
 
 ::
 
-    events ─► parse/hash ─► keyBy(task#worker) ─► WORKER ─push─► keyBy(task/shard) ─► SHARD
-     (Kafka)     └─► dead-letters                    ▲                                  │
-                                       fan out to every worker ◄── model-updates ◄──────┘
-    WORKER ─► train-predictions (Kafka)                                  (Kafka, feedback)
+    events ─► window ─► parse/hash ─► keyBy(task#worker) ─► WORKER ─push─► keyBy(shard) ─► SHARD
+    (Kafka)  (Java, per       └─► dead-letters                  ▲                            │
+             task, 50 ms)                    fan out to every worker ◄── model-updates ◄─────┘
+    WORKER ─► train-predictions (Kafka)                                   (Kafka, feedback)
            └► keyBy(task) ─► EVALUATOR ─► metrics (Kafka)
 
 ``--engine local`` runs the same math in this process, without Flink: the yardstick.
@@ -43,6 +43,7 @@ class TrainConfig:
     workers: int = 2
     batch_size: int = 100
     batch_timeout_ms: int = 200
+    ingest_window_ms: int = 50
     consistency: str = "async"
     optimizer: str = "ftrl"
     hyper: dict = field(default_factory=lambda: {"alpha": 0.05, "beta": 1.0, "l1": 0.0, "l2": 0.0})
@@ -102,6 +103,7 @@ def build(env, cfg: TrainConfig):
     from pyflink.common import Types, WatermarkStrategy
 
     from connectors.flink_kafka import kafka_sink, kafka_source
+    from connectors.ingest import event_batches
     from operators.ps_fn import (
         COUNTS,
         DEAD_LETTERS,
@@ -118,11 +120,16 @@ def build(env, cfg: TrainConfig):
 
     s = cfg.ps_settings()
     no_wm = WatermarkStrategy.no_watermarks()
-    events = env.from_source(
-        kafka_source(cfg.kafka, cfg.input_topic, cfg.job_name, "earliest", cfg.stop_offsets),
-        no_wm,
-        "events-source",
-    ).uid("events-source")
+    # the raw events reach Python in batches gathered in Java window state (connectors/ingest)
+    batches_in = event_batches(
+        env,
+        cfg.kafka,
+        cfg.input_topic,
+        cfg.job_name,
+        cfg.stop_offsets,
+        cfg.ingest_window_ms,
+        cfg.flink.parallelism,
+    )
     updates = env.from_source(
         kafka_source(
             cfg.kafka, cfg.updates_topic, f"{cfg.job_name}-{cfg.run_id}", low_latency=True
@@ -131,7 +138,7 @@ def build(env, cfg: TrainConfig):
         "model-updates-source",
     ).uid("model-updates-source")
 
-    parsed = events.process(ParseFunction(s), output_type=PICKLED).name("parse").uid("parse")
+    parsed = batches_in.process(ParseFunction(s), output_type=PICKLED).name("parse").uid("parse")
     parsed.get_side_output(DEAD_LETTERS).sink_to(
         kafka_sink(cfg.kafka, cfg.dead_letter_topic, cfg.delivery, f"{cfg.run_id}-dlq")
     ).name("dead-letter-sink").uid("dead-letter-sink")
@@ -143,7 +150,7 @@ def build(env, cfg: TrainConfig):
     )
     workers = (
         parsed.connect(fanned)
-        .key_by(lambda ex: ex[2], lambda up: up[0], key_type=Types.STRING())
+        .key_by(lambda exs: exs[2], lambda up: up[0], key_type=Types.STRING())
         .process(WorkerFunction(s), output_type=PICKLED)
         .name("worker")
         .uid("worker")
@@ -412,6 +419,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="train a partial mini-batch once its oldest example waited MS (0: count only)",
     )
+    ps.add_argument(
+        "--ingest-window",
+        type=int,
+        default=50,
+        metavar="MS",
+        help="gather raw events for MS ms in Flink's window state and hand them to Python as "
+        "one record per task (default 50; see README, Throughput)",
+    )
     ps.add_argument("--consistency", default="async", help="async | bounded:TAU | sync")
     ps.add_argument(
         "--update-threshold",
@@ -473,6 +488,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.max_events is not None and args.max_events < 1:
         raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
+    if args.ingest_window < 1:
+        raise ConfigError(f"--ingest-window must be >= 1 ms, got {args.ingest_window}")
     if args.batch_timeout < 0 or args.update_threshold < 0:
         raise ConfigError("--batch-timeout and --update-threshold must be >= 0")
     try:
@@ -498,6 +515,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         workers=args.workers,
         batch_size=args.batch_size,
         batch_timeout_ms=args.batch_timeout,
+        ingest_window_ms=args.ingest_window,
         consistency=args.consistency,
         optimizer=args.optimizer,
         hyper=hyper,

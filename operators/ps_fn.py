@@ -3,8 +3,9 @@ call the pure classes of ``operators/ps.py``, ``logistic.py`` and ``evaluation.p
 
 Records between operators are tuples (pickled across the Python/Java bridge):
 
-- example ``("ex", task, worker_key, event_id, label, ts, indices, values)`` (the hashed
-  row packed as bytes, see ``connectors.hashing.pack_row``)
+- examples ``("exs", task, worker_key, [example, ...])``: one worker's share of a batch of
+  raw events; an example is ``("ex", task, worker_key, event_id, label, ts, indices,
+  values)`` (the hashed row packed as bytes, see ``connectors.hashing.pack_row``)
 - push    ``("push", task, shard, worker_key, clock, indices, grads)``
 - batch   ``("pred", task, worker_key, event_ids, labels, scores, version, staleness, clock)``
 - count   ``("count", name, n)`` (dead letters, rejected pushes) for the evaluator
@@ -109,23 +110,34 @@ def worker_of(event_id: str, workers: int) -> int:
 
 
 class ParseFunction(ProcessFunction):
-    """Decode, validate and hash each raw event; bad ones to ``DEAD_LETTERS``."""
+    """Decode, validate and hash a batch of raw events ``Row(task, lines)`` (gathered by
+    ``connectors.ingest``); emit one chunk of examples per worker key; bad lines to
+    ``DEAD_LETTERS``."""
 
     def __init__(self, s: PsSettings):
         self.s = s
 
     def process_element(self, value, ctx):
-        try:
-            event = decode_event(value)
-        except DecodeError as exc:
-            yield DEAD_LETTERS, dead_letter(value, exc.reason, topic=self.s.input_topic)
-            yield COUNTS, ("count", DEAD_LETTER_COUNT, 1)
-            return
-        idx, vals = hash_features(event.features, self.s.bits)
-        key = f"{event.task}#{worker_of(event.event_id, self.s.workers)}"
-        # the row as bytes: a tuple with two small numpy arrays pickles 25x slower, and an
-        # example is pickled 3-5 times on its way (output, key, input, worker state)
-        yield ("ex", event.task, key, event.event_id, event.label, event.ts, *pack_row(idx, vals))
+        chunks: dict[str, list] = {}
+        dead = 0
+        for line in value[1]:
+            try:
+                event = decode_event(line)
+            except DecodeError as exc:
+                yield DEAD_LETTERS, dead_letter(line, exc.reason, topic=self.s.input_topic)
+                dead += 1
+                continue
+            idx, vals = hash_features(event.features, self.s.bits)
+            key = f"{event.task}#{worker_of(event.event_id, self.s.workers)}"
+            # the row as bytes: a tuple with two small numpy arrays pickles 25x slower, and
+            # an example is pickled on its way into the worker and into its state
+            chunks.setdefault(key, []).append(
+                ("ex", event.task, key, event.event_id, event.label, event.ts, *pack_row(idx, vals))
+            )
+        if dead:
+            yield COUNTS, ("count", DEAD_LETTER_COUNT, dead)
+        for key, chunk in chunks.items():
+            yield ("exs", chunk[0][1], key, chunk)
 
 
 class _MapView:
@@ -282,7 +294,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             "clock": clock,
             "buffered": self.buffered.value() or 0,
             "due": bool(self.due.value()),
-            "pending": [ex[3] for ex in self.pending.get() or []],
+            "pending": [ex[3] for ex in self._buffered_examples()],
         }
         meta = self.meta.value()
         if meta is None:
@@ -401,13 +413,19 @@ class WorkerFunction(KeyedCoProcessFunction):
         self.clock.update(clock + 1)
 
     # -- the examples ----------------------------------------------------------------------
+    def _buffered_examples(self) -> list:
+        """The buffered examples in arrival order (state holds them in chunks)."""
+        return [ex for chunk in self.pending.get() or [] for ex in chunk]
+
     def _example(self, value, ctx):
-        self.pending.add(value)
-        count = (self.buffered.value() or 0) + 1
+        chunk = value[3]
+        self.pending.add(chunk)  # one state entry (one pickle) per chunk, not per example
+        count = (self.buffered.value() or 0) + len(chunk)
         self.buffered.update(count)
         if count >= self.s.batch_size:
             yield from self._drain(ctx, self._meta(value[1]), flush=False)
-        elif self.s.batch_timeout_ms > 0:
+            count = self.buffered.value() or 0  # a chunk may leave a partial batch behind
+        if 0 < count < self.s.batch_size and self.s.batch_timeout_ms > 0:
             now = ctx.timer_service().current_processing_time()
             at = self.timer_at.value()
             if at is None or at < now - self.s.batch_timeout_ms:  # none, or lost in a restore
@@ -424,7 +442,7 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _drain(self, ctx, meta: dict, flush: bool):
         if not self.buffered.value():
             return
-        buffered = list(self.pending.get() or [])
+        buffered = self._buffered_examples()
         key = ctx.get_current_key()
         task = buffered[0][1]
         clock = self.clock.value() or 0
@@ -446,7 +464,8 @@ class WorkerFunction(KeyedCoProcessFunction):
         if start:
             self.meta.update(meta)
             self.clock.update(clock)
-            self.pending.update(buffered[start:])
+            rest = buffered[start:]
+            self.pending.update([rest] if rest else [])
             self.buffered.update(len(buffered) - start)
             if start == len(buffered):
                 self.due.clear()

@@ -59,6 +59,7 @@ def test_bad_flags_give_one_line_and_status_2(args):
         ["generate", "--events", "5", "--malformed", "2"],
         ["validate", "--stop-at-offsets", "0:5"],
         ["validate", "--start", "yesterday"],
+        ["train", "--ingest-window", "0"],
     ],
 )
 def test_bad_values_give_one_line_and_status_2(args):
