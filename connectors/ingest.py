@@ -1,11 +1,11 @@
-"""Raw training events gathered into batches on the Java side, before Python sees them.
+"""Raw Kafka records gathered into batches on the Java side, before Python sees them.
 
 Every record that crosses PyFlink's Python bridge costs per-record plumbing (framing,
 pickling, a function call, keyed-state bookkeeping) that dwarfs decoding and hashing one
-small event. So the training job reads its input with Flink's Kafka *table* connector and
-lets a SQL tumbling window on processing time collect the raw lines per task in Flink's
-(Java) window state: Python receives one ``(task, lines)`` record per task, bucket and
-window instead of one record per event (README, "Throughput").
+small event. So the training job reads its topics with Flink's Kafka *table* connector and
+lets a SQL tumbling window on processing time collect the raw lines in Flink's (Java) window
+state: Python receives one record per window (per task and bucket for the events) instead of
+one record per Kafka record (README, "Ingestion in batches").
 
 Why the table connector and not the DataStream ``KafkaSource``:
 
@@ -23,30 +23,19 @@ from collections.abc import Mapping
 
 from connectors.config import KafkaConfig
 
-LINE_TABLE = "streamshard_raw_events"
+
+def table_env(env):
+    """The table environment the gathering windows are declared in (one per job)."""
+    from pyflink.table import StreamTableEnvironment
+
+    return StreamTableEnvironment.create(env)
 
 
-def event_batches(
-    env,
-    kafka: KafkaConfig,
-    topic: str,
-    group_id: str,
-    stop_offsets: Mapping[int, int] | None,
-    window_ms: int,
-    buckets: int,
-):
-    """A DataStream of ``Row(task, lines)``: the raw records of ``topic`` (from the earliest
-    offset, below ``stop_offsets`` when given) gathered per task and bucket for
-    ``window_ms`` milliseconds of processing time, in the order they were read.
+def _kafka_table(t_env, name: str, kafka: KafkaConfig, topic: str, group_id: str, **options):
+    """Declare ``name``: the raw records of ``topic`` from the earliest offset, with their
+    partition (``part``), offset (``off``) and processing time (``pt``)."""
+    from pyflink.table import DataTypes, Schema, TableDescriptor
 
-    ``buckets`` spreads one task's events over that many window keys (by an MD5 of the raw
-    line), so that with parallelism > 1 the gathering and the parsing after it run on every
-    subtask. A record that is not JSON gathers under task ``default`` and is dead-lettered by
-    the parser downstream.
-    """
-    from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor
-
-    t_env = StreamTableEnvironment.create(env)
     schema = (
         Schema.new_builder()
         .column("line", DataTypes.STRING())
@@ -64,17 +53,57 @@ def event_batches(
         .option("properties.group.id", group_id)
         .option("scan.startup.mode", "earliest-offset")
     )
-    for key, value in kafka.properties.items():
+    for key, value in {**kafka.properties, **options}.items():
         descriptor = descriptor.option(f"properties.{key}", value)
-    t_env.create_temporary_table(LINE_TABLE, descriptor.build())
+    t_env.create_temporary_table(name, descriptor.build())
+
+
+def _window(name: str, window_ms: int) -> str:
+    return f"TABLE(TUMBLE(TABLE {name}, DESCRIPTOR(pt), INTERVAL '{window_ms / 1000:.3f}' SECOND))"
+
+
+def event_batches(
+    t_env,
+    kafka: KafkaConfig,
+    topic: str,
+    group_id: str,
+    stop_offsets: Mapping[int, int] | None,
+    window_ms: int,
+    buckets: int,
+):
+    """A DataStream of ``Row(task, lines, partitions, offsets)``: the raw records of
+    ``topic`` (from the earliest offset, below ``stop_offsets`` when given) gathered per task
+    and bucket for ``window_ms`` milliseconds of processing time, in the order they were read,
+    with the partition and offset of each (for the dead letters).
+
+    ``buckets`` spreads one task's events over that many window keys (by an MD5 of the raw
+    line), so that with parallelism > 1 the gathering and the parsing after it run on every
+    subtask. A record that is not JSON gathers under task ``default`` and is dead-lettered by
+    the parser downstream.
+    """
+    _kafka_table(t_env, "streamshard_events", kafka, topic, group_id)
     task = "COALESCE(JSON_VALUE(line, '$.task'), 'default')"
     bucket = f"MOD(ASCII(MD5(line)), {max(1, buckets)})"
     query = f"""
-        SELECT {task} AS task, ARRAY_AGG(line) AS lines
-        FROM TABLE(TUMBLE(TABLE {LINE_TABLE}, DESCRIPTOR(pt), INTERVAL '{window_ms / 1000:.3f}' SECOND))
+        SELECT {task} AS task, ARRAY_AGG(line) AS lines, ARRAY_AGG(part) AS parts,
+               ARRAY_AGG(off) AS offs
+        FROM {_window("streamshard_events", window_ms)}
         {offset_filter(stop_offsets)}
         GROUP BY window_start, window_end, {task}, {bucket}
-    """  # noqa: E501 - one SQL line reads better than a split one
+    """
+    return t_env.to_data_stream(t_env.sql_query(query))
+
+
+def update_batches(t_env, kafka: KafkaConfig, topic: str, group_id: str, window_ms: int):
+    """A DataStream of ``Row(lines)``: the records of the model-updates ``topic`` gathered
+    for ``window_ms`` milliseconds, in topic order (the topic has one partition)."""
+    # a feedback edge: the broker answers a fetch at once rather than after 500 ms
+    _kafka_table(t_env, "streamshard_updates", kafka, topic, group_id, **{"fetch.max.wait.ms": "5"})
+    query = f"""
+        SELECT ARRAY_AGG(line) AS lines
+        FROM {_window("streamshard_updates", window_ms)}
+        GROUP BY window_start, window_end
+    """
     return t_env.to_data_stream(t_env.sql_query(query))
 
 

@@ -110,9 +110,9 @@ def worker_of(event_id: str, workers: int) -> int:
 
 
 class ParseFunction(ProcessFunction):
-    """Decode, validate and hash a batch of raw events ``Row(task, lines)`` (gathered by
-    ``connectors.ingest``); emit one chunk of examples per worker key; bad lines to
-    ``DEAD_LETTERS``."""
+    """Decode, validate and hash a batch of raw events ``Row(task, lines, partitions,
+    offsets)`` (gathered by ``connectors.ingest``); emit one chunk of examples per worker key;
+    bad lines to ``DEAD_LETTERS`` with their partition and offset."""
 
     def __init__(self, s: PsSettings):
         self.s = s
@@ -120,11 +120,12 @@ class ParseFunction(ProcessFunction):
     def process_element(self, value, ctx):
         chunks: dict[str, list] = {}
         dead = 0
-        for line in value[1]:
+        for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
             try:
                 event = decode_event(line)
             except DecodeError as exc:
-                yield DEAD_LETTERS, dead_letter(line, exc.reason, topic=self.s.input_topic)
+                topic = self.s.input_topic
+                yield DEAD_LETTERS, dead_letter(line, exc.reason, topic, partition, offset)
                 dead += 1
                 continue
             idx, vals = hash_features(event.features, self.s.bits)
@@ -233,21 +234,30 @@ class _Digests:
 
 
 def fan_out_updates(workers: int):
-    """Copy each model update, decoded, to every worker key of its task (``task#0`` ..
-    ``task#W-1``).
+    """Decode a window's model updates ``Row(lines)`` (gathered by ``connectors.ingest``) and
+    hand every worker key of a task (``task#0`` .. ``task#W-1``) that task's updates as one
+    record, in topic order.
 
     Updates reach the workers as keyed input rather than broadcast state, so an update that
     unblocks a worker is processed in that worker's key context and trains at once (no
-    polling timers), and each worker's replica is its own keyed state.
+    polling timers), and each worker's replica is its own keyed state. One record per window,
+    not per update: a worker reads its two inputs in turn, one record each, so with examples
+    arriving in chunks, updates one by one would queue up behind them (each mini-batch makes
+    an update per shard for every worker) and the replicas would fall further and further
+    behind.
     """
 
     def fan_out(value):
-        try:
-            update = decode_update(value)
-        except DecodeError:
-            return
-        for w in range(workers):  # decoded once here; numpy arrays pickle far faster than
-            yield f"{update.task}#{w}", update  # JSON parses, and each worker gets a copy
+        by_task: dict[str, list] = {}
+        for line in value[0]:
+            try:
+                update = decode_update(line)
+            except DecodeError:
+                continue
+            by_task.setdefault(update.task, []).append(update)
+        for task, updates in by_task.items():
+            for w in range(workers):  # decoded once here; numpy arrays pickle far faster
+                yield f"{task}#{w}", updates  # than JSON parses
 
     return fan_out
 
@@ -364,12 +374,17 @@ class WorkerFunction(KeyedCoProcessFunction):
 
     # -- the model stream ------------------------------------------------------------------
     def _model(self, value, ctx):
-        key, update = value
-        if update.run != self.s.run_id:
-            return  # an update of another run on a shared topic
-        if update.waiting is not None:
-            yield from self._awaited(ctx, key, update)
-            return
+        key, updates = value
+        for update in updates:
+            if update.run != self.s.run_id:
+                continue  # an update of another run on a shared topic
+            if update.waiting is not None:
+                yield from self._awaited(ctx, key, update)
+            elif self._take(key, update):
+                yield from self._drain(ctx, self.meta.value(), flush=False)
+
+    def _take(self, key: str, update) -> bool:
+        """Apply one update to the replica; False if it must be ignored."""
         mine = update.clock.get(key, -1)
         if mine >= (self.clock.value() or 0):
             # it reflects a push of mine this timeline has not made: an update a failed
@@ -377,7 +392,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             # rolled back). Taking it would score re-trained examples with weights that have
             # already learned their labels; the shard sends its update again once it has
             # applied the push again.
-            return
+            return False
         meta = self._meta(update.task)
         work = self._replica(key, meta)
         if self.s.rmw:
@@ -395,7 +410,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             )
         meta["shards"][update.shard] = (update.version, mine)
         self.meta.update(meta)
-        yield from self._drain(ctx, meta, flush=False)
+        return True
 
     def _awaited(self, ctx, key: str, update):
         """A sync shard waits for this worker's push of ``update.waiting``: train what is
@@ -440,8 +455,9 @@ class WorkerFunction(KeyedCoProcessFunction):
         yield from self._drain(ctx, self._meta(task), flush=True)
 
     def _drain(self, ctx, meta: dict, flush: bool):
-        if not self.buffered.value():
-            return
+        count = self.buffered.value() or 0
+        if not count or (count < self.s.batch_size and not (flush or self.due.value())):
+            return  # nothing to train: skip reading the buffered examples
         buffered = self._buffered_examples()
         key = ctx.get_current_key()
         task = buffered[0][1]

@@ -135,6 +135,9 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
     dead = read_records(kafka, f"{topic_name}-dlq", count=events // 100 + 1, timeout=5)
     assert len(dead) == events // 100
     assert all(json.loads(r.value)["reason"] for r in dead)
+    # where each came from: fill_topic writes one partition, malformed_every=100
+    where = sorted((d["partition"], d["offset"]) for d in (json.loads(r.value) for r in dead))
+    assert where == [(0, o) for o in range(99, events, 100)], where[:3]
 
     # progressive predictions: the same scores for the same events
     preds = read_records(kafka, f"{topic_name}-pred", count=len(local_scores) + 1, timeout=5)

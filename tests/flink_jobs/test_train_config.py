@@ -1,0 +1,24 @@
+"""``streamshard train`` flags to config: no JVM, no broker."""
+
+import argparse
+
+from flink_jobs import train
+
+SEGMENT = "taskmanager.memory.segment-size"
+
+
+def _config(*argv):
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return train.config_from_args(parser.parse_args(["--bootstrap-servers", "h:1", *argv]))
+
+
+def test_small_network_buffers_by_default_and_the_users_choice_wins():
+    assert dict(_config().flink.options)[SEGMENT] == "8kb"
+    mine = _config("--flink-option", f"{SEGMENT}=32kb", "--flink-option", "a.b=c").flink.options
+    assert dict(mine) == {SEGMENT: "32kb", "a.b": "c"}
+
+
+def test_ingest_window_reaches_the_config():
+    assert _config().ingest_window_ms == 50
+    assert _config("--ingest-window", "20").ingest_window_ms == 20
