@@ -22,7 +22,10 @@ def test_headline_trains_on_the_whole_stream_and_the_rest_on_the_prefix():
     assert len(head) == 1 and head[0]["events"] == 100_000
     assert head[0]["workers"] == 2 and head[0]["shards"] == 4
     assert head[0]["consistency"] == "async"
-    assert all(c["events"] == 10_000 for c in configs if not c.get("headline"))
+    rest = [c for c in configs if not c.get("headline")]
+    pair = [c for c in rest if c.get("filter_base") or c.get("eps")]
+    assert len(pair) == 2 and all(c["events"] == 20_000 for c in pair)
+    assert all(c["events"] == 10_000 for c in rest if c not in pair)
     full = end_to_end_configs(quick=False, events=1_000_000, prefix=20_000)
     assert len(full) == len(configs) + 12  # the grid: 2 x 2 x 3
 
