@@ -89,6 +89,9 @@ def write_config(s: ClusterSettings) -> Path:
         "blob.server.port": "6124-6130",
         "taskmanager.rpc.port": "6131-6140",
         "parallelism.default": 1,
+        # short queues between operators: a push queued in front of a shard is staleness
+        # (train's local default too, see flink_jobs/train.py LOCAL_OPTIONS)
+        "taskmanager.memory.segment-size": "8kb",
         # a job's subtasks spread over the TaskManagers: losing one costs a part, not all
         "taskmanager.load-balance.mode": "SLOTS",
         # notice a killed TaskManager in seconds rather than Flink's default 50 s
