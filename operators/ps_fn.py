@@ -249,17 +249,34 @@ def fan_out_updates(workers: int):
 
     def fan_out(value):
         by_task: dict[str, list] = {}
-        for line in value[0]:
-            try:
-                update = decode_update(line)
-            except DecodeError:
-                continue
+        for update in _decoded(value[0]):
             by_task.setdefault(update.task, []).append(update)
         for task, updates in by_task.items():
             for w in range(workers):  # decoded once here; numpy arrays pickle far faster
                 yield f"{task}#{w}", updates  # than JSON parses
 
     return fan_out
+
+
+def fan_out_each_update(workers: int):
+    """Copy each raw model update, decoded, to every worker key of its task: one record per
+    key and update (the serve job, whose requests arrive one by one)."""
+
+    def fan_out(value):
+        for update in _decoded([value]):
+            for w in range(workers):
+                yield f"{update.task}#{w}", update
+
+    return fan_out
+
+
+def _decoded(lines):
+    """The updates among ``lines`` that decode (others are not ours to judge: skipped)."""
+    for line in lines:
+        try:
+            yield decode_update(line)
+        except DecodeError:
+            continue
 
 
 class WorkerFunction(KeyedCoProcessFunction):

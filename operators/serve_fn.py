@@ -141,7 +141,7 @@ class ServeFunction(KeyedCoProcessFunction):
         self.waiting.update(waiting + 1)
 
     def process_element2(self, value, ctx):
-        update = value[1]  # decoded once by fan_out_updates
+        update = value[1]  # decoded once by fan_out_each_update
         meta = self._meta(update.task)
         follow: Following = meta["follow"]
         decision = follow.decide(update.run, update.shard, update.version, update.ts)
