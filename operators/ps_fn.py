@@ -456,7 +456,12 @@ class WorkerFunction(KeyedCoProcessFunction):
         self.buffered.update(count)
         if count >= self.s.batch_size:
             yield from self._drain(ctx, self._meta(value[1]), flush=False)
-            count = self.buffered.value() or 0  # a chunk may leave a partial batch behind
+        else:
+            self._time_partial(ctx, count)
+
+    def _time_partial(self, ctx, count: int) -> None:
+        """Start the batch timeout of a partial mini-batch (unless one runs). A chunk, or a
+        drain that trains the full batches before it, can leave one behind."""
         if 0 < count < self.s.batch_size and self.s.batch_timeout_ms > 0:
             now = ctx.timer_service().current_processing_time()
             at = self.timer_at.value()
@@ -502,6 +507,8 @@ class WorkerFunction(KeyedCoProcessFunction):
             self.buffered.update(len(buffered) - start)
             if start == len(buffered):
                 self.due.clear()
+        if not flush:
+            self._time_partial(ctx, len(buffered) - start)
 
     def _train(self, task, key, clock, batch, version, staleness, meta):
         indptr, indices, values = stack_packed([(ex[6], ex[7]) for ex in batch])
