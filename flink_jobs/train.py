@@ -59,6 +59,7 @@ class TrainConfig:
     hyper: dict = field(default_factory=lambda: {"alpha": 0.05, "beta": 1.0, "l1": 0.0, "l2": 0.0})
     update_threshold: float = 0.0
     read_my_writes: bool = True
+    max_in_flight: int = 64
     window: int = 10_000
     input_topic: str = "events"
     updates_topic: str = "model-updates"
@@ -91,6 +92,7 @@ class TrainConfig:
             hyper=tuple(sorted(self.hyper.items())),
             update_threshold=self.update_threshold,
             read_my_writes=self.read_my_writes,
+            max_in_flight=self.max_in_flight,
             input_topic=self.input_topic,
             fail_marker=self.fail_marker,
             checkpoint_dir=self.flink.checkpoint_dir,
@@ -450,6 +452,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "come back (default; updates then carry the optimizer state; no effect in sync mode)",
     )
     ps.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=64,
+        metavar="N",
+        help="flow control: a worker waits while N of its mini-batches are not yet applied by "
+        "every shard (default 64; in every mode, bounded:TAU waits sooner)",
+    )
+    ps.add_argument(
         "--block-size",
         type=int,
         default=4096,
@@ -490,7 +500,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    for name in ("shards", "workers", "batch_size", "window", "block_size"):
+    for name in ("shards", "workers", "batch_size", "window", "block_size", "max_in_flight"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.max_events is not None and args.max_events < 1:
@@ -531,6 +541,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         hyper=hyper,
         update_threshold=args.update_threshold,
         read_my_writes=args.read_my_writes,
+        max_in_flight=args.max_in_flight,
         window=args.window,
         input_topic=args.input_topic,
         updates_topic=args.updates_topic,

@@ -37,7 +37,9 @@ def split_by_shard(idx: np.ndarray, g: np.ndarray, dim: int, shards: int) -> lis
 
 @dataclass(frozen=True)
 class Consistency:
-    """``async`` (never wait), ``bounded:TAU`` (bounded delay) or ``sync`` (BSP).
+    """``async`` (never wait), ``bounded:TAU`` (bounded delay) or ``sync`` (BSP), plus flow
+    control in every mode: at most ``max_in_flight`` of a worker's mini-batches not yet
+    applied by every shard (``None``: no limit).
 
     Examples
     --------
@@ -45,26 +47,32 @@ class Consistency:
     True
     >>> Consistency.parse("bounded:2").may_start(clock=5, applied=[1, 3])
     False
+    >>> Consistency.parse("async", max_in_flight=3).may_start(clock=5, applied=[1, 3])
+    False
     """
 
     mode: str
     tau: int = 0
+    max_in_flight: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Consistency:
+    def parse(cls, text: str, max_in_flight: int | None = None) -> Consistency:
         if text in ("async", "sync"):
-            return cls(text)
+            return cls(text, 0, max_in_flight)
         if text.startswith("bounded:") and text[8:].isdigit():
-            return cls("bounded", int(text[8:]))
+            return cls("bounded", int(text[8:]), max_in_flight)
         raise ValueError(f"consistency must be async, sync or bounded:TAU (TAU >= 0), got {text!r}")
 
     def may_start(self, clock: int, applied: list[int]) -> bool:
         """May a worker start mini-batch ``clock`` (0-based) given, per shard, the last of its
         own clocks that shard has applied (-1 for none)?"""
+        done = min(applied, default=clock - 1)  # every shard has applied my clocks up to here
+        if self.max_in_flight is not None and clock - (done + 1) >= self.max_in_flight:
+            return False
         if self.mode == "async":
             return True
         tau = 0 if self.mode == "sync" else self.tau
-        return min(applied, default=clock) >= clock - tau - 1
+        return done >= clock - tau - 1
 
     def __str__(self) -> str:
         return f"bounded:{self.tau}" if self.mode == "bounded" else self.mode

@@ -108,6 +108,21 @@ def test_consistency_rule(text, clock, applied, ok):
     assert Consistency.parse(text).may_start(clock, applied) is ok
 
 
+@pytest.mark.parametrize(
+    "text, clock, applied, ok",
+    [
+        ("async", 63, [-1, -1], True),  # 63 in flight: may start the 64th
+        ("async", 64, [-1, 5], False),  # 64 in flight (the first shard has applied none)
+        ("async", 70, [6, 9], True),
+        ("bounded:2", 64, [61, 61], True),  # the bound decides when it is the tighter one
+        ("bounded:100", 64, [-1, -1], False),  # flow control when it is the tighter one
+        ("sync", 64, [63, 63], True),
+    ],
+)
+def test_flow_control_caps_mini_batches_in_flight(text, clock, applied, ok):
+    assert Consistency.parse(text, max_in_flight=64).may_start(clock, applied) is ok
+
+
 def test_consistency_parse_errors():
     for bad in ("bounded", "bounded:-1", "eventual", "bounded:x"):
         with pytest.raises(ValueError, match="consistency must be"):
