@@ -60,6 +60,7 @@ def test_bad_flags_give_one_line_and_status_2(args):
         ["validate", "--stop-at-offsets", "0:5"],
         ["validate", "--start", "yesterday"],
         ["train", "--ingest-window", "0"],
+        ["train", "--max-in-flight", "0"],
     ],
 )
 def test_bad_values_give_one_line_and_status_2(args):

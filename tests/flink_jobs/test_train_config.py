@@ -22,3 +22,8 @@ def test_small_network_buffers_by_default_and_the_users_choice_wins():
 def test_ingest_window_reaches_the_config():
     assert _config().ingest_window_ms == 50
     assert _config("--ingest-window", "20").ingest_window_ms == 20
+
+
+def test_max_in_flight_reaches_the_workers_settings():
+    assert _config().ps_settings().max_in_flight == 64
+    assert _config("--max-in-flight", "8").ps_settings().max_in_flight == 8
