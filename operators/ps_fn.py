@@ -291,7 +291,14 @@ class WorkerFunction(KeyedCoProcessFunction):
 
     def open(self, runtime_context):
         self.consistency = Consistency.parse(self.s.consistency, self.s.max_in_flight)
-        self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", PICKLED))
+        # buffered examples: one map entry per chunk (as it came from the parser), numbered;
+        # span = (first, next) chunk number. A map, not a list state: PyFlink's state cache
+        # re-sizes a cached list on every append, so a list grew quadratically dear while a
+        # worker waited (flow control) with its input still arriving
+        self.chunks = runtime_context.get_map_state(
+            MapStateDescriptor("pending-chunks", Types.LONG(), PICKLED)
+        )
+        self.span = runtime_context.get_state(ValueStateDescriptor("pending-span", PICKLED))
         self.buffered = runtime_context.get_state(ValueStateDescriptor("buffered", Types.LONG()))
         self.clock = runtime_context.get_state(ValueStateDescriptor("clock", Types.LONG()))
         self.timer_at = runtime_context.get_state(ValueStateDescriptor("timer-at", Types.LONG()))
@@ -448,11 +455,31 @@ class WorkerFunction(KeyedCoProcessFunction):
     # -- the examples ----------------------------------------------------------------------
     def _buffered_examples(self) -> list:
         """The buffered examples in arrival order (state holds them in chunks)."""
-        return [ex for chunk in self.pending.get() or [] for ex in chunk]
+        head, tail = self.span.value() or (0, 0)
+        return [ex for seq in range(head, tail) for ex in self.chunks.get(seq)]
+
+    def _take_buffered(self, n: int) -> list:
+        """The first ``n`` buffered examples, removed from state (reads only the chunks they
+        are in; a chunk partly taken keeps its rest)."""
+        head, tail = self.span.value() or (0, 0)
+        taken: list = []
+        while len(taken) < n and head < tail:
+            chunk = self.chunks.get(head)
+            want = n - len(taken)
+            taken.extend(chunk[:want])
+            if want < len(chunk):
+                self.chunks.put(head, chunk[want:])
+            else:
+                self.chunks.remove(head)
+                head += 1
+        self.span.update((head, tail))
+        return taken
 
     def _example(self, value, ctx):
         chunk = value[3]
-        self.pending.add(chunk)  # one state entry (one pickle) per chunk, not per example
+        head, tail = self.span.value() or (0, 0)
+        self.chunks.put(tail, chunk)  # one state entry (one pickle) per chunk
+        self.span.update((head, tail + 1))
         count = (self.buffered.value() or 0) + len(chunk)
         self.buffered.update(count)
         if count >= self.s.batch_size:
@@ -481,48 +508,33 @@ class WorkerFunction(KeyedCoProcessFunction):
         count = self.buffered.value() or 0
         if not count or (count < self.s.batch_size and not (flush or self.due.value())):
             return  # nothing to train: skip reading the buffered examples
-        clock = self.clock.value() or 0
-        if not self._may_start(clock, self._progress(meta)):
-            return  # examples wait in state (unread); the next model update retries
-        buffered = self._buffered_examples()
-        key = ctx.get_current_key()
-        task = buffered[0][1]
+        size, clock = self.s.batch_size, self.clock.value() or 0
+        progress = self._progress(meta)  # no update arrives during a drain
+        applied = [mine for _, mine in progress]
+        startable = 0  # the consistency model and flow control decide how many may start
+        while startable * size < count and self.consistency.may_start(clock + startable, applied):
+            startable += 1
         flush = flush or bool(self.due.value())
-        start = 0
-        while start < len(buffered):
-            progress = self._progress(meta)
-            applied = [mine for _, mine in progress]
-            if not self._may_start(clock, progress):
-                break
-            if len(buffered) - start < self.s.batch_size and not flush:
-                break
-            batch = buffered[start : start + self.s.batch_size]
-            start += len(batch)
-            version = sum(v for v, _ in progress)
-            staleness = clock - (min(applied) + 1)
-            yield from self._train(task, key, clock, batch, version, staleness, meta)
-            clock += 1
-        if start:
+        n = min(count, startable * size) if flush else min(count // size, startable) * size
+        if n:  # else the examples wait in state (unread); the next model update retries
+            examples = self._take_buffered(n)
+            key, task = ctx.get_current_key(), examples[0][1]
+            version, staleness = sum(v for v, _ in progress), clock - (min(applied) + 1)
+            for start in range(0, n, size):
+                batch = examples[start : start + size]
+                yield from self._train(task, key, clock, batch, version, staleness, meta)
+                clock, staleness = clock + 1, staleness + 1
             self.meta.update(meta)
             self.clock.update(clock)
-            rest = buffered[start:]
-            self.pending.update([rest] if rest else [])
-            self.buffered.update(len(buffered) - start)
-            if start == len(buffered):
+            self.buffered.update(count - n)
+            if n == count:
                 self.due.clear()
         if not flush:
-            self._time_partial(ctx, len(buffered) - start)
+            self._time_partial(ctx, count - n)
 
     def _progress(self, meta: dict) -> list:
         """Per shard, (its version, the last of my clocks it has applied) as last heard."""
         return [meta["shards"].get(s, (0, -1)) for s in range(self.s.shards)]
-
-    def _may_start(self, clock: int, progress: list) -> bool:
-        """The consistency model's condition with flow control (``--max-in-flight``). Without
-        the limit an async worker that outruns the feedback loop replays ever more
-        unreflected pushes on every lookup, which slows the loop (same process) further: in
-        a 1,000,000-event run staleness went from about 20 to over 3,000 mini-batches."""
-        return self.consistency.may_start(clock, [mine for _, mine in progress])
 
     def _train(self, task, key, clock, batch, version, staleness, meta):
         indptr, indices, values = stack_packed([(ex[6], ex[7]) for ex in batch])
