@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from connectors.config import KafkaConfig
+from connectors.flink_kafka import FEEDBACK_FETCH_MAX_WAIT_MS
 
 
 def table_env(env):
@@ -97,8 +98,8 @@ def event_batches(
 def update_batches(t_env, kafka: KafkaConfig, topic: str, group_id: str, window_ms: int):
     """A DataStream of ``Row(lines)``: the records of the model-updates ``topic`` gathered
     for ``window_ms`` milliseconds, in topic order (the topic has one partition)."""
-    # a feedback edge: the broker answers a fetch at once rather than after 500 ms
-    _kafka_table(t_env, "streamshard_updates", kafka, topic, group_id, **{"fetch.max.wait.ms": "5"})
+    wait = {"fetch.max.wait.ms": FEEDBACK_FETCH_MAX_WAIT_MS}  # a feedback edge
+    _kafka_table(t_env, "streamshard_updates", kafka, topic, group_id, **wait)
     query = f"""
         SELECT ARRAY_AGG(line) AS lines
         FROM {_window("streamshard_updates", window_ms)}
