@@ -2,6 +2,7 @@
 
 import json
 import socket
+import time
 
 import pytest
 
@@ -12,6 +13,10 @@ from connectors.errors import BrokerError, KafkaUnavailable
 from tests.cli_helpers import streamshard
 
 pytestmark = pytest.mark.kafka
+
+# 7 kB update records, about 110 MB: a 1,000,000-event run's updates partition grows to 150 MB;
+# with a 5 ms wait, 56 MB still got its records here, 98 MB no longer did
+LONG_PARTITION_RECORDS = 16_000
 
 
 def test_produce_and_read_round_trip(kafka, topic_name):
@@ -98,3 +103,34 @@ def test_broker_commands_start_status_stop(tmp_path):
     assert stopped.returncode == 0 and "broker stopped" in stopped.stdout
     status = streamshard("broker", "status", env=env)
     assert status.returncode == 1 and "not running" in status.stdout
+
+
+def test_feedback_fetch_wait_gets_new_records_at_the_tail_of_a_long_partition(kafka, topic_name):
+    """The workers wait at the tail of the model-updates topic for the next update, with
+    the feedback edges' fetch wait. Over a 1,000,000-event run that partition grows to about
+    150 MB; with a 5 ms wait the embedded broker then answered none of those fetches (the run
+    stalled at 490,000 events). With the jobs' setting each new record must still arrive."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from connectors.flink_kafka import FEEDBACK_FETCH_MAX_WAIT_MS
+
+    create_topics(kafka, [topic_name])
+    update = b"u" * 7_000  # the size of an update record in the bench's 1,000,000-event run
+    end = produce(kafka, topic_name, [(None, update)] * LONG_PARTITION_RECORDS)[0]
+    tail = KafkaConsumer(
+        **kafka.kafka_python_kwargs(),
+        enable_auto_commit=False,
+        fetch_max_wait_ms=int(FEEDBACK_FETCH_MAX_WAIT_MS),
+    )
+    part = TopicPartition(topic_name, 0)
+    tail.assign([part])
+    tail.seek(part, end)
+    try:
+        for i in range(5):
+            produce(kafka, topic_name, [(None, f"update {i}".encode())])
+            got, deadline = [], time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                got = [r.value for recs in tail.poll(timeout_ms=200).values() for r in recs]
+            assert got == [f"update {i}".encode()], f"update {i} did not arrive within 10 s"
+    finally:
+        tail.close()
