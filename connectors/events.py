@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from connectors.errors import DecodeError
@@ -27,6 +28,10 @@ MAX_ID_CHARS = 256
 DEFAULT_TASK = "default"
 MAX_INT_FEATURE = 2**53
 _FIELDS = {"event_id", "ts", "task", "label", "features"}
+# a JSON escape of a UTF-16 surrogate ("\ud800"): alone, it decodes to a str that cannot be
+# encoded, so it could be neither hashed nor keyed
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,20 @@ def decode_event(raw: bytes | str, require_label: bool = True) -> Event:
     elif type(label) is not int or label not in (0, 1):
         raise DecodeError(f"field 'label' must be 0 or 1, got {json.dumps(label):.60}")
     features = _validate_features(doc.get("features", _MISSING))
+    pattern = _SURROGATE_ESCAPE if isinstance(raw, str) else _SURROGATE_ESCAPE_BYTES
+    if pattern.search(raw):
+        _check_unicode(event_id, task, features)
     return Event(event_id, ts, features, label, task)
+
+
+def _check_unicode(event_id: str, task: str, features: dict) -> None:
+    """Reject text holding a lone surrogate: hashing or keying it would fail the job."""
+    texts = (event_id, task, *features, *(v for v in features.values() if isinstance(v, str)))
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DecodeError(f"text with a lone UTF-16 surrogate: {text!r:.60}") from None
 
 
 _MISSING = object()

@@ -38,7 +38,7 @@ from pyflink.datastream.state import (
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event
-from connectors.hashing import hash_features, pack_row, stack_packed
+from connectors.hashing import hash_batch, pack_rows, stack_packed
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.journal import Working, WorkingCopies
@@ -119,25 +119,25 @@ class ParseFunction(ProcessFunction):
         self.s = s
 
     def process_element(self, value, ctx):
-        chunks: dict[str, list] = {}
-        dead = 0
+        events = []
         for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
             try:
-                event = decode_event(line)
+                events.append(decode_event(line))
             except DecodeError as exc:
                 topic = self.s.input_topic
                 yield DEAD_LETTERS, dead_letter(line, exc.reason, topic, partition, offset)
-                dead += 1
-                continue
-            idx, vals = hash_features(event.features, self.s.bits)
+        if len(events) < len(value[1]):
+            yield COUNTS, ("count", DEAD_LETTER_COUNT, len(value[1]) - len(events))
+        # the whole batch hashed in one call; each row as bytes: a tuple with two small numpy
+        # arrays pickles 25x slower, and an example is pickled on its way into the worker and
+        # into its state
+        rows = pack_rows(*hash_batch([event.features for event in events], self.s.bits))
+        chunks: dict[str, list] = {}
+        for event, row in zip(events, rows, strict=True):
             key = f"{event.task}#{worker_of(event.event_id, self.s.workers)}"
-            # the row as bytes: a tuple with two small numpy arrays pickles 25x slower, and
-            # an example is pickled on its way into the worker and into its state
             chunks.setdefault(key, []).append(
-                ("ex", event.task, key, event.event_id, event.label, event.ts, *pack_row(idx, vals))
+                ("ex", event.task, key, event.event_id, event.label, event.ts, *row)
             )
-        if dead:
-            yield COUNTS, ("count", DEAD_LETTER_COUNT, dead)
         for key, chunk in chunks.items():
             yield ("exs", chunk[0][1], key, chunk)
 

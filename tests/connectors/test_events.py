@@ -76,6 +76,10 @@ def test_to_json_round_trips():
             "too many features",
         ),
         (enc({**GOOD, "features": {"blob": "x" * MAX_RECORD_BYTES}}), "record too large"),
+        (enc({**GOOD, "features": {"a": "x\ud800"}}), "lone UTF-16 surrogate"),
+        (enc({**GOOD, "features": {"\udfff": 1}}).encode(), "lone UTF-16 surrogate"),
+        (enc({**GOOD, "event_id": "\udc00"}), "lone UTF-16 surrogate"),
+        (enc({**GOOD, "task": "tX"}).replace("tX", "t\\uDBFF").encode(), "lone UTF-16 surrogate"),
     ],
 )
 def test_rejections_name_the_reason(raw, reason):
@@ -83,6 +87,11 @@ def test_rejections_name_the_reason(raw, reason):
         decode_event(raw)
     assert reason in info.value.reason
     assert isinstance(info.value, StreamshardError)
+
+
+def test_surrogate_pairs_pass():
+    event = decode_event(enc({**GOOD, "features": {"emoji": "\U0001f600"}}))  # \ud83d\ude00
+    assert event.features["emoji"] == "\U0001f600"
 
 
 def test_finite_numbers_pass():

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.feature_extraction import FeatureHasher
 
-from connectors.hashing import _index_sign, hash_batch, hash_features
+from connectors.hashing import _index_sign, hash_batch, hash_features, pack_row, pack_rows
 
 
 def random_features(rng: random.Random) -> dict:
@@ -53,3 +53,11 @@ def test_int32_min_hash_follows_scikit_learn():
 def test_empty_batch():
     indptr, indices, values = hash_batch([], 10)
     assert indptr.tolist() == [0] and indices.size == 0 and values.size == 0
+
+
+def test_batch_rows_equal_event_by_event_rows():
+    # the training job hashes a batch at once, serving one event at a time: same rows
+    rng = random.Random(7)
+    batch = [random_features(rng) for _ in range(2000)]
+    expected = [pack_row(*hash_features(features, 18)) for features in batch]
+    assert pack_rows(*hash_batch(batch, 18)) == expected
