@@ -118,7 +118,7 @@ def hash_batch(
     """
     batch = list(batch)
     if not batch:
-        return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return stack_rows([])
     matrix = _hasher(bits).transform(batch)  # duplicates summed, indices sorted
     matrix.eliminate_zeros()  # where duplicates cancel, as hash_features drops them
     return (
