@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from operators.logistic import dimension, gradient, predict_proba
+from operators.logistic import batch_gradient, batch_scores, dimension, prepare
 from operators.optim import make_optimizer
-from operators.ps import Replica, ShardServer
+from operators.ps import BLOCK, DenseRange, ShardServer
 
 
 class OnlineLogistic:
@@ -51,35 +51,44 @@ class OnlineLogistic:
         self.update_threshold = update_threshold
         self.init_weights = init_weights
         self.hyper = hyper
-        self.server_ = ShardServer(make_optimizer(optimizer, **hyper), update_threshold)
-        self.blocks_: dict = {}
-        self.replica_ = Replica()
+        optim = make_optimizer(optimizer, **hyper)
+        dim = dimension(bits)
+        self.server_ = ShardServer(optim, update_threshold)
+        # one shard over the whole range, dense in memory, as the training job's shards hold it
+        self.shard_ = DenseRange((*optim.state_names, "sent"), 0, dim, BLOCK)
+        # the worker's replica holds exactly what the shard last sent: with one worker and one
+        # shard in one process it is the shard's ``sent`` array itself, not a second copy
+        self.replica_ = DenseRange((), 0, dim, BLOCK)
+        self.replica_.arrays["w"] = self.shard_.arrays["sent"]
         if init_weights is not None:  # a warm start, as train --init-model
-            self.server_.warm(self.blocks_, init_weights, 0, init_weights.size)
-            self.replica_.load_dense(init_weights)
+            nz = np.flatnonzero(init_weights)
+            optim.warm(self.shard_.arrays, nz, init_weights[nz])
+            self.shard_.arrays["sent"][nz] = optim.weights(self.shard_.arrays, nz)
+            self.shard_.mark(nz)
         self.version_ = 0
         self.rejected_ = 0
         self.updates_sent_ = 0
 
     def predict_proba_many(self, indptr, indices, values) -> np.ndarray:
-        return predict_proba(indptr, indices, values, self.replica_.lookup, self.bits)
+        batch = prepare(indptr, indices, values, self.bits)
+        return batch_scores(batch, self.replica_.lookup(batch.coords))
 
     def learn_many(self, indptr, indices, values, labels) -> np.ndarray:
         """Score a mini-batch with the current weights, then learn from it; return the scores."""
-        scores = self.predict_proba_many(indptr, indices, values)
-        idx, g = gradient(indptr, indices, values, np.asarray(labels, float), scores, self.bits)
-        applied = self.server_.apply(self.blocks_, idx, g)
+        batch = prepare(indptr, indices, values, self.bits)
+        scores = batch_scores(batch, self.replica_.lookup(batch.coords))
+        g = batch_gradient(batch, np.asarray(labels, float), scores)
+        applied = self.server_.apply_dense(self.shard_, batch.coords, g)
         if applied is None:
             self.rejected_ += 1
-        else:
-            self.replica_.assign(*applied)
+        else:  # the replica (``sent``) already holds the changed weights
             self.updates_sent_ += applied[0].size
             self.version_ += 1
         return scores
 
     @property
     def weights_(self) -> np.ndarray:
-        return self.replica_.dense(dimension(self.bits))
+        return self.replica_.arrays["w"][: dimension(self.bits)].copy()
 
     def state_dict(self) -> dict:
         return {

@@ -43,9 +43,7 @@ class Ftrl:
         return {"z": np.zeros(size), "n": np.zeros(size)}
 
     def weights(self, state: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
-        z, n = state["z"][idx], state["n"][idx]
-        w = -(z - np.sign(z) * self.l1) / ((self.beta + np.sqrt(n)) / self.alpha + self.l2)
-        return np.where(np.abs(z) <= self.l1, 0.0, w)
+        return self._weights(state["z"][idx], state["n"][idx])
 
     def warm(self, state: dict[str, np.ndarray], idx: np.ndarray, w: np.ndarray) -> None:
         """Set coordinates ``idx`` to weights ``w`` with no history (``n = 0``)."""
@@ -55,20 +53,50 @@ class Ftrl:
         state["z"][idx] = -w * denom - np.sign(w) * self.l1
         state["n"][idx] = 0.0
 
+    def _weights(self, z: np.ndarray, n: np.ndarray) -> np.ndarray:
+        scale = (self.beta + np.sqrt(n)) / self.alpha
+        if self.l2:
+            scale += self.l2
+        if not self.l1:  # the closed form without the soft threshold; + 0.0 turns -0.0 into 0.0
+            w = z / scale
+            np.negative(w, out=w)
+            w += 0.0
+            return w
+        w = -(z - np.sign(z) * self.l1) / scale
+        return np.where(np.abs(z) <= self.l1, 0.0, w)
+
+    def step(
+        self, gathered: dict[str, np.ndarray], g: np.ndarray, w: np.ndarray | None = None
+    ) -> tuple[dict, np.ndarray]:
+        """The update rule on state gathered at some coordinates: ``(new state, new weights)``;
+        ``w``, where the caller has them, are the current weights there (saves computing them)."""
+        z, n = gathered["z"], gathered["n"]
+        if w is None:
+            w = self._weights(z, n)
+        n_new = n + g * g
+        sigma = (np.sqrt(n_new) - np.sqrt(n)) / self.alpha
+        z_new = z + (g - sigma * w)
+        return {"z": z_new, "n": n_new}, self._weights(z_new, n_new)
+
     def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Apply gradients ``g`` to the unique coordinates ``idx``; return their new weights."""
-        w = self.weights(state, idx)
-        n = state["n"][idx]
-        sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / self.alpha
-        state["z"][idx] += g - sigma * w
-        state["n"][idx] = n + g * g
-        return self.weights(state, idx)
+        new, w = self.step({k: state[k][idx] for k in self.state_names}, g)
+        for k, v in new.items():
+            state[k][idx] = v
+        return w
 
 
 class _StoredWeights:
     """Optimizers whose state holds the weights themselves as ``w``."""
 
     state_names: tuple = ("w",)
+
+    def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Apply gradients ``g`` to the unique coordinates ``idx``; return their new weights."""
+        new, w = self.step({k: state[k][idx] for k in self.state_names}, g)
+        for k, v in new.items():
+            state[k][idx] = v
+        return w
 
     def weights(self, state: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
         return state["w"][idx]
@@ -93,13 +121,14 @@ class AdaGrad(_StoredWeights):
     def init_state(self, size: int) -> dict[str, np.ndarray]:
         return {"w": np.zeros(size), "g2": np.zeros(size)}
 
-    def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
-        w = state["w"][idx]
+    def step(
+        self, gathered: dict[str, np.ndarray], g: np.ndarray, w: np.ndarray | None = None
+    ) -> tuple[dict, np.ndarray]:
+        w = gathered["w"]
         g = g + self.l2 * w
-        g2 = state["g2"][idx] + g * g
-        state["g2"][idx] = g2
-        state["w"][idx] = w - self.lr * g / (np.sqrt(g2) + self.eps)
-        return state["w"][idx]
+        g2 = gathered["g2"] + g * g
+        w = w - self.lr * g / (np.sqrt(g2) + self.eps)
+        return {"w": w, "g2": g2}, w
 
 
 class Sgd(_StoredWeights):
@@ -115,10 +144,12 @@ class Sgd(_StoredWeights):
     def init_state(self, size: int) -> dict[str, np.ndarray]:
         return {"w": np.zeros(size)}
 
-    def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
-        w = state["w"][idx]
-        state["w"][idx] = w - self.lr * (g + self.l2 * w)
-        return state["w"][idx]
+    def step(
+        self, gathered: dict[str, np.ndarray], g: np.ndarray, w: np.ndarray | None = None
+    ) -> tuple[dict, np.ndarray]:
+        w = gathered["w"]
+        w = w - self.lr * (g + self.l2 * w)
+        return {"w": w}, w
 
 
 OPTIMIZERS = {"ftrl": Ftrl, "adagrad": AdaGrad, "sgd": Sgd}

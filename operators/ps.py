@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 
@@ -98,6 +99,8 @@ class ShardServer:
     def _moved(self, w: np.ndarray, sent: np.ndarray) -> np.ndarray:
         if self.send_all:
             return np.ones(w.size, bool)
+        if self.threshold == 0:  # the same, for finite weights, in one operation
+            return w != sent
         return np.abs(w - sent) > self.threshold
 
     def _block(self, blocks: MutableMapping, bid: int) -> dict[str, np.ndarray]:
@@ -118,7 +121,7 @@ class ShardServer:
             arrays = self._block(blocks, bid)
             local = part % self.block
             self.optimizer.warm(arrays, local, w[part])
-            arrays["sent"][local] = w[part]
+            arrays["sent"][local] = self.optimizer.weights(arrays, local)
             blocks[bid] = arrays
 
     def apply_dense(
@@ -128,19 +131,23 @@ class ShardServer:
         ``sent``): the same arithmetic, element for element, with no loop over blocks."""
         if idx.size == 0:
             return idx, np.zeros(0)
-        if not np.all(np.isfinite(g)):
-            return None
-        local = idx - dr.lo
+        local = idx - dr.lo if dr.lo else idx
         gathered = {k: dr.arrays[k][local] for k in self.optimizer.state_names}
-        w = self.optimizer.apply(gathered, np.arange(local.size), g)
-        if not (np.all(np.isfinite(w)) and all(np.all(np.isfinite(v)) for v in gathered.values())):
-            return None
-        for k, v in gathered.items():
-            dr.arrays[k][local] = v
         sent = dr.arrays["sent"]
-        moved = self._moved(w, sent[local])
-        sent[local[moved]] = w[moved]
+        before = sent[local]
+        # without a filter ``sent`` always holds the current weights (every change is sent,
+        # and a warm start sends what its state gives), so the rule need not compute them
+        new, w = self.optimizer.step(gathered, g, before if self.threshold == 0 else None)
+        if not _finite(w, *new.values()):  # a non-finite gradient makes them non-finite too
+            return None
+        for k, v in new.items():
+            dr.arrays[k][local] = v
+        moved = self._moved(w, before)
         dr.mark(idx)
+        if moved.all():  # the common case without a filter: no boolean indexing
+            sent[local] = w
+            return idx, w
+        sent[local[moved]] = w[moved]
         return idx[moved], w[moved]
 
     def apply(
@@ -179,6 +186,12 @@ class ShardServer:
         return np.concatenate(out_idx), np.concatenate(out_w)
 
 
+def _finite(*arrays: np.ndarray) -> bool:
+    """All entries finite: a NaN or an infinity makes a sum non-finite, and one sum per array
+    is cheaper than ``isfinite().all()`` (a sum that overflows past 1e308 counts as not finite)."""
+    return math.isfinite(sum(float(a.sum()) for a in arrays))
+
+
 class DenseRange:
     """A working copy, dense in memory, of arrays that Flink state stores in blocks.
 
@@ -203,7 +216,14 @@ class DenseRange:
         self.lo = (lo // block) * block
         size = -(-hi // block) * block - self.lo
         self.arrays = {name: np.zeros(size) for name in names}
-        self.touched: set = set()
+        self._first = self.lo // block
+        self._shift = block.bit_length() - 1 if block & (block - 1) == 0 else None
+        self._dirty = np.zeros(size // block, bool)  # one flag per block: a scatter per call
+
+    @property
+    def touched(self) -> set:
+        """Ids of the blocks written since the last ``take_touched``."""
+        return set((np.flatnonzero(self._dirty) + self._first).tolist())
 
     def _slice(self, bid: int) -> slice:
         start = bid * self.block - self.lo
@@ -218,7 +238,8 @@ class DenseRange:
             self.arrays[name][self._slice(bid)] = part
 
     def mark(self, idx: np.ndarray) -> None:
-        self.touched.update(np.unique(idx // self.block).tolist())
+        local = idx - self.lo
+        self._dirty[local >> self._shift if self._shift is not None else local // self.block] = 1
 
     def take_touched(self) -> dict:
         """Copies of the touched blocks, in the stored form; forgets them."""
@@ -226,16 +247,16 @@ class DenseRange:
         for bid in sorted(self.touched):
             parts = {name: arr[self._slice(bid)].copy() for name, arr in self.arrays.items()}
             out[bid] = parts if len(parts) > 1 else next(iter(parts.values()))
-        self.touched = set()
+        self._dirty[:] = False
         return out
 
     # a replica's operations (one array, ``w``)
     def lookup(self, idx: np.ndarray) -> np.ndarray:
-        return self.arrays["w"][idx - self.lo]
+        return self.arrays["w"][idx - self.lo if self.lo else idx]
 
     def assign(self, idx: np.ndarray, w: np.ndarray) -> None:
         if idx.size:
-            self.arrays["w"][idx - self.lo] = w
+            self.arrays["w"][idx - self.lo if self.lo else idx] = w
             self.mark(idx)
 
     def load_dense(self, w: np.ndarray) -> None:

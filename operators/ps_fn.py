@@ -42,7 +42,7 @@ from connectors.hashing import hash_batch, pack_rows, stack_packed
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.journal import Working, WorkingCopies
-from operators.logistic import dimension, gradient, predict_proba
+from operators.logistic import batch_gradient, batch_scores, dimension, prepare
 from operators.optim import make_optimizer
 from operators.ps import (
     BLOCK,
@@ -540,8 +540,9 @@ class WorkerFunction(KeyedCoProcessFunction):
         indptr, indices, values = stack_packed([(ex[6], ex[7]) for ex in batch])
         labels = np.array([ex[4] for ex in batch], np.float64)
         work = self._replica(key, meta)
-        scores = predict_proba(indptr, indices, values, work.copy.lookup, self.s.bits)
-        idx, g = gradient(indptr, indices, values, labels, scores, self.s.bits)
+        batch = prepare(indptr, indices, values, self.s.bits)
+        scores = batch_scores(batch, work.copy.lookup(batch.coords))
+        idx, g = batch.coords, batch_gradient(batch, labels, scores)
         for shard, part_idx, part_g in split_by_shard(idx, g, self.s.dim, self.s.shards):
             if self.s.rmw and part_idx.size:
                 work.copy.push(shard, clock, part_idx, part_g)

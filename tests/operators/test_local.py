@@ -1,0 +1,57 @@
+"""The single-process learner: the same math as the minimal sparse FTRL of the benchmark's
+ceiling, score for score, and the same state as a shard fed the same pushes."""
+
+import numpy as np
+
+from benchmarks.ceiling import SparseFtrl
+from connectors.hashing import hash_batch
+from connectors.synthetic import CtrSettings, CtrStream
+from operators.local import OnlineLogistic
+from operators.optim import Ftrl
+
+BITS = 16
+
+
+def _batches(events: int, size: int, seed: int = 7):
+    docs, labels = [], []
+    for chunk, _, y in CtrStream(CtrSettings(events=events, seed=seed)).chunks():
+        docs += [d["features"] for d in chunk]
+        labels.append(y)
+    y = np.concatenate(labels).astype(float)
+    for lo in range(0, events, size):
+        yield (*hash_batch(docs[lo : lo + size], BITS), y[lo : lo + size])
+
+
+def test_scores_equal_the_minimal_sparse_ftrl_of_the_ceiling():
+    ours, ceiling = OnlineLogistic(BITS, alpha=0.1), SparseFtrl(BITS, alpha=0.1)
+    for batch in _batches(5_000, 50):
+        np.testing.assert_allclose(ours.learn_many(*batch), ceiling.learn(*batch), rtol=1e-12)
+    weights = -ceiling.z / ((1.0 + np.sqrt(ceiling.n)) / 0.1)
+    np.testing.assert_allclose(ours.weights_, weights, rtol=1e-12, atol=1e-300)
+    assert ours.version_ == 100 and ours.rejected_ == 0
+
+
+def test_with_l1_the_soft_threshold_holds_small_weights_at_zero():
+    ours, ceiling = OnlineLogistic(BITS, l1=1.0), SparseFtrl(BITS, l1=1.0)
+    for batch in _batches(3_000, 100):
+        np.testing.assert_allclose(ours.learn_many(*batch), ceiling.learn(*batch), rtol=1e-12)
+    assert 0 < np.count_nonzero(ours.weights_) < np.count_nonzero(ceiling.n)
+
+
+def test_a_non_finite_push_is_rejected_and_writes_nothing():
+    model = OnlineLogistic(BITS)
+    indptr, indices, values = np.array([0, 1]), np.array([3]), np.array([1e100])
+    model.learn_many(indptr, indices, values, [1])  # its square still finite
+    before = model.weights_.copy()
+    model.learn_many(indptr, indices, np.array([np.inf]), [0])
+    assert model.rejected_ == 1 and np.array_equal(model.weights_, before)
+
+
+def test_the_update_rule_is_the_same_gathered_or_in_place():
+    opt = Ftrl(alpha=0.2, l2=0.5)
+    rng = np.random.default_rng(3)
+    state = {"z": rng.normal(size=10), "n": rng.random(10)}
+    idx, g = np.array([1, 4, 7]), rng.normal(size=3)
+    new, w = opt.step({k: v[idx] for k, v in state.items()}, g)
+    assert np.array_equal(opt.apply(state, idx, g), w)
+    assert all(np.array_equal(state[k][idx], new[k]) for k in new)
