@@ -3,17 +3,24 @@ is its own) over a JSON-lines file of raw events, as they would come off Kafka.
 
     python benchmarks/learners.py NAME --data FILE [--bits 20] [--batch 100]
 
-Prints one JSON document: events/s, progressive metrics, peak RSS. Contenders:
+Prints one JSON document: events/s, progressive metrics, peak RSS, the settings. Every
+contender is test-then-train (each event scored before it is learnt). Contenders:
 
-- ``numpy-ceiling``: streamshard's numpy learner (FTRL) on mini-batches decoded and hashed
-  before the clock starts (the ceiling for this machine's Python);
-- ``numpy-loop``: the same learner in a hand-rolled loop that decodes and hashes each event;
-- ``river``: River ``linear_model.LogisticRegression()`` (defaults: SGD lr 0.01, no L2),
-  ``predict_proba_one`` then ``learn_one`` per event, decoding and hashing each event itself;
+- ``ceiling``: a minimal sparse FTRL (``benchmarks/ceiling.py``) on mini-batches decoded and
+  hashed before the clock starts: the fastest honest code for the math;
+- ``ceiling-orjson``: the same with orjson decoding (no validation) and one scikit-learn
+  ``FeatureHasher`` call per mini-batch inside the clock;
+- ``learner``: streamshard's ``OnlineLogistic`` on the ceiling's pre-hashed mini-batches;
+- ``numpy-loop``: streamshard's strict decoder, batch hasher and learner in one loop;
+- ``river``: River ``LogisticRegression()`` (defaults: SGD lr 0.01), its own dict idiom
+  (``{"name=value": 1, "name": number}``, no hashing), orjson decoding,
+  ``predict_proba_one`` then ``learn_one``; ``river-ftrl`` the same with
+  ``optim.FTRLProximal()`` (River's defaults);
 - ``sklearn``: ``SGDClassifier(loss="log_loss")`` (defaults) ``partial_fit`` on mini-batches
-  of hashed CSR rows, each batch scored before it is learnt;
-- ``vw``: Vowpal Wabbit (``--loss_function logistic --link logistic -b BITS``, its own
-  hashing of ``name=value`` features), predict then learn per event.
+  of 1,000 ``FeatureHasher`` rows, each batch scored before it is learnt, orjson decoding;
+- ``vw``: Vowpal Wabbit with its defaults (adaptive, normalized, invariant updates) and
+  ``--loss_function logistic --link logistic -b BITS``, its own text format and hashing,
+  orjson decoding, predict then learn per event.
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.ceiling import SparseFtrl  # noqa: E402
 from benchmarks.common import peak_rss_mib  # noqa: E402
 from connectors.events import decode_event  # noqa: E402
-from connectors.hashing import hash_batch, hash_features  # noqa: E402
+from connectors.hashing import hash_batch  # noqa: E402
 from operators.local import OnlineLogistic  # noqa: E402
 from operators.metrics import summary  # noqa: E402
 
@@ -46,18 +54,45 @@ def read_lines(path: str) -> list[bytes]:
         return f.read().splitlines()
 
 
-def numpy_ceiling(lines, bits, batch):
+def _prehashed(lines, bits, batch):
     batches = []
     for i in range(0, len(lines), batch):
         events = [decode_event(v) for v in lines[i : i + batch]]
-        batches.append((hash_batch([e.features for e in events], bits), [e.label for e in events]))
-    model = OnlineLogistic(bits)
+        y = np.array([e.label for e in events], np.float64)
+        batches.append((*hash_batch([e.features for e in events], bits), y))
+    return batches
+
+
+def _timed_batches(learn, batches):
     labels, scores = [], []
     start = time.perf_counter()
-    for (indptr, indices, values), y in batches:
-        scores.append(model.learn_many(indptr, indices, values, y))
-        labels += y
-    return time.perf_counter() - start, labels, np.concatenate(scores)
+    for indptr, indices, values, y in batches:
+        scores.append(learn(indptr, indices, values, y))
+        labels.append(y)
+    return time.perf_counter() - start, np.concatenate(labels), np.concatenate(scores)
+
+
+def ceiling(lines, bits, batch):
+    return _timed_batches(SparseFtrl(bits).learn, _prehashed(lines, bits, batch))
+
+
+def ceiling_orjson(lines, bits, batch):
+    import orjson
+
+    model = SparseFtrl(bits)
+    labels, scores = [], []
+    start = time.perf_counter()
+    for i in range(0, len(lines), batch):
+        docs = [orjson.loads(v) for v in lines[i : i + batch]]
+        y = np.array([d["label"] for d in docs], np.float64)
+        indptr, indices, values = hash_batch([d["features"] for d in docs], bits)
+        scores.append(model.learn(indptr, indices, values, y))
+        labels.append(y)
+    return time.perf_counter() - start, np.concatenate(labels), np.concatenate(scores)
+
+
+def learner(lines, bits, batch):
+    return _timed_batches(OnlineLogistic(bits).learn_many, _prehashed(lines, bits, batch))
 
 
 def numpy_loop(lines, bits, batch):
@@ -73,80 +108,113 @@ def numpy_loop(lines, bits, batch):
     return time.perf_counter() - start, labels, np.concatenate(scores)
 
 
-def river(lines, bits, batch):
-    from river import linear_model
+def _river_dict(features: dict) -> dict:
+    """River's idiom: a categorical value is the key ``name=value`` with value 1."""
+    return {f"{k}={v}" if isinstance(v, str) else k: 1 if isinstance(v, str) else v
+            for k, v in features.items()}  # fmt: skip
 
-    model = linear_model.LogisticRegression()
+
+def _river(model, lines):
+    import orjson
+
     labels, scores = [], []
     start = time.perf_counter()
     for value in lines:
-        event = decode_event(value)
-        idx, vals = hash_features(event.features, bits)
-        x = dict(zip(idx.tolist(), vals.tolist(), strict=True))
-        scores.append(model.predict_proba_one(x)[True])
-        model.learn_one(x, bool(event.label))
-        labels.append(event.label)
+        doc = orjson.loads(value)
+        x = _river_dict(doc["features"])
+        scores.append(model.predict_proba_one(x).get(True, 0.0))
+        model.learn_one(x, bool(doc["label"]))
+        labels.append(doc["label"])
     return time.perf_counter() - start, labels, np.array(scores)
 
 
+def river(lines, bits, batch):
+    from river import linear_model
+
+    return _river(linear_model.LogisticRegression(), lines)
+
+
+def river_ftrl(lines, bits, batch):
+    from river import linear_model, optim
+
+    return _river(linear_model.LogisticRegression(optimizer=optim.FTRLProximal()), lines)
+
+
 def sklearn(lines, bits, batch):
-    from scipy.sparse import csr_matrix
+    import orjson
+    from sklearn.feature_extraction import FeatureHasher
     from sklearn.linear_model import SGDClassifier
 
+    batch = SKLEARN_BATCH
     model = SGDClassifier(loss="log_loss")
-    dim = 1 << bits
+    hasher = FeatureHasher(n_features=1 << bits, input_type="dict")
     labels, scores = [], []
     start = time.perf_counter()
     for i in range(0, len(lines), batch):
-        events = [decode_event(v) for v in lines[i : i + batch]]
-        y = np.array([e.label for e in events])
-        indptr, indices, values = hash_batch([e.features for e in events], bits)
-        x = csr_matrix((values, indices, indptr), shape=(len(events), dim))
+        docs = [orjson.loads(v) for v in lines[i : i + batch]]
+        y = np.array([d["label"] for d in docs])
+        x = hasher.transform([d["features"] for d in docs])
         if hasattr(model, "coef_"):
             scores.append(model.predict_proba(x)[:, 1])
         else:
-            scores.append(np.full(len(events), 0.5))
+            scores.append(np.full(len(docs), 0.5))
         model.partial_fit(x, y, classes=np.array([0, 1]))
         labels += y.tolist()
     return time.perf_counter() - start, labels, np.concatenate(scores)
 
 
-def _vw_line(event) -> str:
+def _vw_line(doc: dict) -> str:
     parts = []
-    for name, value in event.features.items():
+    for name, value in doc["features"].items():
         name = name.replace(" ", "_").replace(":", "_").replace("|", "_")
         if isinstance(value, str):
             parts.append(f"{name}={value.replace(' ', '_').replace(':', '_').replace('|', '_')}")
         else:
             parts.append(f"{name}:{value}")
-    label = 1 if event.label else -1
+    label = 1 if doc["label"] else -1
     return f"{label} |f {' '.join(parts)}"
 
 
 def vw(lines, bits, batch):
+    import orjson
     import vowpalwabbit
 
-    model = vowpalwabbit.Workspace(f"--loss_function logistic --link logistic -b {bits} --quiet")
+    model = vowpalwabbit.Workspace(SETTINGS["vw"].format(bits=bits))
     labels, scores = [], []
     start = time.perf_counter()
     for value in lines:
-        event = decode_event(value)
-        example = model.parse(_vw_line(event))
+        doc = orjson.loads(value)
+        example = model.parse(_vw_line(doc))
         scores.append(model.predict(example))
         model.learn(example)
         model.finish_example(example)
-        labels.append(event.label)
+        labels.append(doc["label"])
     elapsed = time.perf_counter() - start
     model.finish()
     return elapsed, labels, np.array(scores)
 
 
 CONTENDERS = {
-    "numpy-ceiling": numpy_ceiling,
+    "ceiling": ceiling,
+    "ceiling-orjson": ceiling_orjson,
+    "learner": learner,
     "numpy-loop": numpy_loop,
     "river": river,
+    "river-ftrl": river_ftrl,
     "sklearn": sklearn,
     "vw": vw,
+}
+SKLEARN_BATCH = 1000
+SETTINGS = {
+    "ceiling": "sparse FTRL alpha 0.05 beta 1, batches of {batch}, pre-decoded, pre-hashed",
+    "ceiling-orjson": "the ceiling + orjson.loads + one FeatureHasher call per batch",
+    "learner": "OnlineLogistic FTRL alpha 0.05 beta 1, batches of {batch}, pre-hashed",
+    "numpy-loop": "decode_event (orjson, strict) + hash_batch + OnlineLogistic, batches of {batch}",
+    "river": "LogisticRegression() (SGD lr 0.01), dicts name=value, orjson, per event",
+    "river-ftrl": "LogisticRegression(optimizer=optim.FTRLProximal()), dicts, orjson, per event",
+    "sklearn": f"SGDClassifier(loss='log_loss') partial_fit, batches of {SKLEARN_BATCH}, "
+    "FeatureHasher, orjson",
+    "vw": "--loss_function logistic --link logistic -b {bits} --quiet",
 }
 
 
@@ -176,6 +244,7 @@ def main(argv=None) -> int:
     elapsed, labels, scores = CONTENDERS[args.name](lines, args.bits, args.batch)
     doc = {
         "name": args.name,
+        "settings": SETTINGS[args.name].format(bits=args.bits, batch=args.batch),
         "events": len(labels),
         "seconds": elapsed,
         "events_per_s": len(labels) / elapsed,

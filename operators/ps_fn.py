@@ -540,9 +540,9 @@ class WorkerFunction(KeyedCoProcessFunction):
         indptr, indices, values = stack_packed([(ex[6], ex[7]) for ex in batch])
         labels = np.array([ex[4] for ex in batch], np.float64)
         work = self._replica(key, meta)
-        batch = prepare(indptr, indices, values, self.s.bits)
-        scores = batch_scores(batch, work.copy.lookup(batch.coords))
-        idx, g = batch.coords, batch_gradient(batch, labels, scores)
+        rows = prepare(indptr, indices, values, self.s.bits)
+        scores = batch_scores(rows, work.copy.lookup(rows.coords))
+        idx, g = rows.coords, batch_gradient(rows, labels, scores)
         for shard, part_idx, part_g in split_by_shard(idx, g, self.s.dim, self.s.shards):
             if self.s.rmw and part_idx.size:
                 work.copy.push(shard, clock, part_idx, part_g)
