@@ -12,6 +12,7 @@ with their AUCs (the two must agree: the same math).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--sizes", default="1,10,100,1000")
+    parser.add_argument("--json", action="store_true", help="one JSON document at the end")
     args = parser.parse_args(argv)
+    rows = []
     print(f"{args.events:,} events of the ctr stream, 2^{BITS} dims, pre-hashed; best of 5")
     print(f"{'batch':>6} {'ours µs/ev':>11} {'ceiling µs/ev':>14} {'ratio':>6} {'AUC ours':>9}"
           f" {'AUC ceiling':>12}")  # fmt: skip
@@ -72,7 +75,12 @@ def main(argv=None) -> int:
                   "ceiling": lambda: SparseFtrl(BITS).learn}  # fmt: skip
         (ours, auc_ours), (ceil, auc_ceil) = timed(makers, prepared).values()
         print(f"{size:>6} {ours / n * 1e6:>11.2f} {ceil / n * 1e6:>14.2f} {ceil / ours:>6.2f}"
-              f" {auc_ours:>9.4f} {auc_ceil:>12.4f}")  # fmt: skip
+              f" {auc_ours:>9.4f} {auc_ceil:>12.4f}", flush=True)  # fmt: skip
+        rows.append({"batch": size, "ours_us": ours / n * 1e6, "ceiling_us": ceil / n * 1e6,
+                     "ratio": ceil / ours, "auc_ours": auc_ours,
+                     "auc_ceiling": auc_ceil})  # fmt: skip
+    if args.json:
+        print(json.dumps({"events": args.events, "rows": rows}))
     return 0
 
 
