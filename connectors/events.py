@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 import orjson
@@ -30,6 +31,9 @@ MAX_ID_CHARS = 256
 DEFAULT_TASK = "default"
 MAX_INT_FEATURE = 2**53
 _FIELDS = {"event_id", "ts", "task", "label", "features"}
+# a task names state keys ("task#worker", "task/shard") and snapshot folders: a safe alphabet,
+# no path separators, no leading dot (so never "." or "..")
+_TASK_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # length checked before
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,27 @@ def decode_event(raw: bytes | str, require_label: bool = True) -> Event:
     ...
     connectors.errors.DecodeError: field 'label' must be 0 or 1, got 2
     """
+    if raw is None:  # a tombstone (null-value record)
+        raise DecodeError("null record (a tombstone): expected a JSON object")
+    if not isinstance(raw, (bytes, str)):
+        raise DecodeError(f"expected bytes or text, got {type(raw).__name__}")
     size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
     if size > MAX_RECORD_BYTES:
         raise DecodeError(f"record too large: {size} bytes (limit {MAX_RECORD_BYTES})")
     try:
+        return _decode(raw, require_label)
+    except DecodeError:
+        raise
+    except Exception as exc:  # no record may escape as anything else: it would stop the job
+        raise DecodeError(f"unreadable event: {type(exc).__name__}: {exc}"[:300]) from exc
+
+
+def _decode(raw: bytes | str, require_label: bool) -> Event:
+    try:
         doc = orjson.loads(raw)  # ~9x faster than json; strict: no NaN, no lone surrogates
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # json would recurse as deep, or deeper
+            raise DecodeError(f"invalid JSON: nested too deeply ({exc})") from None
         return _validate(_strict_json(raw), require_label, fast=False)
     try:
         return _validate(doc, require_label, fast=True)
@@ -127,6 +146,10 @@ def _validate(doc: object, require_label: bool, fast: bool) -> Event:
     features = _validate_features(doc.get("features", _MISSING), fast)
     if not fast:  # orjson refuses lone surrogates; json lets them through
         _check_unicode(event_id, task, features)
+    if not _TASK_NAME.fullmatch(task):
+        raise DecodeError(
+            f"field 'task' must be letters, digits, '_', '-' or '.' (not first), got {task!r:.60}"
+        )
     return Event(event_id, ts, features, label, task)
 
 

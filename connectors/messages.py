@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from connectors.errors import DecodeError
 
@@ -69,29 +70,93 @@ class ModelUpdate:
                 ),
             },
             separators=(",", ":"),
+            allow_nan=False,
         )
 
 
-def decode_update(raw: str | bytes) -> ModelUpdate:
+MAX_INDEX = 2**31  # hash bits are at most 30: any index of a real model is below 2**30 + 1
+
+
+def _int(doc: dict, name: str, default=None, low: int = 0) -> int:
+    value = doc.get(name, default)
+    if type(value) is not int or not low <= value < 2**53:
+        raise DecodeError(f"bad model update: field {name!r} must be an integer >= {low}, "
+                          f"got {value!r:.40}")  # fmt: skip
+    return value
+
+
+def _floats(values: object, size: int, name: str) -> np.ndarray:
+    arr = np.asarray(values, np.float64) if isinstance(values, list) else None
+    if arr is None or arr.shape != (size,) or not np.isfinite(arr).all():
+        raise DecodeError(f"bad model update: {name!r} must be {size} finite numbers")
+    return arr
+
+
+def decode_update(raw: str | bytes, dim: int | None = None) -> ModelUpdate:
+    """Decode and validate one update: types, ranges, lengths, finite values, and (given
+    ``dim``) indices inside the model. Anything wrong raises ``DecodeError``, never another
+    exception (an update comes off a shared topic: any writer could have sent it).
+
+    >>> decode_update('{"run": "r", "task": "t", "shard": 0, "version": 1, "clock": {},'
+    ...               ' "indices": [3], "values": [0.5]}', dim=4).values.tolist()
+    [0.5]
+    >>> decode_update('{"run": "r", "task": "t", "shard": 1e999, "version": 1}')
+    Traceback (most recent call last):
+    ...
+    connectors.errors.DecodeError: bad model update: invalid JSON: number is infinity ...
+    """
     try:
-        doc = json.loads(raw)
-        return ModelUpdate(
-            run=doc["run"],
-            task=doc["task"],
-            shard=int(doc["shard"]),
-            version=int(doc["version"]),
-            clock={str(k): int(v) for k, v in doc["clock"].items()},
-            indices=np.asarray(doc["indices"], np.int64),
-            values=np.asarray(doc["values"], np.float64),
-            applied=doc.get("applied", []),
-            rejected=int(doc.get("rejected", 0)),
-            ts=int(doc.get("ts", 0)),
-            pushes_applied=int(doc.get("pushes_applied", 0)),
-            duplicates_skipped=int(doc.get("duplicates_skipped", 0)),
-            waiting=int(doc["waiting"]) if doc.get("waiting") is not None else None,
-            state={str(k): np.asarray(v, np.float64) for k, v in doc["state"].items()}
-            if doc.get("state") is not None
-            else None,
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DecodeError(f"bad model update: {type(exc).__name__}: {exc}") from exc
+        return _decode_update(raw, dim)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a record causes becomes a DecodeError
+        raise DecodeError(f"bad model update: {type(exc).__name__}: {exc}"[:300]) from exc
+
+
+def _decode_update(raw, dim):
+    if raw is None:
+        raise DecodeError("bad model update: null record")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"bad model update: invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise DecodeError("bad model update: expected a JSON object")
+    for name in ("run", "task"):
+        if not isinstance(doc.get(name), str) or not doc[name]:
+            raise DecodeError(f"bad model update: field {name!r} must be a non-empty string")
+    clock = doc.get("clock", {})
+    if not isinstance(clock, dict) or not all(type(v) is int and v >= -1 for v in clock.values()):
+        raise DecodeError("bad model update: 'clock' must map workers to integers >= -1")
+    indices = doc.get("indices", [])
+    if not isinstance(indices, list) or not all(type(i) is int for i in indices):
+        raise DecodeError("bad model update: 'indices' must be a list of integers")
+    idx = np.asarray(indices, np.int64)
+    limit = MAX_INDEX if dim is None else dim
+    if idx.size and (idx.min() < 0 or idx.max() >= limit):
+        raise DecodeError(f"bad model update: an index is outside [0, {limit})")
+    state = doc.get("state")
+    if state is not None and not isinstance(state, dict):
+        raise DecodeError("bad model update: 'state' must be an object")
+    waiting = doc.get("waiting")
+    applied = doc.get("applied", [])
+    if not isinstance(applied, list):
+        raise DecodeError("bad model update: 'applied' must be a list")
+    return ModelUpdate(
+        run=doc["run"],
+        task=doc["task"],
+        shard=_int(doc, "shard"),
+        version=_int(doc, "version"),
+        clock={str(k): v for k, v in clock.items()},
+        indices=idx,
+        values=_floats(doc.get("values", []), idx.size, "values"),
+        applied=applied,
+        rejected=_int(doc, "rejected", 0),
+        ts=_int(doc, "ts", 0),
+        pushes_applied=_int(doc, "pushes_applied", 0),
+        duplicates_skipped=_int(doc, "duplicates_skipped", 0),
+        waiting=None if waiting is None else _int(doc, "waiting"),
+        state=None
+        if state is None
+        else {str(k): _floats(v, idx.size, f"state.{k}") for k, v in state.items()},
+    )

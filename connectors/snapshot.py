@@ -43,6 +43,26 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def inside(root: str | Path, name: str) -> Path:
+    """``root/name``, refused unless ``name`` is one plain folder name (a task comes from the
+    stream: no separator, no ``..``, no absolute path) and no symlink leads it elsewhere.
+
+    >>> inside("/tmp/snaps", "ctr-v3").name
+    'ctr-v3'
+    >>> inside("/tmp/snaps", "../escaped-v3")
+    Traceback (most recent call last):
+    ...
+    connectors.snapshot.SnapshotError: snapshot folder name '../escaped-v3' is not a plain name
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise SnapshotError(f"snapshot folder name {name!r} is not a plain name")
+    base = Path(root)
+    out = base / name
+    if out.is_symlink() or not out.resolve().is_relative_to(base.resolve()):
+        raise SnapshotError(f"snapshot folder {out} leads outside {base}")
+    return out
+
+
 def save(snapshot: Snapshot, root: str | Path) -> Path:
     """Write ``root/<task>-v<version>/``; return that directory."""
     if snapshot.weights.shape != (dimension(snapshot.bits),):
@@ -50,7 +70,7 @@ def save(snapshot: Snapshot, root: str | Path) -> Path:
             f"weights must have 2**bits + 1 = {dimension(snapshot.bits)} entries, "
             f"got {snapshot.weights.shape}"
         )
-    out = Path(root) / f"{snapshot.task}-v{snapshot.version}"
+    out = inside(root, f"{snapshot.task}-v{snapshot.version}")
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / WEIGHTS_FILE, weights=np.asarray(snapshot.weights, dtype=np.float64))
     manifest = {
@@ -107,6 +127,8 @@ def load(directory: str | Path) -> Snapshot:
             f"{directory}: cannot read {WEIGHTS_FILE} without pickle: {exc}"
         ) from exc
     bits = int(manifest["hash_bits"])
+    if not np.isfinite(weights).all():
+        raise SnapshotError(f"{directory}: weights are not all finite")
     if weights.shape != (dimension(bits),):
         raise SnapshotError(f"{directory}: weights have shape {weights.shape}, not 2**{bits}+1")
     return Snapshot(

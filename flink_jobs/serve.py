@@ -67,6 +67,7 @@ def build(env, cfg: ServeConfig):
     from pyflink.common import Types, WatermarkStrategy
 
     from connectors.flink_kafka import kafka_sink, kafka_source
+    from operators.logistic import dimension
     from operators.ps_fn import PICKLED, fan_out_each_update
     from operators.serve_fn import DEAD_LETTERS, ParseRequest, ServeFunction
 
@@ -86,7 +87,7 @@ def build(env, cfg: ServeConfig):
     ).uid("serve-model-updates-source")
     parsed = requests.process(ParseRequest(s), output_type=PICKLED).name("parse").uid("parse")
     fanned = (
-        updates.flat_map(fan_out_each_update(s.replicas), output_type=PICKLED)
+        updates.flat_map(fan_out_each_update(s.replicas, dimension(s.bits)), output_type=PICKLED)
         .name("fan-out-updates")
         .uid("serve-fan-out-updates")
     )

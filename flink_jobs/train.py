@@ -153,7 +153,7 @@ def build(env, cfg: TrainConfig):
     ).name("dead-letter-sink").uid("dead-letter-sink")
 
     fanned = (
-        updates.flat_map(fan_out_updates(s.workers), output_type=PICKLED)
+        updates.flat_map(fan_out_updates(s.workers, s.dim), output_type=PICKLED)
         .name("fan-out-updates")
         .uid("fan-out-updates")
     )

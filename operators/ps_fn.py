@@ -234,7 +234,7 @@ class _Digests:
                            "digest": sha, **position, "pid": os.getpid()})  # fmt: skip
 
 
-def fan_out_updates(workers: int):
+def fan_out_updates(workers: int, dim: int | None = None):
     """Decode a window's model updates ``Row(lines)`` (gathered by ``connectors.ingest``) and
     hand every worker key of a task (``task#0`` .. ``task#W-1``) that task's updates as one
     record, in topic order.
@@ -250,7 +250,7 @@ def fan_out_updates(workers: int):
 
     def fan_out(value):
         by_task: dict[str, list] = {}
-        for update in _decoded(value[0]):
+        for update in _decoded(value[0], dim):
             by_task.setdefault(update.task, []).append(update)
         for task, updates in by_task.items():
             for w in range(workers):  # decoded once here; numpy arrays pickle far faster
@@ -259,23 +259,24 @@ def fan_out_updates(workers: int):
     return fan_out
 
 
-def fan_out_each_update(workers: int):
+def fan_out_each_update(workers: int, dim: int | None = None):
     """Copy each raw model update, decoded, to every worker key of its task: one record per
     key and update (the serve job, whose requests arrive one by one)."""
 
     def fan_out(value):
-        for update in _decoded([value]):
+        for update in _decoded([value], dim):
             for w in range(workers):
                 yield f"{update.task}#{w}", update
 
     return fan_out
 
 
-def _decoded(lines):
-    """The updates among ``lines`` that decode (others are not ours to judge: skipped)."""
+def _decoded(lines, dim: int | None = None):
+    """The updates among ``lines`` that decode, with indices inside ``dim`` (others are not
+    ours to judge: another run may share the topic; skipped)."""
     for line in lines:
         try:
-            yield decode_update(line)
+            yield decode_update(line, dim)
         except DecodeError:
             continue
 

@@ -149,3 +149,31 @@ def test_snapshot_and_export_commands(kafka, topic_name, tmp_path):
     assert abs(pipe.predict_proba([features])[0, 1] - expected) <= 1e-9
     bad = streamshard("export", "--model", str(tmp_path / "missing"), "--out", "x")
     assert bad.returncode == 2 and "missing manifest.json" in bad.stderr
+
+
+@pytest.mark.parametrize("task", ["../../escaped", "/abs/olute", "a/b"])
+def test_no_task_name_writes_outside_the_folder(tmp_path, task):
+    root = tmp_path / "out"
+    root.mkdir()
+    bad = Snapshot(task=task, bits=BITS, version=3, weights=snap().weights, clock={})
+    with pytest.raises(SnapshotError, match="plain name|leads outside"):
+        save(bad, root)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out"]
+
+
+def test_a_symlinked_snapshot_folder_is_refused(tmp_path):
+    root, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / "ctr-v3").symlink_to(elsewhere)
+    with pytest.raises(SnapshotError, match="leads outside"):
+        save(snap(), root)
+    assert not any(elsewhere.iterdir())
+
+
+def test_weights_must_be_finite_to_load(tmp_path):
+    weights = snap().weights.copy()
+    weights[5] = np.nan
+    out = save(Snapshot(task="ctr", bits=BITS, version=3, weights=weights, clock={}), tmp_path)
+    with pytest.raises(SnapshotError, match="not all finite"):
+        load(out)

@@ -1,0 +1,112 @@
+"""Thousands of mutated records thrown at every decoder: each one decodes or raises
+``DecodeError``; nothing else may escape (it would stop the job, and a restart would meet the
+same record again)."""
+
+import json
+import random
+
+import pytest
+
+from connectors.errors import DecodeError
+from connectors.events import decode_event
+from connectors.messages import decode_update
+
+EVENT = {"event_id": "e-1", "ts": 1763800000123, "task": "ctr", "label": 1,
+         "features": {"site": "a1b2", "device": "ios", "hour": 13, "price": 2.5}}  # fmt: skip
+UPDATE = {"run": "r-1", "task": "ctr", "shard": 1, "version": 7, "clock": {"ctr#0": 6},
+          "applied": [["ctr#0", 6]], "rejected": 0, "indices": [3, 9], "values": [0.5, -1.0],
+          "ts": 5, "state": {"z": [1.0, 2.0], "n": [0.1, 0.2]}}  # fmt: skip
+ODD_VALUES = [None, True, [], {}, [1, [2]], "", "x" * 3000, -1, 2**70, 10**400, 1e308,
+              -0.0, "\ud800", "a/b", "../..", "#", 3.5, {"a": {"b": {}}}]  # fmt: skip
+ODD_TEXT = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"\xff", b"\x00", b'"\\ud800"',
+            b"[" * 5000, b"{" * 3000, b'"' + b"\\" * 7, b"nul",
+            b"99999999999999999999999"]  # fmt: skip
+
+
+def _mutants(doc: dict, rng: random.Random, n: int):
+    base = json.dumps(doc).encode()
+    yield None
+    yield b""
+    yield b"[" * 3000 + b"]" * 3000
+    yield b'{"features":' * 3000 + b"1" + b"}" * 3000
+    for _ in range(n):
+        kind = rng.randrange(5)
+        if kind == 0:  # a field or a nested value replaced
+            mutated = json.loads(base)
+            target = mutated
+            key = rng.choice(list(target))
+            if isinstance(target[key], dict) and target[key] and rng.random() < 0.5:
+                target, key = target[key], rng.choice(list(target[key]))
+            target[key] = rng.choice(ODD_VALUES)
+            yield json.dumps(mutated, allow_nan=True).encode()
+        elif kind == 1:  # bytes flipped
+            raw = bytearray(base)
+            for _ in range(rng.randint(1, 4)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            yield bytes(raw)
+        elif kind == 2:  # truncated
+            yield base[: rng.randrange(len(base))]
+        elif kind == 3:  # odd text spliced in
+            at = rng.randrange(len(base))
+            yield base[:at] + rng.choice(ODD_TEXT) + base[at:]
+        else:  # a field dropped, or an unknown one added
+            mutated = json.loads(base)
+            if rng.random() < 0.5:
+                mutated.pop(rng.choice(list(mutated)))
+            else:
+                mutated[rng.choice(["x", "shard", "values", "features"])] = rng.choice(ODD_VALUES)
+            yield json.dumps(mutated).encode()
+
+
+@pytest.mark.parametrize(
+    ("decode", "doc"),
+    [
+        (decode_event, EVENT),
+        (lambda raw: decode_event(raw, require_label=False), EVENT),
+        (decode_update, UPDATE),
+        (lambda raw: decode_update(raw, dim=10), UPDATE),
+    ],  # fmt: skip
+    ids=["event", "request", "update", "update-dim"],
+)
+def test_no_mutant_escapes_as_anything_but_a_decode_error(decode, doc):
+    rng = random.Random(2026)
+    outcomes = {"ok": 0, "rejected": 0}
+    for raw in _mutants(doc, rng, 3000):
+        for value in (raw, raw.decode("utf-8", "replace")) if raw else (raw,):
+            try:
+                decode(value)
+                outcomes["ok"] += 1
+            except DecodeError as exc:
+                assert exc.reason, value
+                outcomes["rejected"] += 1
+    assert outcomes["ok"] > 100 and outcomes["rejected"] > 1000, outcomes  # both paths taken
+
+
+@pytest.mark.parametrize("task", ["../../escaped", "/abs", "a/b", "t#1", ".hidden", "..", "a b"])
+def test_a_task_name_outside_the_safe_alphabet_is_refused(task):
+    with pytest.raises(DecodeError, match="field 'task' must be letters, digits"):
+        decode_event(json.dumps({**EVENT, "task": task}))
+
+
+@pytest.mark.parametrize("task", ["ctr", "fraud-v2", "a.b_c", "X1"])
+def test_plain_task_names_pass(task):
+    assert decode_event(json.dumps({**EVENT, "task": task})).task == task
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"shard": 1e300}, "'shard' must be an integer"),
+        ({"indices": [3, -1]}, "outside"),
+        ({"indices": [3, 10]}, r"outside \[0, 10\)"),
+        ({"values": [0.5]}, "2 finite numbers"),
+        ({"state": {"z": [1.0, None], "n": [0.1, 0.2]}}, "state.z"),
+        ({"version": -1}, "'version'"),
+        ({"clock": {"ctr#0": "x"}}, "'clock'"),
+        ({"run": 5}, "'run'"),
+    ],  # fmt: skip
+)
+def test_an_update_that_could_corrupt_a_replica_is_refused(change, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode_update(json.dumps({**UPDATE, **change}), dim=10)
+    assert decode_update(json.dumps(UPDATE), dim=10).indices.tolist() == [3, 9]
