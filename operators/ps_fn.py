@@ -315,6 +315,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             ListStateDescriptor("replica-journal", PICKLED)
         )
         self.copies = WorkingCopies()  # a cache of the replica state, see operators/journal.py
+        self.incoming: list = []  # the chunk being received, while it is not yet in state
         self.init = initial_models(self.s)
         self.digests = _Digests(self.s, "worker")
         if self.s.rmw:
@@ -461,7 +462,7 @@ class WorkerFunction(KeyedCoProcessFunction):
 
     def _take_buffered(self, n: int) -> list:
         """The first ``n`` buffered examples, removed from state (reads only the chunks they
-        are in; a chunk partly taken keeps its rest)."""
+        are in; a chunk partly taken keeps its rest), then from the chunk being received."""
         head, tail = self.span.value() or (0, 0)
         taken: list = []
         while len(taken) < n and head < tail:
@@ -474,19 +475,29 @@ class WorkerFunction(KeyedCoProcessFunction):
                 self.chunks.remove(head)
                 head += 1
         self.span.update((head, tail))
+        want = n - len(taken)
+        if want > 0:
+            taken.extend(self.incoming[:want])
+            self.incoming = self.incoming[want:]
         return taken
 
     def _example(self, value, ctx):
         chunk = value[3]
-        head, tail = self.span.value() or (0, 0)
-        self.chunks.put(tail, chunk)  # one state entry (one pickle) per chunk
-        self.span.update((head, tail + 1))
         count = (self.buffered.value() or 0) + len(chunk)
         self.buffered.update(count)
+        # the chunk counts as buffered, but only what this call does not train goes into
+        # state: examples trained at once never make the round trip through the state channel
+        # (their pushes leave in this same call, so a checkpoint has all of them or none)
+        self.incoming = chunk
         if count >= self.s.batch_size:
             yield from self._drain(ctx, self._meta(value[1]), flush=False)
         else:
             self._time_partial(ctx, count)
+        rest, self.incoming = self.incoming, []
+        if rest:
+            head, tail = self.span.value() or (0, 0)
+            self.chunks.put(tail, rest)  # one state entry (one pickle) per chunk
+            self.span.update((head, tail + 1))
 
     def _time_partial(self, ctx, count: int) -> None:
         """Start the batch timeout of a partial mini-batch (unless one runs). A chunk, or a
