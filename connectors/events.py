@@ -199,7 +199,9 @@ def _validate_features(features: object, fast: bool = False) -> dict[str, str | 
             if fast and type(value) is float and abs(value) >= 2.0**64:
                 raise _MaybeHugeInteger
             if isinstance(value, int) and abs(value) > MAX_INT_FEATURE:
-                raise DecodeError(f"feature {name!r} is out of range: {value:.3g}")
+                raise DecodeError(
+                    f"feature {name!r} is out of range: {len(str(abs(value)))} digits"
+                )
             if not math.isfinite(value):
                 raise DecodeError(f"feature {name!r} is not finite: {value!r}")
         else:

@@ -204,14 +204,22 @@ def encode(doc: dict) -> bytes:
 
 # ---- deliberately malformed records, for tests and the demo ---------------------------------
 
-MALFORMED_KINDS = ("bad_json", "wrong_type", "nan", "missing_field", "oversized")
+# the last four each stopped a job once (a poison record): nesting that overflowed the
+# parser's recursion, an integer too large to format, a task naming a path, a lone surrogate
+MALFORMED_KINDS = ("bad_json", "wrong_type", "nan", "missing_field", "oversized",
+                   "deep", "huge_int", "bad_task", "surrogate")  # fmt: skip
 EXPECTED_REASON = {
     "bad_json": "invalid JSON",
     "wrong_type": "field 'label' must be 0 or 1",
     "nan": "non-finite number NaN",
     "missing_field": "missing field 'features'",
     "oversized": "record too large",
+    "deep": "nested too deeply",
+    "huge_int": "is out of range",
+    "bad_task": "field 'task' must be letters",
+    "surrogate": "lone UTF-16 surrogate",
 }
+DEEP_LEVELS = 3000  # about 18 KB, under the record size limit
 
 
 def corrupt(doc: dict, kind: str) -> bytes:
@@ -228,4 +236,13 @@ def corrupt(doc: dict, kind: str) -> bytes:
         return encode({k: v for k, v in doc.items() if k != "features"})
     if kind == "oversized":
         return encode({**doc, "features": {**doc["features"], "blob": "x" * 70_000}})
+    if kind == "deep":
+        nested = b'{"a":' * DEEP_LEVELS + b"1" + b"}" * DEEP_LEVELS
+        return encode({**doc, "features": {"x": 0.5}}).replace(b"0.5", nested)
+    if kind == "huge_int":
+        return encode({**doc, "features": {"x": 0.5}}).replace(b"0.5", b"9" * 400)
+    if kind == "bad_task":
+        return encode({**doc, "task": "../../escaped"})
+    if kind == "surrogate":
+        return encode({**doc, "features": {"x": "ab"}}).replace(b'"ab"', b'"\\ud800"')
     raise ValueError(f"unknown malformed kind {kind!r}; expected one of {MALFORMED_KINDS}")
