@@ -101,6 +101,13 @@ def python_workers(tm_pid: int) -> list[int]:
     return out
 
 
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:  # already gone
+        pass
+
+
 def job_running(jid: str) -> bool:
     job = rest_json(f"/jobs/{jid}")
     return job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"])
@@ -192,6 +199,9 @@ def test_training_survives_taskmanager_and_python_worker_kills(
         tm = taskmanagers_of(jid)[0]
         if victim == "taskmanager":
             pid = tm
+            # a TaskManager killed with -9 leaves its Python workers orphaned: end them too
+            for orphan in python_workers(tm):
+                request.addfinalizer(lambda orphan=orphan: _kill_quietly(orphan))
             added = streamshard("cluster", "add-taskmanager", env=cluster)  # the replacement
             assert added.returncode == 0, added.stderr
         else:
