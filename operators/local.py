@@ -61,10 +61,7 @@ class OnlineLogistic:
         self.replica_ = DenseRange((), 0, dim, BLOCK)
         self.replica_.arrays["w"] = self.shard_.arrays["sent"]
         if init_weights is not None:  # a warm start, as train --init-model
-            nz = np.flatnonzero(init_weights)
-            optim.warm(self.shard_.arrays, nz, init_weights[nz])
-            self.shard_.arrays["sent"][nz] = optim.weights(self.shard_.arrays, nz)
-            self.shard_.mark(nz)
+            self.server_.warm_dense(self.shard_, init_weights)
         self.version_ = 0
         self.rejected_ = 0
         self.updates_sent_ = 0

@@ -27,7 +27,20 @@ def _check(name: str, value: float, low: float = 0.0, strict: bool = False) -> f
     return float(value)
 
 
-class Ftrl:
+class _Rule:
+    """What every update rule shares: ``apply`` in place, by way of its ``step``."""
+
+    state_names: tuple = ()
+
+    def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Apply gradients ``g`` to the unique coordinates ``idx``; return their new weights."""
+        new, w = self.step({k: state[k][idx] for k in self.state_names}, g)
+        for k, v in new.items():
+            state[k][idx] = v
+        return w
+
+
+class Ftrl(_Rule):
     """FTRL-Proximal (McMahan et al., KDD 2013) with L1 and L2; state ``z`` and ``n``."""
 
     name = "ftrl"
@@ -78,25 +91,11 @@ class Ftrl:
         z_new = z + (g - sigma * w)
         return {"z": z_new, "n": n_new}, self._weights(z_new, n_new)
 
-    def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """Apply gradients ``g`` to the unique coordinates ``idx``; return their new weights."""
-        new, w = self.step({k: state[k][idx] for k in self.state_names}, g)
-        for k, v in new.items():
-            state[k][idx] = v
-        return w
 
-
-class _StoredWeights:
+class _StoredWeights(_Rule):
     """Optimizers whose state holds the weights themselves as ``w``."""
 
     state_names: tuple = ("w",)
-
-    def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """Apply gradients ``g`` to the unique coordinates ``idx``; return their new weights."""
-        new, w = self.step({k: state[k][idx] for k in self.state_names}, g)
-        for k, v in new.items():
-            state[k][idx] = v
-        return w
 
     def weights(self, state: dict[str, np.ndarray], idx: np.ndarray) -> np.ndarray:
         return state["w"][idx]

@@ -124,6 +124,15 @@ class ShardServer:
             arrays["sent"][local] = self.optimizer.weights(arrays, local)
             blocks[bid] = arrays
 
+    def warm_dense(self, dr: DenseRange, w: np.ndarray) -> None:
+        """``warm`` on a dense working copy: the non-zero weights of ``w`` in its range."""
+        hi = min(w.size, dr.lo + dr.arrays["sent"].size)
+        nz = np.flatnonzero(w[dr.lo : hi]) + dr.lo
+        local = nz - dr.lo
+        self.optimizer.warm(dr.arrays, local, w[nz])
+        dr.arrays["sent"][local] = self.optimizer.weights(dr.arrays, local)
+        dr.mark(nz)
+
     def apply_dense(
         self, dr: DenseRange, idx: np.ndarray, g: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -168,15 +177,13 @@ class ShardServer:
             arrays = self._block(blocks, bid)
             local = part_idx % self.block
             gathered = {k: arrays[k][local] for k in self.optimizer.state_names}
-            w = self.optimizer.apply(gathered, np.arange(local.size), part_g)
-            if not (
-                np.all(np.isfinite(w)) and all(np.all(np.isfinite(v)) for v in gathered.values())
-            ):
+            new, w = self.optimizer.step(gathered, part_g)
+            if not _finite(w, *new.values()):
                 return None
-            staged.append((bid, arrays, local, gathered, w))
+            staged.append((bid, arrays, local, new, w))
         out_idx, out_w = [], []
-        for bid, arrays, local, gathered, w in staged:
-            for k, v in gathered.items():
+        for bid, arrays, local, new, w in staged:
+            for k, v in new.items():
                 arrays[k][local] = v
             moved = self._moved(w, arrays["sent"][local])
             arrays["sent"][local[moved]] = w[moved]
