@@ -8,6 +8,7 @@ tools that read a topic end to end need no group anyway.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -34,11 +35,34 @@ def check_reachable(cfg: KafkaConfig, timeout: float = 3.0) -> None:
     for server in cfg.bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-            return
+            sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
         except (OSError, ValueError) as exc:
             last = exc
+            continue
+        with sock:
+            if cfg.uses_tls:
+                _check_tls(sock, server.strip(), cfg, timeout)
+        return
     raise _unreachable(cfg, last or OSError("no bootstrap servers"))
+
+
+def _check_tls(sock: socket.socket, server: str, cfg: KafkaConfig, timeout: float) -> None:
+    """With ``security.protocol`` SSL or SASL_SSL, the server must answer a TLS handshake:
+    a client speaking TLS to a plaintext listener otherwise waits for minutes with no word.
+    Only the protocol is probed here (no certificate check); the clients verify certificates."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sock.settimeout(timeout)
+    try:
+        context.wrap_socket(sock, server_hostname=server.rpartition(":")[0]).close()
+    except (OSError, ssl.SSLError) as exc:
+        protocol = cfg.properties.get("security.protocol")
+        raise KafkaUnavailable(
+            f"no TLS handshake with {server} within {timeout:.0f}s ({type(exc).__name__}): "
+            f"security.protocol={protocol}, but the listener there looks like PLAINTEXT; "
+            "check the port or the protocol"
+        ) from None
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from connectors.errors import ConfigError
 BOOTSTRAP_ENV = "STREAMSHARD_BOOTSTRAP"
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 REDACTED = "***"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SECRET_MARKERS = ("password", "secret", "jaas", "token", "key.password", "credentials")
 
 # Kafka (Java) property name -> kafka-python keyword argument.
@@ -39,6 +40,8 @@ _KAFKA_PYTHON_NAMES = {
 def is_secret(name: str) -> bool:
     """Whether a property's value must never be printed."""
     lowered = name.lower()
+    if lowered.endswith(".key") or lowered.endswith(".keys"):  # an inline PEM key, not a path
+        return True
     return any(marker in lowered for marker in _SECRET_MARKERS)
 
 
@@ -80,7 +83,17 @@ class KafkaConfig:
                 "bootstrap servers must be host:port[,host:port...], "
                 f"got {self.bootstrap_servers!r}"
             )
+        protocol = self.properties.get("security.protocol")
+        if protocol is not None and protocol.upper() not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"security.protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, "
+                f"got {protocol!r}"
+            )
         object.__setattr__(self, "properties", MappingProxyType(dict(self.properties)))
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.properties.get("security.protocol", "").upper() in ("SSL", "SASL_SSL")
 
     @classmethod
     def from_sources(
@@ -96,9 +109,14 @@ class KafkaConfig:
         if properties_file:
             path = Path(properties_file)
             try:
-                props.update(parse_properties(path.read_text(), str(path)))
+                props.update(parse_properties(path.read_text(encoding="utf-8"), str(path)))
             except OSError as exc:
                 raise ConfigError(f"cannot read properties file {path}: {exc.strerror}") from exc
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"properties file {path} is not UTF-8 text (byte {exc.start}: "
+                    f"{exc.object[exc.start : exc.start + 1]!r})"
+                ) from None
         props.update(overrides or {})
         bootstrap = (
             bootstrap_servers

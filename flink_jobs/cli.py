@@ -72,7 +72,20 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    validate.run(validate.config_from_args(args))
+    cfg = validate.config_from_args(args)
+    done = validate.run(cfg)
+    if done is None:
+        return 0
+    dead = done["dead_letters"]
+    if done["records"] is None:
+        print(f"validated {cfg.input_topic} in {done['seconds']:.1f}s: {dead:,} to "
+              f"{cfg.dead_letter_topic}")  # fmt: skip
+    else:
+        print(
+            f"validated {done['records']:,} records of {cfg.input_topic} in "
+            f"{done['seconds']:.1f}s: {done['records'] - dead:,} valid to {cfg.output_topic}, "
+            f"{dead:,} to {cfg.dead_letter_topic}"
+        )
     return 0
 
 
@@ -108,8 +121,16 @@ def _export(args: argparse.Namespace) -> int:
     from connectors.snapshot import load
     from operators.export import to_sklearn
 
+    if not Path(args.model).is_dir():
+        raise StreamshardError(f"--model {args.model}: no such directory")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise StreamshardError(f"--out {out}: no such directory {out.parent}")
     snap = load(args.model)
-    joblib.dump(to_sklearn(snap.weights, snap.bits), args.out)
+    try:
+        joblib.dump(to_sklearn(snap.weights, snap.bits), out)
+    except OSError as exc:
+        raise StreamshardError(f"--out {out}: cannot write: {exc.strerror}") from exc
     print(
         f"wrote {args.out}: Pipeline(FeatureHasher(2**{snap.bits}), LogisticRegression) of "
         f"task {snap.task} version {snap.version}; load it with joblib.load"
@@ -135,14 +156,19 @@ def _cluster(args: argparse.Namespace) -> int:
             bind_host=args.bind_host,
             rest_port=args.rest_port,
         )
+        if not s.loopback:
+            print(
+                f"streamshard cluster: warning: --bind-host {s.bind_host} exposes the REST "
+                "API, which accepts jobs (that is, code), beyond this machine",
+                file=sys.stderr,
+            )
         info = cluster.start(s)
         print(
             f"cluster running: REST {s.rest}, {info['taskmanagers']} TaskManagers, "
             f"{info['slots-total']} slots; config and logs under {cluster.cluster_dir()}"
         )
     elif args.action == "stop":
-        cluster.stop()
-        print("cluster stopped")
+        print("cluster stopped" if cluster.stop() else "no cluster was running")
     elif args.action == "add-taskmanager":
         s = cluster.load_settings()
         before = cluster.overview(s)["taskmanagers"]
@@ -348,7 +374,20 @@ def build_parser() -> Parser:
     p.add_argument("--requests", type=int, default=3_000, help="serving requests")
     p.add_argument("--out", default="streamshard-demo", help="where the demo writes its files")
     p.set_defaults(func=_demo)
+    for p in sub.choices.values():  # `streamshard train --debug` as well as `--debug train`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")  # fmt: skip
     return parser
+
+
+def _check_global_options(parser: Parser, argv: list[str]) -> None:
+    """Name an unknown option given before the command (argparse would only say that the
+    command is missing)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return
+        if arg not in ("--debug", "-h", "--help"):
+            parser.error(f"unrecognized option {arg} (options of a command follow the command)")
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -393,6 +432,7 @@ def run_command(argv: list[str] | None = None) -> int:
     if "submit" in argv and "--" in argv[argv.index("submit") :]:
         cut = argv.index("--", argv.index("submit"))
         argv, job_args = argv[:cut], argv[cut + 1 :]
+    _check_global_options(parser, argv)
     args = parser.parse_args(argv)
     args.job_args = job_args
     # SIGTERM (kill, a supervisor) stops a command like Ctrl-C does, so context managers stop

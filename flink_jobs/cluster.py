@@ -53,9 +53,22 @@ class ClusterSettings:
     tm_memory: str = "1600m"
     jm_memory: str = "1200m"
 
+    def __post_init__(self) -> None:
+        for name in ("taskmanagers", "slots"):
+            if getattr(self, name) < 1:
+                raise ClusterError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("rest_port", "rpc_port"):
+            if not 0 < getattr(self, name) < 65536:
+                flag = name.replace("_", "-")
+                raise ClusterError(f"--{flag} must be a port (1-65535), got {getattr(self, name)}")
+
     @property
     def rest(self) -> str:
         return f"http://{self.bind_host}:{self.rest_port}"
+
+    @property
+    def loopback(self) -> bool:
+        return self.bind_host in ("localhost", "::1") or self.bind_host.startswith("127.")
 
 
 def _java_opts() -> str:
@@ -198,10 +211,19 @@ def add_taskmanager() -> None:
     _script("taskmanager.sh", "start")
 
 
-def stop() -> None:
-    _script("taskmanager.sh", "stop-all")
-    _script("jobmanager.sh", "stop-all")
-    stop_orphaned_python_workers()
+def running_daemons() -> list[Path]:
+    """Pid files of this cluster's JobManager and TaskManagers (Flink's scripts keep them)."""
+    pid_dir = cluster_dir() / "pid"
+    return [p for p in pid_dir.glob("*.pid") if p.read_text().split()] if pid_dir.is_dir() else []
+
+
+def stop() -> bool:
+    """Stop this cluster's processes; False when none was running."""
+    running = bool(running_daemons())
+    if running:
+        _script("taskmanager.sh", "stop-all")
+        _script("jobmanager.sh", "stop-all")
+    return bool(stop_orphaned_python_workers()) or running
 
 
 def stop_orphaned_python_workers() -> list[int]:
@@ -271,12 +293,17 @@ def submit(
     entry = PROJECT / "flink_jobs" / f"{job}.py"
     if not entry.exists():
         raise ClusterError(f"unknown job {job!r} (expected one of train, validate, serve)")
+    job_args = checked_job_args(job_args)
+    host, _, port = jobmanager.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--jobmanager must be HOST:PORT, got {jobmanager!r}")
+    overview(ClusterSettings(bind_host=host, rest_port=int(port)))  # fails fast, one line
     cmd = [
         "bash", str(flink_home() / "bin" / "flink"), "run", "-m", jobmanager,
         "-py", str(entry), "-pyexec", sys.executable, "-pyclientexec", sys.executable,
         "-pyfs", ",".join(str(PROJECT / p) for p in PACKAGES),
         *(["-d"] if detached else []), *(["-s", savepoint] if savepoint else []),
-        *checked_job_args(job_args),
+        *job_args,
     ]  # fmt: skip
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))

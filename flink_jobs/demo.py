@@ -18,6 +18,7 @@ import numpy as np
 
 from connectors.broker import EmbeddedBroker
 from connectors.config import KafkaConfig
+from connectors.errors import ConfigError
 from connectors.synthetic import CtrSettings, CtrStream
 
 BITS = 20
@@ -62,6 +63,29 @@ def _table(rows: list[tuple[str, str]]) -> None:
         print(f"  {key:<{width}}  {value}")
 
 
+MIN_EVENTS = 1_000
+MIN_REQUESTS = 100
+
+
+def check_sizes(events: int, requests: int) -> None:
+    """Refuse sizes the demo cannot report on, before it starts anything.
+
+    >>> check_sizes(20_000, 3_000)
+    >>> check_sizes(0, 3_000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    connectors.errors.ConfigError: --events must be >= 1000 ... got 0
+    """
+    if events < MIN_EVENTS:
+        raise ConfigError(
+            f"--events must be >= {MIN_EVENTS} (the demo trains, then reports AUC), got {events}"
+        )
+    if requests < MIN_REQUESTS:
+        raise ConfigError(
+            f"--requests must be >= {MIN_REQUESTS} (the demo reports serving AUC), got {requests}"
+        )
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from connectors.admin import create_topics
     from connectors.snapshot import from_topic, save
@@ -69,6 +93,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from flink_jobs.env import FlinkSettings
     from operators.metrics import roc_auc
 
+    check_sizes(args.events, args.requests)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()

@@ -11,8 +11,34 @@ from connectors.config import BOOTSTRAP_ENV, KafkaConfig
 from connectors.errors import ConfigError
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless the help names it or there is none."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and self._shows_default(action):
+            action.help = "(default %(default)s)"  # an option without help still gets one
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not self._shows_default(action):
+            return text
+        return f"{text} (default %(default)s)"
+
+    @staticmethod
+    def _shows_default(action: argparse.Action) -> bool:
+        default = action.default
+        empty = default is None or default is False or default == []
+        return bool(action.option_strings) and not empty and default != argparse.SUPPRESS
+
+
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line and exit status 2."""
+    """An ``ArgumentParser`` whose errors are one line and exit status 2, and whose help
+    shows defaults."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # noqa: D102 - argparse hook
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -434,7 +434,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=50,
         metavar="MS",
         help="gather raw events for MS ms in Flink's window state and hand them to Python as "
-        "one record per task (default 50; see README, Throughput)",
+        "one record per task (default 50; see docs/architecture.md)",
     )
     ps.add_argument("--consistency", default="async", help="async | bounded:TAU | sync")
     ps.add_argument(

@@ -10,6 +10,7 @@ every input record lands in exactly one of the two topics exactly once, even acr
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass, field
 
 from connectors.config import KafkaConfig
@@ -94,14 +95,45 @@ def config_from_args(args: argparse.Namespace) -> ValidateConfig:
     )
 
 
-def run(cfg: ValidateConfig) -> None:
-    from connectors.admin import create_topics
+def run(cfg: ValidateConfig) -> dict | None:
+    """Run the job. A bounded run (``stop_offsets``) returns what became of its records:
+    ``{"records": N, "dead_letters": D, "seconds": S}`` (``records`` is None unless the run
+    starts at the earliest offsets, where the range it read is known)."""
+    from connectors.admin import bounds, create_topics
     from flink_jobs.env import make_env
 
     create_topics(cfg.kafka, [cfg.output_topic, cfg.dead_letter_topic])
+    records = None
+    if cfg.stop_offsets is not None and cfg.start == "earliest":
+        records = bounds(cfg.kafka, cfg.input_topic, cfg.stop_offsets, None)[1]
     env = make_env(cfg.flink)
     build(env, cfg)
+    t0 = time.time()
     env.execute(cfg.job_name)
+    if cfg.stop_offsets is None:
+        return None
+    return {
+        "records": records,
+        "dead_letters": dead_letters_since(cfg, int(t0 * 1000)),
+        "seconds": time.time() - t0,
+    }
+
+
+def dead_letters_since(cfg: ValidateConfig, since_ms: int) -> int:
+    """Committed dead letters of ``cfg.input_topic`` written at or after ``since_ms``."""
+    import json
+
+    from connectors.admin import read_records
+
+    count = 0
+    for record in read_records(cfg.kafka, cfg.dead_letter_topic, timeout=120, idle=1.0):
+        try:
+            doc = json.loads(record.value)
+        except (TypeError, ValueError):
+            continue
+        if doc.get("topic") == cfg.input_topic and doc.get("time", 0) >= since_ms:
+            count += 1
+    return count
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,3 +57,28 @@ def test_config_is_immutable():
     cfg = KafkaConfig("k:1", {"a": "b"})
     with pytest.raises(TypeError):
         cfg.properties["a"] = "c"
+
+
+def test_an_inline_key_is_a_secret_but_its_location_is_not():
+    pem = "-----BEGIN PRIVATE KEY-----MIIEv" + SECRET
+    cfg = KafkaConfig("k:1", {"ssl.keystore.key": pem, "ssl.keystore.location": "/etc/ks.jks"})
+    assert SECRET not in repr(cfg)
+    assert "/etc/ks.jks" in repr(cfg)
+
+
+@pytest.mark.parametrize("protocol", ["NOPE", "ssl_plaintext", ""])
+def test_an_unknown_security_protocol_is_refused(protocol):
+    with pytest.raises(ConfigError, match="security.protocol must be one of"):
+        KafkaConfig("k:1", {"security.protocol": protocol})
+
+
+def test_every_kafka_security_protocol_is_accepted():
+    for protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", "sasl_ssl"):
+        KafkaConfig("k:1", {"security.protocol": protocol})
+
+
+def test_a_binary_properties_file_is_one_config_error(tmp_path):
+    props = tmp_path / "garbage.properties"
+    props.write_bytes(b"a=1\n\xff\xfe\x00\x9c junk\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        KafkaConfig.from_sources(None, str(props), {}, environ={})

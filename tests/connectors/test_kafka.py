@@ -134,3 +134,14 @@ def test_feedback_fetch_wait_gets_new_records_at_the_tail_of_a_long_partition(ka
             assert got == [f"update {i}".encode()], f"update {i} did not arrive within 10 s"
     finally:
         tail.close()
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_tls_against_a_plaintext_broker_fails_in_seconds_naming_the_cause(kafka, protocol):
+    t0 = time.monotonic()
+    out = streamshard("topics", "list", "--bootstrap-servers", kafka.bootstrap_servers,
+                      "--kafka-property", f"security.protocol={protocol}", timeout=60)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert time.monotonic() - t0 < 20
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"security.protocol={protocol}" in out.stderr and "PLAINTEXT" in out.stderr

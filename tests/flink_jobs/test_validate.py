@@ -59,6 +59,9 @@ def test_valid_events_out_and_every_bad_one_in_dead_letters(kafka, topic_name, t
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith(f"validated {EVENTS:,} records of {source} in "), summary
+    assert summary.endswith(f"{len(expected_valid):,} valid to {out}, {len(bad_at):,} to {dlq}")
 
     # read_committed (the default of read_records): only what the transactions committed
     valid = read_records(kafka, out, count=len(expected_valid), timeout=60)
