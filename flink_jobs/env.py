@@ -10,11 +10,14 @@ import os
 import sys
 import sysconfig
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyflink.common import Configuration
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
 from connectors.errors import ConfigError
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 STATE_BACKENDS = ("hashmap", "rocksdb")
 EXECUTION_MODES = ("auto", "process", "thread")
@@ -89,6 +92,15 @@ def python_execution_mode(s: FlinkSettings, on_cluster: bool) -> str:
 
 def flink_configuration(s: FlinkSettings, on_cluster: bool = False) -> Configuration:
     mode = python_execution_mode(s, on_cluster)
+    if mode == "thread":
+        # thread mode runs Python inside the JVM, which must find the venv's packages and this
+        # project (an editable install's .pth file is not read from PYTHONPATH); set before
+        # ``Configuration()``, whose first call starts the gateway JVM with this environment
+        path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        for entry in (str(PROJECT), sysconfig.get_paths()["purelib"]):
+            if entry not in path:
+                path.insert(0, entry)
+        os.environ["PYTHONPATH"] = os.pathsep.join(path)
     conf = Configuration()
     conf.set_string("python.executable", s.python_executable)
     conf.set_string("python.client.executable", s.python_executable)
@@ -103,14 +115,63 @@ def flink_configuration(s: FlinkSettings, on_cluster: bool = False) -> Configura
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(s.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    check_options(s.options)
     for key, value in s.options:
         conf.set_string(key, value)
-    if mode == "thread":
-        # thread mode runs Python inside the JVM, which must find the venv's packages
-        site = sysconfig.get_paths()["purelib"]
-        path = os.environ.get("PYTHONPATH", "")
-        os.environ["PYTHONPATH"] = f"{site}:{path}" if path else site
     return conf
+
+
+OPTION_CLASSES = [f"org.apache.flink.configuration.{name}" for name in (
+    "TaskManagerOptions", "JobManagerOptions", "CheckpointingOptions", "CoreOptions",
+    "NettyShuffleEnvironmentOptions", "RestOptions", "StateBackendOptions", "PipelineOptions",
+    "ExecutionOptions", "DeploymentOptions", "HeartbeatManagerOptions", "MetricOptions",
+    "RestartStrategyOptions", "StateRecoveryOptions", "StateChangelogOptions",
+    "ClusterOptions", "WebOptions", "BlobServerOptions", "AkkaOptions", "RpcOptions",
+)] + ["org.apache.flink.python.PythonOptions"]  # fmt: skip
+
+
+def check_options(options: tuple[tuple[str, str], ...]) -> None:
+    """Parse each ``--flink-option`` value as its option's type, so a bad one is named
+    before the job starts (Flink would fail later with only the parser's message)."""
+    if not options:
+        return
+    from py4j.protocol import Py4JJavaError
+    from pyflink.java_gateway import get_gateway
+
+    jvm = get_gateway().jvm
+    known = _config_options(jvm, {key for key, _ in options})
+    for key, value in options:
+        if key not in known:
+            continue
+        probe = jvm.org.apache.flink.configuration.Configuration()
+        probe.setString(key, value)
+        try:
+            probe.get(known[key])
+        except Py4JJavaError as exc:
+            cause = exc.java_exception
+            while cause.getCause() is not None:
+                cause = cause.getCause()
+            raise ConfigError(
+                f"--flink-option {key}={value}: {cause.getClass().getSimpleName()}: "
+                f"{cause.getMessage()}"
+            ) from None
+
+
+def _config_options(jvm, keys: set[str]) -> dict:
+    """The ``ConfigOption`` objects of ``keys`` found in Flink's option classes."""
+    found = {}
+    for name in OPTION_CLASSES:
+        try:
+            fields = jvm.java.lang.Class.forName(name).getFields()
+        except Exception:  # a class this Flink version does not have
+            continue
+        for f in fields:
+            if f.getType().getName() != "org.apache.flink.configuration.ConfigOption":
+                continue
+            option = f.get(None)
+            if option.key() in keys:
+                found[option.key()] = option
+    return found
 
 
 # The local mini-cluster's JVM is started by PyFlink's gateway launcher, which adds $JVM_ARGS.

@@ -146,3 +146,17 @@ def test_help_shows_defaults(command, shown):
     for piece in shown:
         assert " ".join(piece.split()) in text, piece
     assert "(default None)" not in text and "(default False)" not in text
+
+
+@pytest.mark.kafka
+@pytest.mark.flink
+def test_a_bad_flink_option_is_named_before_the_job_starts(kafka, topic_name):
+    from connectors.admin import create_topics
+
+    create_topics(kafka, [topic_name])
+    out = streamshard("train", "--bootstrap-servers", kafka.bootstrap_servers, "--input-topic",
+                      topic_name, "--max-events", "10", "--flink-option",
+                      "taskmanager.memory.segment-size=banana", timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "--flink-option taskmanager.memory.segment-size=banana" in out.stderr
