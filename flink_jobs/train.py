@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -251,6 +252,44 @@ class _MetricsWatcher:
         self.consumer.close()
 
 
+PROGRESS_EVERY_S = 10.0
+
+
+def _follow(client, watcher: _MetricsWatcher, cfg: TrainConfig, expected: int | None,
+            started: float) -> None:  # fmt: skip
+    """Follow the job's metrics until ``expected`` events are accounted for (for ever when
+    None: an unbounded run, which prints a progress line every ``PROGRESS_EVERY_S``)."""
+    last_check = last_print = started
+    while expected is None or watcher.accounted() < expected:
+        watcher.poll()
+        now = time.monotonic()
+        if now - last_check > 2:
+            last_check = now
+            status = client.get_job_status().result().name
+            if status in ("FAILED", "CANCELED", "FINISHED"):
+                raise StreamshardError(f"training job ended early with status {status}")
+        if expected is None and now - last_print >= PROGRESS_EVERY_S:
+            last_print = now
+            print(progress_line(watcher, now - started), flush=True)
+        if expected is not None and cfg.timeout_s and now - started > cfg.timeout_s:
+            raise StreamshardError(
+                f"timed out after {cfg.timeout_s:.0f}s with {watcher.accounted()} of "
+                f"{expected} events accounted for"
+            )
+
+
+def progress_line(watcher: _MetricsWatcher, seconds: float) -> str:
+    """One line of an unbounded run's progress: events so far, rate, AUC per task."""
+    n = watcher.accounted()
+    tasks = "; ".join(
+        f"{task} AUC {doc['auc']:.4f} version {doc['model_version']}"
+        for task, doc in sorted(watcher.cumulative.items())
+    )
+    return (f"[{seconds:,.0f}s] {n:,} events ({n / max(seconds, 1e-9):,.0f}/s overall), "
+            f"dead letters {watcher.counters.get(DEAD_LETTER_COUNT, 0):,}"
+            + (f"; {tasks}" if tasks else ""))  # fmt: skip
+
+
 def run_flink(cfg: TrainConfig) -> dict:
     from connectors.admin import create_topics
     from flink_jobs.env import make_env
@@ -263,27 +302,14 @@ def run_flink(cfg: TrainConfig) -> dict:
     cfg = replace(cfg, stop_offsets=stop_offsets)
     env = make_env(cfg.flink)
     build(env, cfg)
-    if expected is None:  # unbounded: run until cancelled (under `flink run -d`: submit, return)
-        env.execute(cfg.job_name)
+    if expected is None and os.environ.get("PYFLINK_GATEWAY_PORT"):
+        env.execute(cfg.job_name)  # under `flink run`: the client follows (or -d returns)
         return {"engine": cfg.engine, "unbounded": True, "run": cfg.run_id}
     watcher = _MetricsWatcher(cfg.kafka, cfg.metrics_topic, cfg.run_id)
     started = time.monotonic()
     client = env.execute_async(cfg.job_name)
     try:
-        last_check = 0.0
-        while watcher.accounted() < expected:
-            watcher.poll()
-            now = time.monotonic()
-            if now - last_check > 2:
-                last_check = now
-                status = client.get_job_status().result().name
-                if status in ("FAILED", "CANCELED", "FINISHED"):
-                    raise StreamshardError(f"training job ended early with status {status}")
-            if cfg.timeout_s and now - started > cfg.timeout_s:
-                raise StreamshardError(
-                    f"timed out after {cfg.timeout_s:.0f}s with {watcher.accounted()} of "
-                    f"{expected} events accounted for"
-                )
+        _follow(client, watcher, cfg, expected, started)
         elapsed = time.monotonic() - started
     finally:
         try:

@@ -367,3 +367,44 @@ def test_async_four_shards_two_workers_learn_as_well_as_the_local_reference(
     assert last >= 0.9 * true_last and last > first
     assert staleness >= 2  # async really ran ahead of the shards: the loop was not trivial
     assert staleness < IN_FLIGHT  # flow control: never more mini-batches in flight
+
+
+def test_an_unbounded_run_prints_progress_and_stops_on_ctrl_c(kafka, topic_name, tmp_path):
+    import os
+    import signal
+    import time
+
+    fill_topic(kafka, topic_name, 1000, seed=5)
+    proc = subprocess.Popen(
+        [SCRIPT, "train", "--bootstrap-servers", kafka.bootstrap_servers, "--input-topic",
+         topic_name, "--updates-topic", f"{topic_name}-updates", "--metrics-topic",
+         f"{topic_name}-metrics", "--predictions-topic", f"{topic_name}-pred",
+         "--dead-letter-topic", f"{topic_name}-dlq", "--hash-bits", str(BITS),
+         "--checkpoint-dir", f"file://{tmp_path}/ckpt"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    lines = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.lstrip().startswith("[") and " 1,000 events (" in line:
+                break
+        assert any(" 1,000 events (" in x and "ctr AUC" in x for x in lines), lines
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    deadline = time.monotonic() + 30  # and nothing of its process group is left
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("processes of the interrupted run are still alive")
