@@ -138,11 +138,27 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_file(path: str, flag: str) -> dict:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise StreamshardError(f"{flag} {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise StreamshardError(f"{flag} {path}: not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise StreamshardError(f"{flag} {path}: expected a JSON object")
+    return doc
+
+
 def _report(args: argparse.Namespace) -> int:
     from flink_jobs.report import read_metrics, write_report
 
     docs = read_metrics(kafka_config(args), args.metrics_topic, idle=args.idle)
-    print(f"wrote {write_report(docs, args.out, args.run)}")
+    truth = _json_file(args.truth, "--truth") if args.truth else None
+    serving = (
+        _json_file(args.serving_summary, "--serving-summary") if args.serving_summary else None
+    )
+    print(f"wrote {write_report(docs, args.out, args.run, truth, serving)}")
     return 0
 
 
@@ -321,6 +337,13 @@ def build_parser() -> Parser:
     p.add_argument("--metrics-topic", default="metrics")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--run", help="the training run to report (default: the newest)")
+    p.add_argument("--truth", metavar="PATH", help="the true model's figures, from "
+                   "`generate --truth PATH`: drawn as reference lines")  # fmt: skip
+    p.add_argument(
+        "--serving-summary",
+        metavar="PATH",
+        help="a serving run's `serve --summary-json PATH`: shown in the report",
+    )
     p.add_argument(
         "--idle", type=float, default=3.0, help="seconds without records that end the read"
     )

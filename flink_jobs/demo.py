@@ -124,6 +124,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 workers=2,
                 consistency="async",
                 stop_offsets=gen.end_offsets,
+                window=max(500, args.events // 20),  # about 20 points per plotted series
                 summary_json=str(out / "train-summary.json"),
                 timeout_s=1800,
             )
@@ -154,8 +155,10 @@ def run_demo(args: argparse.Namespace) -> int:
         serve_auc = roc_auc(
             np.array([labels[p["event_id"]] for p in preds]), np.array([p["score"] for p in preds])
         )
-        page = report.write_report(report.read_metrics(kafka, "metrics"), out / "report")
-    truth = json.loads((out / "truth.json").read_text())
+        truth = json.loads((out / "truth.json").read_text())
+        serving = {**{k: v for k, v in served.items() if not k.startswith("_")}, "auc": serve_auc}
+        page = report.write_report(report.read_metrics(kafka, "metrics"), out / "report",
+                                   truth=truth, serving=serving)  # fmt: skip
     lat = served["latency_ms"]
     print()
     _table(
@@ -164,7 +167,11 @@ def run_demo(args: argparse.Namespace) -> int:
                 "training events",
                 f"{trained['events']:,} ({trained['dead_letters']} to dead-letters)",
             ),
-            ("training throughput", f"{trained['events_per_s']:,.0f} events/s"),
+            (
+                "training throughput",
+                f"{ctr['events_per_s']:,.0f} events/s (first to last "
+                f"prediction; with the job's start-up, {trained['seconds']:.0f} s in all)",
+            ),
             (
                 "prequential AUC",
                 f"{ctr['auc']:.4f} (true model on the same stream: {truth['auc']:.4f})",

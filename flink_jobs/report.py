@@ -2,8 +2,10 @@
 
 Reads the ``metrics`` topic (window, cumulative and counter records of one run; by default
 the newest run on the topic) and writes ``index.html`` with PNG plots (matplotlib, no
-display needed) of AUC and log loss per window against the model version, throughput and
-staleness over time, dead letters and rejected pushes, and a table of the final figures.
+display needed) of AUC and log loss per window against the model version (with the true
+model's figures when the stream is synthetic), calibration, throughput and staleness over
+time (with the run's staleness bound), dead letters and rejected pushes, a table of the final
+figures, the run's settings and, when given, the results of a serving run.
 """
 
 from __future__ import annotations
@@ -13,10 +15,20 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from connectors.errors import StreamshardError
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
 
-PLOTS = ("auc", "log_loss", "throughput", "staleness", "dead_letters")
+PLOTS = ("auc", "log_loss", "calibration", "throughput", "staleness", "dead_letters")
+COUNTER_LABELS = {DEAD_LETTER_COUNT: "dead letters", REJECTED_COUNT: "rejected pushes"}
+SETTINGS_SHOWN = ("engine", "consistency", "workers", "shards", "batch_size", "batch_timeout_ms",
+                  "ingest_window_ms", "max_in_flight", "read_my_writes", "optimizer", "hyper",
+                  "bits", "window", "input_topic", "max_events", "run_id")  # fmt: skip
+THROUGHPUT_MEANS = (
+    "events/s: predictions counted by the evaluator divided by the time from the first to the "
+    "last prediction (the job's start-up is not included)"
+)
 TABLE_FIELDS = (
     ("count", "events", "{:,}"),
     ("auc", "AUC", "{:.4f}"),
@@ -28,7 +40,7 @@ TABLE_FIELDS = (
     ("positive_rate", "positive rate", "{:.4f}"),
     ("staleness_max", "staleness max", "{}"),
     ("model_version", "model version", "{:,}"),
-    ("events_per_s", "events/s", "{:,.0f}"),
+    ("events_per_s", "events/s *", "{:,.0f}"),
 )
 
 
@@ -77,16 +89,18 @@ def _by_task(docs: list[dict], kind: str) -> dict[str, list[dict]]:
     return out
 
 
-def _metric_plot(out: Path, name: str, label: str, windows: dict, cumulative: dict) -> None:
+def _metric_plot(out: Path, name: str, label: str, windows: dict, cumulative: dict,
+                 truth: float | None = None) -> None:  # fmt: skip
     plt, fig, ax = _figure()
     for task, docs in sorted(windows.items()):
         docs = sorted(docs, key=lambda d: d["end"])
+        size = docs[0]["end"] - docs[0]["start"]
         ax.plot(
             [d["model_version"] for d in docs],
             [d[name] for d in docs],
             marker="o",
-            ms=3,
-            label=f"{task}: per window",
+            ms=3 if len(docs) > 3 else 7,
+            label=f"{task}: per window of {size:,} ({len(docs)} windows)",
         )
     for task, docs in sorted(cumulative.items()):
         docs = sorted(docs, key=lambda d: d["count"])
@@ -96,10 +110,32 @@ def _metric_plot(out: Path, name: str, label: str, windows: dict, cumulative: di
             ls="--",
             label=f"{task}: cumulative",
         )
+    if truth is not None:
+        ax.axhline(truth, color="black", lw=1, ls=":", label=f"true model: {truth:.4f}")
     _save(plt, fig, ax, out / f"{name}.png", f"{label} by model version", "model version", label)
 
 
-def _time_plot(out: Path, name: str, title: str, ylabel: str, series: dict) -> None:
+def _calibration_plot(out: Path, windows: dict) -> None:
+    """Mean score against positive rate per score bin, over every window of each task."""
+    plt, fig, ax = _figure()
+    ax.plot([0, 1], [0, 1], color="black", lw=1, ls=":", label="perfectly calibrated")
+    for task, docs in sorted(windows.items()):
+        cal = [d["calibration"] for d in docs if "calibration" in d]
+        if not cal:
+            continue
+        count, score, pos = (np.sum([c[k] for c in cal], axis=0)
+                             for k in ("count", "score_sum", "positives"))  # fmt: skip
+        seen = count > 0
+        ax.plot(score[seen] / count[seen], pos[seen] / count[seen], marker="o",
+                label=f"{task} ({int(count.sum()):,} predictions)")  # fmt: skip
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    _save(plt, fig, ax, out / "calibration.png", "calibration (all windows)",
+          "mean predicted score in the bin", "positive rate in the bin")  # fmt: skip
+
+
+def _time_plot(out: Path, name: str, title: str, ylabel: str, series: dict,
+               bound: tuple[str, float] | None = None) -> None:  # fmt: skip
     plt, fig, ax = _figure()
     t0 = min((t for points in series.values() for t, _ in points), default=0)
     for label, points in sorted(series.items()):
@@ -107,9 +143,32 @@ def _time_plot(out: Path, name: str, title: str, ylabel: str, series: dict) -> N
         ax.plot(
             [(t - t0) / 1000 for t, _ in points], [v for _, v in points], marker=".", label=label
         )
+    if bound is not None:
+        ax.axhline(bound[1], color="black", lw=1, ls=":", label=bound[0])
     if not series:
         ax.text(0.5, 0.5, "no records", ha="center", va="center", transform=ax.transAxes)
     _save(plt, fig, ax, out / f"{name}.png", title, "seconds since the first record", ylabel)
+
+
+def staleness_bound(settings: dict) -> tuple[str, float] | None:
+    """The line a staleness plot is judged against: TAU of bounded:TAU, else the flow-control
+    limit (``--max-in-flight``) that bounds every mode.
+
+    >>> staleness_bound({"consistency": "bounded:2", "max_in_flight": 64})
+    ('bound: TAU = 2', 2.0)
+    >>> staleness_bound({"consistency": "async", "max_in_flight": 64})
+    ('bound: --max-in-flight 64', 64.0)
+    """
+    mode = str(settings.get("consistency", ""))
+    if mode.startswith("bounded:"):
+        return f"bound: TAU = {mode[8:]}", float(mode[8:])
+    if mode == "sync":
+        return "bound: 0 (sync)", 0.0
+    if settings.get("max_in_flight"):
+        return f"bound: --max-in-flight {settings['max_in_flight']}", float(
+            settings["max_in_flight"]
+        )
+    return None
 
 
 def _rate(docs: list[dict]) -> list[tuple[int, float]]:
@@ -136,29 +195,41 @@ def final_figures(docs: list[dict]) -> tuple[dict[str, dict], dict[str, int]]:
     return final, counters
 
 
-def write_report(docs: list[dict], out: str | Path, run: str | None = None) -> Path:
-    """Write ``index.html`` and its PNGs under ``out``; return the page's path."""
+def write_report(docs: list[dict], out: str | Path, run: str | None = None,
+                 truth: dict | None = None, serving: dict | None = None) -> Path:  # fmt: skip
+    """Write ``index.html`` and its PNGs under ``out``; return the page's path.
+
+    ``truth``: the true model's ``auc`` and ``log_loss`` (``generate --truth``); ``serving``:
+    a serving run's summary (``serve --summary-json``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run, docs = select_run(docs, run)
+    settings = next((d["settings"] for d in reversed(docs) if d.get("type") == "settings"), {})
     windows, cumulative = _by_task(docs, "window"), _by_task(docs, "cumulative")
-    _metric_plot(out, "auc", "AUC", windows, cumulative)
-    _metric_plot(out, "log_loss", "log loss", windows, cumulative)
-    _time_plot(
-        out, "throughput", "throughput", "events/s", {t: _rate(d) for t, d in cumulative.items()}
-    )
+    truth = truth or {}
+    _metric_plot(out, "auc", "AUC", windows, cumulative, truth.get("auc"))
+    _metric_plot(out, "log_loss", "log loss", windows, cumulative, truth.get("log_loss"))
+    _calibration_plot(out, windows)
+    _time_plot(out, "throughput", "throughput between metrics records", "events/s",
+               {t: _rate(d) for t, d in cumulative.items()})  # fmt: skip
     staleness = {}
     for task, task_docs in cumulative.items():
-        staleness[f"{task}: max"] = [(d["time"], d["staleness_max"]) for d in task_docs]
-        staleness[f"{task}: mean"] = [(d["time"], d["staleness_mean"]) for d in task_docs]
-    _time_plot(out, "staleness", "staleness (own pushes not yet seen)", "mini-batches", staleness)
+        staleness[f"{task}: max so far"] = [(d["time"], d["staleness_max"]) for d in task_docs]
+        staleness[f"{task}: mean so far"] = [(d["time"], d["staleness_mean"]) for d in task_docs]
+    _time_plot(out, "staleness", "staleness: own mini-batches not yet reflected",
+               "mini-batches", staleness, staleness_bound(settings))  # fmt: skip
     counts: dict[str, list] = {}
     for doc in docs:
         if doc.get("type") == "counter":
-            counts.setdefault(doc["name"], []).append((doc["time"], doc["count"]))
-    _time_plot(out, "dead_letters", "dead letters and rejected pushes", "count", counts)
+            label = COUNTER_LABELS.get(doc["name"], doc["name"])
+            counts.setdefault(label, []).append((doc["time"], doc["count"]))
+    times = [d["time"] for d in docs if "time" in d]
+    for label in COUNTER_LABELS.values():  # a counter that never moved is a flat zero line
+        if label not in counts and times:
+            counts[f"{label}: none"] = [(min(times), 0), (max(times), 0)]
+    _time_plot(out, "dead_letters", "dead letters and rejected pushes (totals)", "count", counts)
     page = out / "index.html"
-    page.write_text(_html(run, *final_figures(docs)))
+    page.write_text(_html(run, *final_figures(docs), settings, truth, serving))
     return page
 
 
@@ -168,7 +239,8 @@ def _cell(fmt: str, value) -> str:
     return fmt.format(value)
 
 
-def _html(run: str, final: dict[str, dict], counters: dict[str, int]) -> str:
+def _html(run: str, final: dict[str, dict], counters: dict[str, int], settings: dict,
+          truth: dict, serving: dict | None) -> str:  # fmt: skip
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in TABLE_FIELDS)
     rows = "".join(
         f"<tr><td>{html.escape(task)}</td>"
@@ -176,9 +248,20 @@ def _html(run: str, final: dict[str, dict], counters: dict[str, int]) -> str:
         + "</tr>"
         for task, doc in sorted(final.items())
     )
+    if truth:
+        rows += (f"<tr><td>true model</td><td></td><td>{_cell('{:.4f}', truth.get('auc'))}</td>"
+                 f"<td>{_cell('{:.4f}', truth.get('log_loss'))}</td>"
+                 + "<td></td>" * (len(TABLE_FIELDS) - 3) + "</tr>")  # fmt: skip
     counter_rows = "".join(
-        f"<li>{html.escape(name)}: {counters.get(name, 0):,}</li>"
-        for name in (DEAD_LETTER_COUNT, REJECTED_COUNT)
+        f"<li>{html.escape(label)}: {counters.get(name, 0):,}</li>"
+        for name, label in COUNTER_LABELS.items()
+    )
+    shown = [(k, settings[k]) for k in SETTINGS_SHOWN if k in settings]
+    settings_rows = (
+        "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in shown
+        )
+        or "<tr><td>not recorded for this run</td></tr>"
     )
     images = "".join(
         f'<figure><img src="{name}.png" alt="{name}"><figcaption>{name}</figcaption></figure>'
@@ -192,10 +275,30 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:i
 <h1>streamshard report</h1><p>run <code>{html.escape(run)}</code></p>
 <h2>Final figures (prequential, cumulative)</h2>
 <table><tr><th>task</th>{head}</tr>{rows}</table>
+<p>* {html.escape(THROUGHPUT_MEANS)}</p>
 <ul>{counter_rows}</ul>
+{_serving_html(serving)}
+<h2>Settings</h2><table>{settings_rows}</table>
 <h2>Plots</h2>{images}
 </body></html>
 """
+
+
+def _serving_html(serving: dict | None) -> str:
+    if not serving:
+        return ""
+    lat = serving.get("latency_ms") or {}
+    items = [
+        ("requests", f"{serving.get('requests', 0):,}"),
+        ("predictions", f"{serving.get('predictions', 0):,}"),
+        ("dead letters", f"{serving.get('dead_letters', 0):,}"),
+        ("latency p50 / p95 / p99 (ms), request ts to prediction",
+         " / ".join(_cell("{:,.0f}", lat.get(k)) for k in ("p50", "p95", "p99"))),
+    ]  # fmt: skip
+    if serving.get("auc") is not None:
+        items.append(("AUC of the served predictions", f"{serving['auc']:.4f}"))
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in items)
+    return f"<h2>Serving</h2><table>{rows}</table>"
 
 
 def read_metrics(kafka, topic: str, idle: float = 3.0) -> list[dict]:

@@ -241,7 +241,7 @@ class _MetricsWatcher:
                     self.counters[doc["name"]] = max(
                         self.counters.get(doc["name"], 0), doc["count"]
                     )
-                else:
+                elif doc["type"] == "window":
                     self.windows.append(doc)
 
     def accounted(self) -> int:
@@ -253,6 +253,16 @@ class _MetricsWatcher:
 
 
 PROGRESS_EVERY_S = 10.0
+
+
+def announce_settings(cfg: TrainConfig) -> None:
+    """One ``settings`` record of the run on the metrics topic, so a report can say how the
+    run was made (not transactional: it is written once, before the job starts)."""
+    from connectors.admin import produce
+
+    doc = {"type": "settings", "run": cfg.run_id, "time": int(time.time() * 1000),
+           "settings": cfg.settings_for_summary()}  # fmt: skip
+    produce(cfg.kafka, cfg.metrics_topic, [(cfg.run_id.encode(), json.dumps(doc).encode())])
 
 
 def _follow(client, watcher: _MetricsWatcher, cfg: TrainConfig, expected: int | None,
@@ -302,6 +312,7 @@ def run_flink(cfg: TrainConfig) -> dict:
     cfg = replace(cfg, stop_offsets=stop_offsets)
     env = make_env(cfg.flink)
     build(env, cfg)
+    announce_settings(cfg)
     if expected is None and os.environ.get("PYFLINK_GATEWAY_PORT"):
         env.execute(cfg.job_name)  # under `flink run`: the client follows (or -d returns)
         return {"engine": cfg.engine, "unbounded": True, "run": cfg.run_id}

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from operators.metrics import EPS, summary
+from operators.metrics import EPS, calibration, summary
 
 BINS = 1 << 16
 LOGIT_RANGE = 12.0
@@ -127,6 +127,7 @@ class Prequential:
             "model_version_min": int(v[:cut].min()),
             "model_version": int(v[:cut].max()),
             **summary(y[:cut], s[:cut]),
+            "calibration": calibration(y[:cut], s[:cut]),
         }
 
     def cumulative(self) -> dict:

@@ -59,3 +59,23 @@ def summary(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> d
         "mean_score": float(p.mean()) if y.size else float("nan"),
         "positive_rate": float(y.mean()) if y.size else float("nan"),
     }
+
+
+CALIBRATION_BINS = 10
+
+
+def calibration(labels: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
+    """Reliability counts per score bin of width ``1 / bins``: how many predictions, the sum
+    of their scores and how many were positive (sums, so windows add up).
+
+    >>> calibration(np.array([0, 1, 1]), np.array([0.05, 0.95, 0.91]), bins=2)
+    {'count': [1, 2], 'score_sum': [0.05, 1.86], 'positives': [0, 2]}
+    """
+    p = np.asarray(scores, dtype=np.float64)
+    at = np.minimum((p * bins).astype(np.int64), bins - 1)
+    y = np.asarray(labels).astype(np.float64)
+    return {
+        "count": np.bincount(at, minlength=bins).tolist(),
+        "score_sum": [round(v, 6) for v in np.bincount(at, p, minlength=bins).tolist()],
+        "positives": np.bincount(at, y, minlength=bins).astype(np.int64).tolist(),
+    }

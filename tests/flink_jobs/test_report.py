@@ -70,3 +70,38 @@ def test_report_command_reads_the_metrics_topic(kafka, topic_name, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     check_report(tmp_path / "rep")
+
+
+def test_report_shows_settings_truth_serving_and_plain_names(tmp_path):
+    settings = {"consistency": "bounded:2", "workers": 2, "shards": 4, "max_in_flight": 64}
+    docs = [{"type": "settings", "run": "r1", "time": 0, "settings": settings}]
+    docs += metric_docs("r1", tasks=("ctr",))
+    serving = {"requests": 300, "predictions": 300, "dead_letters": 0, "auc": 0.8123,
+               "latency_ms": {"p50": 12.0, "p95": 40.0, "p99": 95.0}}  # fmt: skip
+    page = check_report(write_report(docs, tmp_path, truth={"auc": 0.85, "log_loss": 0.24},
+                                     serving=serving).parent)  # fmt: skip
+    assert "<td>true model</td><td></td><td>0.8500</td><td>0.2400</td>" in page
+    assert "<h2>Serving</h2>" in page and "0.8123" in page and "12 / 40 / 95" in page
+    assert "<th>consistency</th><td>bounded:2</td>" in page
+    assert "from the first to the last prediction" in page  # the one throughput figure says what it is
+    assert "__" not in page  # no internal counter names
+    assert "calibration.png" in page
+
+
+def test_staleness_bound_is_the_mode_s_own():
+    from flink_jobs.report import staleness_bound
+
+    assert staleness_bound({"consistency": "sync"}) == ("bound: 0 (sync)", 0.0)
+    assert staleness_bound({"consistency": "bounded:3", "max_in_flight": 64})[1] == 3.0
+    assert staleness_bound({"consistency": "async", "max_in_flight": 16})[1] == 16.0
+    assert staleness_bound({}) is None
+
+
+def test_calibration_sums_over_windows(tmp_path):
+    from operators.metrics import calibration
+
+    y = np.array([0, 0, 1, 1, 1])
+    s = np.array([0.1, 0.15, 0.55, 0.6, 0.99])
+    cal = calibration(y, s)
+    assert sum(cal["count"]) == 5 and cal["count"][1] == 2 and cal["positives"][5] == 1
+    assert cal["positives"][9] == 1 and abs(sum(cal["score_sum"]) - s.sum()) < 1e-9
