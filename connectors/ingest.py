@@ -32,14 +32,18 @@ def table_env(env):
     return StreamTableEnvironment.create(env)
 
 
-def _kafka_table(t_env, name: str, kafka: KafkaConfig, topic: str, group_id: str, **options):
-    """Declare ``name``: the raw records of ``topic`` from the earliest offset, with their
-    partition (``part``), offset (``off``) and processing time (``pt``)."""
+def _kafka_table(t_env, name: str, kafka: KafkaConfig, topic: str, group_id: str,
+                 start: str = "earliest", stop_offsets: Mapping[int, int] | None = None,
+                 **options) -> None:  # fmt: skip
+    """Declare ``name``: the raw records of ``topic`` as bytes (``line``; NULL for a
+    tombstone; never decoded on the Java side, so bytes that are not UTF-8 reach the decoder
+    and the dead letters unchanged), with their partition (``part``), offset (``off``) and
+    processing time (``pt``); from ``start``, and bounded by ``stop_offsets`` when given."""
     from pyflink.table import DataTypes, Schema, TableDescriptor
 
     schema = (
         Schema.new_builder()
-        .column("line", DataTypes.STRING())
+        .column("line", DataTypes.BYTES())
         .column_by_metadata("part", DataTypes.INT(), "partition", True)
         .column_by_metadata("off", DataTypes.BIGINT(), "offset", True)
         .column_by_expression("pt", "PROCTIME()")
@@ -52,11 +56,54 @@ def _kafka_table(t_env, name: str, kafka: KafkaConfig, topic: str, group_id: str
         .option("topic", topic)
         .option("properties.bootstrap.servers", kafka.bootstrap_servers)
         .option("properties.group.id", group_id)
-        .option("scan.startup.mode", "earliest-offset")
     )
-    for key, value in {**kafka.properties, **options}.items():
-        descriptor = descriptor.option(f"properties.{key}", value)
+    scan = {**startup_options(start), **bounded_options(stop_offsets)}
+    for key, value in {**scan, **{f"properties.{k}": v for k, v in kafka.properties.items()},
+                       **{f"properties.{k}": v for k, v in options.items()}}.items():  # fmt: skip
+        descriptor = descriptor.option(key, str(value))
     t_env.create_temporary_table(name, descriptor.build())
+
+
+def startup_options(start: str) -> dict[str, str]:
+    """The table connector's options for ``--start`` (``earliest``, ``latest``,
+    ``committed`` falling back to earliest, or ``timestamp:MS``).
+
+    >>> startup_options("timestamp:1700000000000")["scan.startup.timestamp-millis"]
+    '1700000000000'
+    """
+    if start == "earliest":
+        return {"scan.startup.mode": "earliest-offset"}
+    if start == "latest":
+        return {"scan.startup.mode": "latest-offset"}
+    if start == "committed":
+        return {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
+    if start.startswith("timestamp:") and start[10:].isdigit():
+        return {"scan.startup.mode": "timestamp", "scan.startup.timestamp-millis": start[10:]}
+    raise ValueError(f"unknown start {start!r}")
+
+
+def bounded_options(stop_offsets: Mapping[int, int] | None) -> dict[str, str]:
+    """The options that end the table's input at ``stop_offsets`` (partition -> end offset).
+
+    >>> bounded_options({0: 10, 1: 3})["scan.bounded.specific-offsets"]
+    'partition:0,offset:10;partition:1,offset:3'
+    >>> bounded_options(None)
+    {}
+    """
+    if not stop_offsets:
+        return {}
+    spec = ";".join(f"partition:{int(p)},offset:{int(o)}" for p, o in sorted(stop_offsets.items()))
+    return {"scan.bounded.mode": "specific-offsets", "scan.bounded.specific-offsets": spec}
+
+
+def raw_records(t_env, name: str, kafka: KafkaConfig, topic: str, group_id: str,
+                start: str = "earliest", stop_offsets: Mapping[int, int] | None = None,
+                **options):  # fmt: skip
+    """A DataStream of ``Row(line, part, off)``, one per Kafka record of ``topic``: the raw
+    value as bytes (None for a tombstone) with its partition and offset. Bounded (the job
+    ends) when ``stop_offsets`` is given."""
+    _kafka_table(t_env, name, kafka, topic, group_id, start, stop_offsets, **options)
+    return t_env.to_data_stream(t_env.sql_query(f"SELECT line, part, off FROM {name}"))
 
 
 def _window(name: str, window_ms: int) -> str:

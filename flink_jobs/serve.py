@@ -64,27 +64,22 @@ class ServeConfig:
 
 def build(env, cfg: ServeConfig):
     """Wire the serve job onto ``env``; returns the predictions stream."""
-    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.common import Types
 
-    from connectors.flink_kafka import kafka_sink, kafka_source
+    from connectors.flink_kafka import FEEDBACK_FETCH_MAX_WAIT_MS, kafka_sink
+    from connectors.ingest import raw_records, table_env
     from operators.logistic import dimension
     from operators.ps_fn import PICKLED, fan_out_each_update
     from operators.serve_fn import DEAD_LETTERS, ParseRequest, ServeFunction
 
     s = cfg.serve_settings()
-    no_wm = WatermarkStrategy.no_watermarks()
-    requests = env.from_source(
-        kafka_source(cfg.kafka, cfg.requests_topic, cfg.job_name, "earliest", cfg.stop_offsets),
-        no_wm,
-        "requests-source",
-    ).uid("requests-source")
-    updates = env.from_source(
-        kafka_source(
-            cfg.kafka, cfg.updates_topic, f"{cfg.job_name}-{cfg.run_id}", low_latency=True
-        ),
-        no_wm,
-        "model-updates-source",
-    ).uid("serve-model-updates-source")
+    t_env = table_env(env)
+    # the table connector hands over bytes, tombstones and each record's partition and offset
+    requests = raw_records(t_env, "streamshard_requests", cfg.kafka, cfg.requests_topic,
+                           cfg.job_name, "earliest", cfg.stop_offsets)  # fmt: skip
+    updates = raw_records(t_env, "streamshard_serve_updates", cfg.kafka, cfg.updates_topic,
+                          f"{cfg.job_name}-{cfg.run_id}",
+                          **{"fetch.max.wait.ms": FEEDBACK_FETCH_MAX_WAIT_MS})  # fmt: skip
     parsed = requests.process(ParseRequest(s), output_type=PICKLED).name("parse").uid("parse")
     fanned = (
         updates.flat_map(fan_out_each_update(s.replicas, dimension(s.bits)), output_type=PICKLED)

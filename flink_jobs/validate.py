@@ -1,6 +1,6 @@
 """``streamshard validate``: decode and validate events; good ones out, bad ones to dead-letters.
 
-    events ──KafkaSource──► ValidateFunction ──► OUTPUT (normalized events)
+    events ──Kafka table──► ValidateFunction ──► OUTPUT (normalized events)
                                     └── side output ──► dead-letters (payload + reason)
 
 Both sinks are exactly-once by default (Kafka transactions committed on checkpoints), so
@@ -34,15 +34,15 @@ class ValidateConfig:
 
 def build(env, cfg: ValidateConfig):
     """Wire the validate pipeline onto ``env``; returns the stream of valid events."""
-    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.common import Types
 
-    from connectors.flink_kafka import kafka_sink, kafka_source
+    from connectors.flink_kafka import kafka_sink
+    from connectors.ingest import raw_records, table_env
     from operators.validate_fn import DEAD_LETTERS, ValidateFunction
 
-    source = kafka_source(cfg.kafka, cfg.input_topic, cfg.job_name, cfg.start, cfg.stop_offsets)
-    raw = env.from_source(source, WatermarkStrategy.no_watermarks(), "events-source").uid(
-        "events-source"
-    )
+    # the table connector hands over bytes, tombstones and each record's partition and offset
+    raw = raw_records(table_env(env), "streamshard_validate_events", cfg.kafka, cfg.input_topic,
+                      cfg.job_name, cfg.start, cfg.stop_offsets)  # fmt: skip
     valid = (
         raw.process(ValidateFunction(cfg.input_topic), output_type=Types.STRING())
         .name("validate")

@@ -260,11 +260,12 @@ def fan_out_updates(workers: int, dim: int | None = None):
 
 
 def fan_out_each_update(workers: int, dim: int | None = None):
-    """Copy each raw model update, decoded, to every worker key of its task: one record per
-    key and update (the serve job, whose requests arrive one by one)."""
+    """Copy each raw model update ``Row(line, partition, offset)``, decoded, to every worker
+    key of its task: one record per key and update (the serve job, whose requests arrive one
+    by one)."""
 
     def fan_out(value):
-        for update in _decoded([value], dim):
+        for update in _decoded([value[0]], dim):
             for w in range(workers):
                 yield f"{update.task}#{w}", update
 

@@ -54,14 +54,14 @@ class ParseRequest(ProcessFunction):
     def __init__(self, s: ServeSettings):
         self.s = s
 
-    def process_element(self, value, ctx):
+    def process_element(self, record, ctx):
+        value, partition, offset = record  # Row(line bytes | None, partition, offset)
         try:
             event = decode_event(value, require_label=False)
         except DecodeError as exc:
-            yield (
-                DEAD_LETTERS,
-                dead_letter(value, exc.reason, topic=self.s.requests_topic, run=self.s.run_id),
-            )
+            letter = dead_letter(value, exc.reason, self.s.requests_topic, partition, offset,
+                                 run=self.s.run_id)  # fmt: skip
+            yield DEAD_LETTERS, letter
             return
         idx, vals = hash_features(event.features, self.s.bits)
         key = f"{event.task}#{worker_of(event.event_id, self.s.replicas)}"

@@ -13,7 +13,8 @@ DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 
 
 class ValidateFunction(ProcessFunction):
-    """Emit each valid event as normalized JSON; route each bad one to ``DEAD_LETTERS``.
+    """Emit each valid event of ``Row(line, partition, offset)`` as normalized JSON; route
+    each bad one to ``DEAD_LETTERS`` with where it came from.
 
     Never raises on input: whatever arrives ends in exactly one of the two outputs.
     """
@@ -28,11 +29,12 @@ class ValidateFunction(ProcessFunction):
         self.dead_count = metrics.counter("dead_letters")
 
     def process_element(self, value, ctx):
+        line, partition, offset = value  # Row(line bytes | None, partition, offset)
         try:
-            event = decode_event(value, self.require_label)
+            event = decode_event(line, self.require_label)
         except DecodeError as exc:
             self.dead_count.inc()
-            yield DEAD_LETTERS, dead_letter(value, exc.reason, topic=self.source_topic)
+            yield DEAD_LETTERS, dead_letter(line, exc.reason, self.source_topic, partition, offset)
             return
         self.valid_count.inc()
         yield event.to_json()

@@ -83,7 +83,9 @@ def test_report_shows_settings_truth_serving_and_plain_names(tmp_path):
     assert "<td>true model</td><td></td><td>0.8500</td><td>0.2400</td>" in page
     assert "<h2>Serving</h2>" in page and "0.8123" in page and "12 / 40 / 95" in page
     assert "<th>consistency</th><td>bounded:2</td>" in page
-    assert "from the first to the last prediction" in page  # the one throughput figure says what it is
+    assert (
+        "from the first to the last prediction" in page
+    )  # the one throughput figure says what it is
     assert "__" not in page  # no internal counter names
     assert "calibration.png" in page
 

@@ -97,11 +97,11 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     bad = [b'{"event_id": "x1"', b'{"event_id": "x2", "ts": 1, "features": []}'] + [
         json.dumps({"event_id": f"x{i}", "ts": 1, "features": {"f": float("nan")}}).encode()
         for i in range(3, 6)
-    ]
+    ] + [None, b'{"event_id": "\xff", "ts": 1, "features": {}}']  # a tombstone, not UTF-8
     phase2 = requests("b", "b2", 300, seed=35)
     total = len(phase1) + len(bad) + len(phase2)
     produce(kafka, req_t, [(d["event_id"].encode(), json.dumps(d).encode()) for d in phase1])
-    produce(kafka, req_t, [(None, b) for b in bad])
+    produce(kafka, req_t, [(b"bad", b) for b in bad])
 
     summary_path = tmp_path / "serve.json"
     job = subprocess.Popen(
@@ -179,7 +179,10 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     assert len(answered_b1) == PENDING and len(dead_ids) == overflow
     assert answered_b1.isdisjoint(dead_ids)
     assert all("no model yet" in d["reason"] for d in dead.docs if d["step"] == "serve")
-    assert sorted(d["reason"] for d in dead.docs if d["step"] == "decode")  # reasons given
+    decode = [d for d in dead.docs if d["step"] == "decode"]
+    assert all(d["reason"] for d in decode) and len(decode) == len(bad)
+    assert any("tombstone" in d["reason"] for d in decode)
+    assert all(d["offset"] is not None for d in decode)  # where each came from
 
     # each score is the score of the model version it names
     weights = {("a", "run-a", 3): snap.weights}

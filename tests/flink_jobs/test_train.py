@@ -408,3 +408,60 @@ def test_an_unbounded_run_prints_progress_and_stops_on_ctrl_c(kafka, topic_name,
         time.sleep(0.2)
     else:
         raise AssertionError("processes of the interrupted run are still alive")
+
+
+POISON = {
+    "tombstone": (None, "null record (a tombstone)"),
+    "not UTF-8": (b'{"event_id": "\xff\xfe", "ts": 1}', "utf-8"),
+    "3,000-deep nesting": (b'{"a":' * 3000 + b"1" + b"}" * 3000, "nested too deeply"),
+    "huge number": (b'{"event_id": "x", "ts": 1e999, "label": 1, "features": {}}', "got inf"),
+    "task outside the alphabet": (
+        b'{"event_id": "x", "ts": 1, "task": "../../escaped", "label": 1, "features": {}}',
+        "task",
+    ),
+    "lone surrogate": (b'{"event_id": "\\ud800", "ts": 1, "label": 1, "features": {}}',
+                       "surrogate"),
+}  # fmt: skip
+HOSTILE_UPDATES = [
+    b'{"run": "other", "task": "ctr", "shard": 1e999, "version": 1, "clock": {}}',
+    b'{"run": "other", "task": "ctr", "shard": 0, "version": 1, "clock": {}, '
+    b'"indices": [99999999], "values": [1.0]}',
+    None,
+    b"\xff not json",
+]
+
+
+def test_no_record_stops_the_job(kafka, topic_name, tmp_path):
+    """Every known killer mixed into the stream and the feedback topic, with restarts turned
+    off: the job must end on its own, every good event predicted once, every bad one in the
+    dead letters with its reason and its offset."""
+    records, bad_at = [], {}
+    poison = list(POISON.items())
+    for i, (doc, _) in enumerate(CtrStream(CtrSettings(events=3000, seed=8)).events()):
+        records.append((doc["event_id"].encode(), encode(doc)))
+        if i % 400 == 399 and poison:
+            name, (value, reason) = poison.pop()
+            bad_at[len(records)] = (name, reason)
+            records.append((b"bad", value))
+    assert not poison
+    create_topics(kafka, [topic_name], partitions=1)
+    ends = produce(kafka, topic_name, records)
+    create_topics(kafka, [f"{topic_name}-updates"], partitions=1)
+    produce(kafka, f"{topic_name}-updates", [(b"hostile", u) for u in HOSTILE_UPDATES])
+    summary = run_train(
+        kafka, topic_name, tmp_path, "--stop-at-offsets", f"0={ends[0]}",
+        "--flink-option", "restart-strategy.type=none",  # any failure ends the job: FAILED
+    )  # fmt: skip
+    assert summary["events"] == len(records) and summary["dead_letters"] == len(bad_at)
+    preds = committed_records(kafka, f"{topic_name}-pred", count=len(records), idle=3)
+    ids = [json.loads(r.value)["event_id"] for r in preds]
+    assert len(ids) == len(set(ids)) == len(records) - len(bad_at)
+    letters = {json.loads(r.value)["offset"]: json.loads(r.value)
+               for r in read_records(kafka, f"{topic_name}-dlq", idle=3)}  # fmt: skip
+    assert set(letters) == set(bad_at)
+    for offset, (name, reason) in bad_at.items():
+        assert reason in letters[offset]["reason"], (name, letters[offset]["reason"])
+    not_utf8 = next(o for o, (name, _) in bad_at.items() if name == "not UTF-8")
+    import base64
+
+    assert base64.b64decode(letters[not_utf8]["payload_base64"]) == POISON["not UTF-8"][0]

@@ -77,3 +77,34 @@ def test_valid_events_out_and_every_bad_one_in_dead_letters(kafka, topic_name, t
         assert letter["topic"] == source
         assert expected_reason[letter["payload"]] in letter["reason"]
     assert {json.loads(r.value)["payload"] for r in dead} == set(expected_reason)
+
+
+def test_tombstones_and_bytes_that_are_not_utf8_are_dead_lettered_whole(
+    kafka, topic_name, tmp_path
+):
+    import base64
+
+    docs = [doc for doc, _ in CtrStream(CtrSettings(events=50, seed=3)).events()]
+    not_utf8 = b'{"event_id": "\xc3\x28", "ts": 1, "label": 1, "features": {}}'
+    records = [(d["event_id"].encode(), encode(d)) for d in docs]
+    records[10:10] = [(b"tombstone", None)]
+    records[20:20] = [(b"bytes", not_utf8)]
+    source, out, dlq = topic_name, f"{topic_name}-valid", f"{topic_name}-dlq"
+    create_topics(kafka, [source], partitions=1)
+    ends = produce(kafka, source, records)
+    result = streamshard(
+        "validate", "--bootstrap-servers", kafka.bootstrap_servers, "--input-topic", source,
+        "--output-topic", out, "--dead-letter-topic", dlq, "--stop-at-offsets", f"0={ends[0]}",
+        "--checkpoint-dir", f"file://{tmp_path}/ckpt", "--flink-option",
+        "restart-strategy.type=none", timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith(f"50 valid to {out}, 2 to {dlq}"), result.stdout
+    valid = read_records(kafka, out, count=51, timeout=5)
+    assert {json.loads(r.value)["event_id"] for r in valid} == {d["event_id"] for d in docs}
+    letters = {json.loads(r.value)["offset"]: json.loads(r.value)
+               for r in read_records(kafka, dlq, count=3, timeout=5)}  # fmt: skip
+    assert set(letters) == {10, 20}
+    assert letters[10]["payload"] is None and "tombstone" in letters[10]["reason"]
+    assert base64.b64decode(letters[20]["payload_base64"]) == not_utf8
+    assert letters[20]["partition"] == 0 and "utf-8" in letters[20]["reason"]
