@@ -18,6 +18,7 @@ def test_dead_letter_keeps_payload_and_reason():
         "time": 7,
         "payload": "\\xff{bad",
         "run": None,
+        "payload_base64": "/3tiYWQ=",  # the exact bytes, since they are not UTF-8
     }
 
 
