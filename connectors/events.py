@@ -153,6 +153,15 @@ def _validate(doc: object, require_label: bool, fast: bool) -> Event:
     return Event(event_id, ts, features, label, task)
 
 
+def valid_task_name(task: str) -> bool:
+    """Whether ``task`` is a name the decoder accepts (and so a safe path component).
+
+    >>> valid_task_name("ctr"), valid_task_name("../x"), valid_task_name(".hidden")
+    (True, False, False)
+    """
+    return 0 < len(task) <= MAX_NAME_CHARS and bool(_TASK_NAME.fullmatch(task))
+
+
 def _strict_json(raw: bytes | str) -> object:
     """The standard library's parser, for what orjson rejects: it names the reason (a NaN, a
     number out of range) in the words our dead letters use, or accepts text that the checks

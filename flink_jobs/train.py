@@ -61,6 +61,8 @@ class TrainConfig:
     update_threshold: float = 0.0
     read_my_writes: bool = True
     max_in_flight: int = 64
+    tasks: tuple | None = None
+    max_tasks: int = 8
     window: int = 10_000
     input_topic: str = "events"
     updates_topic: str = "model-updates"
@@ -94,6 +96,8 @@ class TrainConfig:
             update_threshold=self.update_threshold,
             read_my_writes=self.read_my_writes,
             max_in_flight=self.max_in_flight,
+            tasks=self.tasks,
+            max_tasks=self.max_tasks,
             input_topic=self.input_topic,
             fail_marker=self.fail_marker,
             checkpoint_dir=self.flink.checkpoint_dir,
@@ -253,6 +257,7 @@ class _MetricsWatcher:
 
 
 PROGRESS_EVERY_S = 10.0
+DEFAULT_MAX_TASKS = 8
 
 
 def announce_settings(cfg: TrainConfig) -> None:
@@ -363,6 +368,7 @@ def local_run(cfg: TrainConfig) -> LocalRun:
     windows: list[dict] = []
     predictions: list = []
     dead = 0
+    gate = cfg.ps_settings().task_gate()  # the tasks the job would admit, in order
     started = time.monotonic()
 
     def train(task: str, batch: list) -> None:
@@ -395,6 +401,9 @@ def local_run(cfg: TrainConfig) -> LocalRun:
                     try:
                         event = decode_event(record.value)
                     except DecodeError:
+                        dead += 1
+                        continue
+                    if gate.refuse(event.task):
                         dead += 1
                         continue
                     batch = pending.setdefault(event.task, [])
@@ -474,6 +483,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "one record per task (default 50; see docs/architecture.md)",
     )
     ps.add_argument("--consistency", default="async", help="async | bounded:TAU | sync")
+    ps.add_argument("--tasks", metavar="A,B,...",
+                    help="train only these tasks; events of others go to dead-letters")  # fmt: skip
+    ps.add_argument(
+        "--max-tasks", type=int, metavar="N",
+        help=f"train at most N tasks, admitted as they arrive; events of the rest go to "
+        f"dead-letters (default: the number of --tasks, else {DEFAULT_MAX_TASKS}; each task "
+        "costs about 57 MiB at 2^20 features)",
+    )  # fmt: skip
     ps.add_argument(
         "--update-threshold",
         type=float,
@@ -536,6 +553,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5)
 
 
+def task_limits(tasks: str | None, max_tasks: int | None) -> tuple[tuple | None, int]:
+    """``--tasks a,b`` and ``--max-tasks N`` checked: names in the decoder's alphabet, and
+    an allow-list no longer than the limit (which defaults to the list's length, else 8).
+
+    >>> task_limits("ctr,fraud", None)
+    (('ctr', 'fraud'), 2)
+    >>> task_limits(None, None)
+    (None, 8)
+    """
+    from connectors.events import valid_task_name
+
+    if max_tasks is not None and max_tasks < 1:
+        raise ConfigError(f"--max-tasks must be >= 1, got {max_tasks}")
+    if tasks is None:
+        return None, max_tasks or DEFAULT_MAX_TASKS
+    names = tuple(dict.fromkeys(t.strip() for t in tasks.split(",") if t.strip()))
+    bad = [t for t in names if not valid_task_name(t)]
+    if not names or bad:
+        raise ConfigError(f"--tasks must be task names ([A-Za-z0-9_.-], 1-128), got {tasks!r}")
+    if max_tasks is not None and len(names) > max_tasks:
+        raise ConfigError(f"--tasks names {len(names)} tasks but --max-tasks is {max_tasks}")
+    return names, max_tasks or len(names)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for name in ("shards", "workers", "batch_size", "window", "block_size", "max_in_flight"):
         if getattr(args, name) < 1:
@@ -557,6 +598,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError(str(exc)) from exc
     if args.init_model:
         check_init_model(args.init_model, args.hash_bits)
+    tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
     flink = flink_settings(args)
     given = {key for key, _ in flink.options}
     defaults = tuple((k, v) for k, v in LOCAL_OPTIONS if k not in given)
@@ -579,6 +621,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         update_threshold=args.update_threshold,
         read_my_writes=args.read_my_writes,
         max_in_flight=args.max_in_flight,
+        tasks=tasks,
+        max_tasks=max_tasks,
         window=args.window,
         input_topic=args.input_topic,
         updates_topic=args.updates_topic,

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -77,6 +77,40 @@ class Consistency:
 
     def __str__(self) -> str:
         return f"bounded:{self.tau}" if self.mode == "bounded" else self.mode
+
+
+@dataclass
+class TaskGate:
+    """Which tasks a job trains: those in ``allowed`` (None: any), at most ``max_tasks`` of
+    them, admitted in the order they arrive. Every task costs dense working copies in every
+    worker and shard, so a stream that invents task names must not be able to add them.
+
+    Examples
+    --------
+    >>> gate = TaskGate(max_tasks=1)
+    >>> gate.refuse("ctr") is None, gate.refuse("ctr") is None
+    (True, True)
+    >>> gate.refuse("fraud")
+    "task 'fraud' refused: --max-tasks 1 already admitted ctr"
+    >>> TaskGate(allowed=frozenset({"ctr"})).refuse("x")
+    "task 'x' refused: not in --tasks ctr"
+    """
+
+    allowed: frozenset | None = None
+    max_tasks: int = 8
+    admitted: set = field(default_factory=set)
+
+    def refuse(self, task: str) -> str | None:
+        """None if ``task`` is admitted (now or before), else the reason it is refused."""
+        if task in self.admitted:
+            return None
+        if self.allowed is not None and task not in self.allowed:
+            return f"task {task!r} refused: not in --tasks {','.join(sorted(self.allowed))}"
+        if len(self.admitted) >= self.max_tasks:
+            shown = ",".join(sorted(self.admitted)[:5]) + ("..." if self.max_tasks > 5 else "")
+            return f"task {task!r} refused: --max-tasks {self.max_tasks} already admitted {shown}"
+        self.admitted.add(task)
+        return None
 
 
 class ShardServer:

@@ -85,6 +85,14 @@ class PsSettings:
     digests: bool = False  # emit state digests (``--digest-topic``)
     read_my_writes: bool = True  # workers see their own pushes at once (not in sync mode)
     max_in_flight: int = 64  # flow control: a worker's mini-batches not yet applied everywhere
+    tasks: tuple | None = None  # the tasks it may train (``--tasks``; None: any)
+    max_tasks: int = 8  # at most this many of them (``--max-tasks``)
+
+    def task_gate(self):
+        from operators.ps import TaskGate
+
+        allowed = frozenset(self.tasks) if self.tasks is not None else None
+        return TaskGate(allowed, self.max_tasks)
 
     @property
     def dim(self) -> int:
@@ -117,15 +125,27 @@ class ParseFunction(ProcessFunction):
 
     def __init__(self, s: PsSettings):
         self.s = s
+        self.gate = None
+
+    def open(self, runtime_context) -> None:
+        # the tasks admitted so far, in this subtask; after a restart admission starts again
+        # from the checkpoint's offsets (docs/architecture.md, "Tasks")
+        self.gate = self.s.task_gate()
 
     def process_element(self, value, ctx):
         events = []
+        topic = self.s.input_topic
         for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
             try:
-                events.append(decode_event(line))
+                event = decode_event(line)
             except DecodeError as exc:
-                topic = self.s.input_topic
                 yield DEAD_LETTERS, dead_letter(line, exc.reason, topic, partition, offset)
+                continue
+            refused = self.gate.refuse(event.task)
+            if refused:
+                yield DEAD_LETTERS, dead_letter(line, refused, topic, partition, offset, "admit")
+            else:
+                events.append(event)
         if len(events) < len(value[1]):
             yield COUNTS, ("count", DEAD_LETTER_COUNT, len(value[1]) - len(events))
         # the whole batch hashed in one call; each row as bytes: a tuple with two small numpy

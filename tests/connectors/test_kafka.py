@@ -145,3 +145,12 @@ def test_tls_against_a_plaintext_broker_fails_in_seconds_naming_the_cause(kafka,
     assert time.monotonic() - t0 < 20
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert f"security.protocol={protocol}" in out.stderr and "PLAINTEXT" in out.stderr
+
+
+def test_generate_now_stamps_the_send_time(kafka, topic_name):
+    before = int(time.time() * 1000)
+    out = streamshard("generate", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                      topic_name, "--events", "20", "--now")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    stamps = [json.loads(r.value)["ts"] for r in read_records(kafka, topic_name, count=20)]
+    assert len(stamps) == 20 and all(before <= ts <= int(time.time() * 1000) for ts in stamps)

@@ -94,10 +94,14 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     # task b: five versions; phase 1 requests come before any of them
     w_b = versions_of(seed=32, count=5)
     phase1 = requests("a", "a1", 300, seed=33) + requests("b", "b1", 300, seed=34)
-    bad = [b'{"event_id": "x1"', b'{"event_id": "x2", "ts": 1, "features": []}'] + [
-        json.dumps({"event_id": f"x{i}", "ts": 1, "features": {"f": float("nan")}}).encode()
-        for i in range(3, 6)
-    ] + [None, b'{"event_id": "\xff", "ts": 1, "features": {}}']  # a tombstone, not UTF-8
+    bad = (
+        [b'{"event_id": "x1"', b'{"event_id": "x2", "ts": 1, "features": []}']
+        + [
+            json.dumps({"event_id": f"x{i}", "ts": 1, "features": {"f": float("nan")}}).encode()
+            for i in range(3, 6)
+        ]
+        + [None, b'{"event_id": "\xff", "ts": 1, "features": {}}']
+    )  # a tombstone, not UTF-8
     phase2 = requests("b", "b2", 300, seed=35)
     total = len(phase1) + len(bad) + len(phase2)
     produce(kafka, req_t, [(d["event_id"].encode(), json.dumps(d).encode()) for d in phase1])

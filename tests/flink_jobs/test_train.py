@@ -465,3 +465,23 @@ def test_no_record_stops_the_job(kafka, topic_name, tmp_path):
     import base64
 
     assert base64.b64decode(letters[not_utf8]["payload_base64"]) == POISON["not UTF-8"][0]
+
+
+def test_invented_task_names_are_dead_lettered_past_max_tasks(kafka, topic_name, tmp_path):
+    records, invented = [], 0
+    for i, (doc, _) in enumerate(CtrStream(CtrSettings(events=2000, seed=12)).events()):
+        if i >= 200 and i % 2:  # after the first two tasks, every other event invents one
+            doc["task"] = f"t{i}"
+            invented += 1
+        else:
+            doc["task"] = ("ctr", "fraud")[i % 4 == 0]
+        records.append((doc["event_id"].encode(), encode(doc)))
+    create_topics(kafka, [topic_name], partitions=1)
+    ends = produce(kafka, topic_name, records)
+    summary = run_train(kafka, topic_name, tmp_path, "--stop-at-offsets", f"0={ends[0]}",
+                        "--max-tasks", "2")  # fmt: skip
+    assert set(summary["tasks"]) == {"ctr", "fraud"}
+    assert summary["dead_letters"] == invented and summary["events"] == len(records)
+    letters = [json.loads(r.value) for r in read_records(kafka, f"{topic_name}-dlq", idle=3)]
+    assert len(letters) == invented and all(d["step"] == "admit" for d in letters)
+    assert "--max-tasks 2 already admitted ctr,fraud" in letters[0]["reason"]

@@ -2,6 +2,8 @@
 
 import argparse
 
+import pytest
+
 from flink_jobs import train
 
 SEGMENT = "taskmanager.memory.segment-size"
@@ -27,3 +29,14 @@ def test_ingest_window_reaches_the_config():
 def test_max_in_flight_reaches_the_workers_settings():
     assert _config().ps_settings().max_in_flight == 64
     assert _config("--max-in-flight", "8").ps_settings().max_in_flight == 8
+
+
+def test_task_limits_are_checked():
+    from connectors.errors import ConfigError
+    from flink_jobs.train import task_limits
+
+    assert task_limits("a,b,a", None) == (("a", "b"), 2)
+    assert task_limits(None, 3) == (None, 3)
+    for tasks, limit in (("../x", None), ("a,b,c", 2), (None, 0), (",", None)):
+        with pytest.raises(ConfigError):
+            task_limits(tasks, limit)
