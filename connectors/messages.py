@@ -45,6 +45,7 @@ class ModelUpdate:
     duplicates_skipped: int = 0
     waiting: int | None = None  # sync: the shard holds some workers' pushes of this clock
     state: dict | None = field(default=None, repr=False)  # read-my-writes: optimizer state
+    bits: int | None = None  # the run's hash bits (its model has 2**bits + 1 coordinates)
 
     def to_json(self) -> str:
         """JSON with orjson (numpy arrays written directly; ~8x faster than json + tolist).
@@ -65,6 +66,8 @@ class ModelUpdate:
         }
         if self.waiting is not None:
             doc["waiting"] = self.waiting
+        if self.bits is not None:
+            doc["bits"] = self.bits
         if self.state is not None:
             doc["state"] = {k: np.ascontiguousarray(v, np.float64) for k, v in self.state.items()}
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
@@ -152,6 +155,7 @@ def _decode_update(raw, dim):
         pushes_applied=_int(doc, "pushes_applied", 0),
         duplicates_skipped=_int(doc, "duplicates_skipped", 0),
         waiting=None if waiting is None else _int(doc, "waiting"),
+        bits=None if doc.get("bits") is None else _int(doc, "bits", low=1),
         state=None
         if state is None
         else {str(k): _floats(v, idx.size, f"state.{k}") for k, v in state.items()},

@@ -768,6 +768,7 @@ class ShardFunction(KeyedProcessFunction):
             duplicates_skipped=meta["duplicates_skipped"],
             waiting=waiting,
             state=state,
+            bits=self.s.bits,
         ).to_json()
 
     def _maybe_fail(self):

@@ -142,9 +142,12 @@ class ServeFunction(KeyedCoProcessFunction):
 
     def process_element2(self, value, ctx):
         update = value[1]  # decoded once by fan_out_each_update
+        if update.bits is not None and update.bits != self.s.bits:
+            return  # another run's model, of another size: never followed
         meta = self._meta(update.task)
         follow: Following = meta["follow"]
-        decision = follow.decide(update.run, update.shard, update.version, update.ts)
+        now = int(time.time() * 1000)
+        decision = follow.decide(update.run, update.shard, update.version, update.ts, now)
         if decision == "skip":
             return
         if decision == "switch":

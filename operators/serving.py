@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+FUTURE_SLACK_MS = 5 * 60 * 1000  # clocks of producers and of this job may differ by this much
+
 
 @dataclass
 class Following:
@@ -58,13 +60,27 @@ class Following:
     def model_version(self) -> int:
         return self.base_version + sum(self.shard_versions.values())
 
-    def decide(self, run: str, shard: int, version: int, ts: int) -> str:
+    def decide(self, run: str, shard: int, version: int, ts: int,
+               now_ms: int | None = None) -> str:  # fmt: skip
         """``"apply"`` (next update of the followed run), ``"skip"`` (duplicate, older or
-        another run) or ``"switch"`` (a newer run: reset to the initial model, then apply)."""
+        another run) or ``"switch"`` (a newer run: reset to the initial model, then apply).
+
+        A run whose update is stamped more than ``FUTURE_SLACK_MS`` after ``now_ms`` is never
+        switched to: one far-future ``ts`` would otherwise pin the predictor to that run.
+
+        >>> f = Following.start()
+        >>> f.decide("r1", 0, 1, ts=1_000, now_ms=1_000)
+        'switch'
+        >>> f.applied("r1", 0, 1, 1_000)
+        >>> f.decide("evil", 0, 1, ts=10**13, now_ms=2_000)
+        'skip'
+        """
         if self.pinned is not None and run != self.pinned:
             return "skip"
         if run == self.run:
             return "apply" if version > self.shard_versions.get(shard, 0) else "skip"
+        if self.pinned is None and now_ms is not None and ts > now_ms + FUTURE_SLACK_MS:
+            return "skip"
         if self.pinned is not None or not self.has_model or ts > self.since_ms:
             return "switch"
         return "skip"

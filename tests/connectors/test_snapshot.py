@@ -148,6 +148,9 @@ def test_snapshot_and_export_commands(kafka, topic_name, tmp_path):
     expected = 1 / (1 + np.exp(-(weights[i] @ v + weights[-1])))
     assert abs(pipe.predict_proba([features])[0, 1] - expected) <= 1e-9
     bad = streamshard("export", "--model", str(tmp_path / "missing"), "--out", "x")
+    assert bad.returncode == 2 and "no such directory" in bad.stderr
+    (tmp_path / "empty").mkdir()
+    bad = streamshard("export", "--model", str(tmp_path / "empty"), "--out", "x")
     assert bad.returncode == 2 and "missing manifest.json" in bad.stderr
 
 

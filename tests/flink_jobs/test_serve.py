@@ -6,6 +6,7 @@ dead letters), and is then served from model updates written by this test, so th
 of every version are known and every score can be checked against the version it names.
 """
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -102,7 +103,8 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
         ]
         + [None, b'{"event_id": "\xff", "ts": 1, "features": {}}']
     )  # a tombstone, not UTF-8
-    phase2 = requests("b", "b2", 300, seed=35)
+    # phase 2 also asks task a again: after the hostile updates it must still be served by a
+    phase2 = requests("b", "b2", 300, seed=35) + requests("a", "a2", 100, seed=36)
     total = len(phase1) + len(bad) + len(phase2)
     produce(kafka, req_t, [(d["event_id"].encode(), json.dumps(d).encode()) for d in phase1])
     produce(kafka, req_t, [(b"bad", b) for b in bad])
@@ -158,7 +160,13 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
         stale = update("a", "run-old", 1, np.full(w_a[0].size, 9.0), ts=snap_ts - 60_000)
         ups = [update("b", "run-b", v + 1, w, snap_ts + 10 + v) for v, w in enumerate(w_b)]
         ups.insert(3, ups[1])  # a duplicate (at-least-once feedback edge): must be skipped
-        produce(kafka, upd_t, [(None, u.to_json().encode()) for u in [stale, *ups]])
+        # runs that must never be followed: one stamped far in the future, one of other bits
+        future = update("a", "run-future", 1, np.full(w_a[0].size, 7.0), ts=snap_ts + 10**10)
+        bigger = dataclasses.replace(
+            update("a", "run-big", 1, np.full(w_a[0].size, 5.0), ts=snap_ts + 20), bits=BITS + 2
+        )
+        hostile = [future, bigger]
+        produce(kafka, upd_t, [(None, u.to_json().encode()) for u in [stale, *hostile, *ups]])
         # the waiting requests are answered once b's first update is in; only then phase 2,
         # so its requests cannot find the pending buffer still full
         wait_for(lambda: len(preds.poll()) >= 300 + PENDING, "the waiting requests' answers")
@@ -169,7 +177,7 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     assert job.returncode == 0, err[-4000:]
     summary = json.loads(summary_path.read_text())
 
-    wait_for(lambda: len(preds.poll()) >= 300 + PENDING + 300, "all predictions", 30)
+    wait_for(lambda: len(preds.poll()) >= 300 + PENDING + 400, "all predictions", 30)
     dead.poll()
     by_id = {}
     for p in preds.docs:
@@ -178,7 +186,8 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     dead_ids = [json.loads(d["payload"]).get("event_id") for d in dead.docs if d["step"] == "serve"]
     answered_b1 = {k for k in by_id if k.startswith("b1-")}
     # every request exactly once: answered, or dead-lettered with its reason
-    assert len(by_id) == 300 + PENDING + 300 == summary["predictions"]
+    assert len(by_id) == 300 + PENDING + 400 == summary["predictions"]
+    assert {p["model_run"] for p in by_id.values() if p["task"] == "a"} == {"run-a"}
     assert len(dead.docs) == overflow + len(bad) == summary["dead_letters"]
     assert len(answered_b1) == PENDING and len(dead_ids) == overflow
     assert answered_b1.isdisjoint(dead_ids)
