@@ -152,3 +152,21 @@ def pack_rows(
     return [
         (index_bytes[lo:hi], value_bytes[lo:hi]) for lo, hi in zip(bounds, bounds[1:], strict=False)
     ]
+
+
+DEFAULT_CLIP = 1e6
+
+
+def clip_values(values: np.ndarray, limit: float | None = DEFAULT_CLIP) -> np.ndarray:
+    """Clip hashed feature values to ``[-limit, limit]`` in place (None or 0: no clipping).
+
+    One numeric feature of, say, 1e200 would overflow the optimizer's accumulated squared
+    gradient, and the shard would then reject the whole push that holds it; clipped, the row
+    still teaches something and the rest of the mini-batch is learned.
+
+    >>> clip_values(np.array([1.0, -1e200, 3e7]), 1e6).tolist()
+    [1.0, -1000000.0, 1000000.0]
+    """
+    if limit:
+        np.clip(values, -limit, limit, out=values)
+    return values

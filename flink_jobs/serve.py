@@ -42,6 +42,7 @@ class ServeConfig:
     delivery: str = "at-least-once"
     follow_run: str | None = None
     init_model: str | None = None
+    clip: float | None = 1e6  # the training run's --clip-features
     stop_offsets: dict | None = None
     max_events: int | None = None
     summary_json: str | None = None
@@ -59,6 +60,7 @@ class ServeConfig:
             requests_topic=self.requests_topic,
             follow_run=self.follow_run,
             init_model=self.init_model,
+            clip=self.clip,
         )
 
 
@@ -239,6 +241,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests a replica holds while no model is known; more go to dead-letters",
     )
     parser.add_argument("--init-model", metavar="DIR", help="start from this snapshot")
+    parser.add_argument(
+        "--clip-features", type=float, default=1e6, metavar="X",
+        help="clip numeric feature values to [-X, X], as the training run did (0: none)",
+    )  # fmt: skip
     parser.add_argument("--follow-run", metavar="RUN", help="serve this training run only")
     parser.add_argument("--requests-topic", default="requests")
     parser.add_argument("--updates-topic", default="model-updates")
@@ -257,6 +263,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    if not args.clip_features >= 0:
+        raise ConfigError(f"--clip-features must be >= 0 (0: no clipping), got {args.clip_features}")
     from flink_jobs.train import check_init_model
 
     for name in ("replicas", "max_pending"):
@@ -279,6 +287,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         delivery=args.delivery,
         follow_run=args.follow_run,
         init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
+        clip=args.clip_features or None,
         stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
         max_events=args.max_events,
         summary_json=args.summary_json,

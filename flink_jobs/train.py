@@ -63,6 +63,7 @@ class TrainConfig:
     max_in_flight: int = 64
     tasks: tuple | None = None
     max_tasks: int = 8
+    clip: float | None = 1e6  # connectors.hashing.DEFAULT_CLIP
     window: int = 10_000
     input_topic: str = "events"
     updates_topic: str = "model-updates"
@@ -98,6 +99,7 @@ class TrainConfig:
             max_in_flight=self.max_in_flight,
             tasks=self.tasks,
             max_tasks=self.max_tasks,
+            clip=self.clip,
             input_topic=self.input_topic,
             fail_marker=self.fail_marker,
             checkpoint_dir=self.flink.checkpoint_dir,
@@ -355,7 +357,7 @@ def local_run(cfg: TrainConfig) -> LocalRun:
     from connectors.admin import consumer
     from connectors.errors import DecodeError
     from connectors.events import decode_event
-    from connectors.hashing import hash_batch
+    from connectors.hashing import clip_values, hash_batch
     from connectors.snapshot import load_models
     from operators.evaluation import Prequential
     from operators.local import OnlineLogistic
@@ -379,6 +381,7 @@ def local_run(cfg: TrainConfig) -> LocalRun:
             )
         model = models[task]
         indptr, indices, values = hash_batch([e.features for e in batch], cfg.bits)
+        clip_values(values, cfg.clip)
         labels = [e.label for e in batch]
         version = model.version_
         scores = model.learn_many(indptr, indices, values, labels)
@@ -483,6 +486,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "one record per task (default 50; see docs/architecture.md)",
     )
     ps.add_argument("--consistency", default="async", help="async | bounded:TAU | sync")
+    ps.add_argument(
+        "--clip-features", type=float, default=1e6, metavar="X",
+        help="clip numeric feature values to [-X, X], so one huge value cannot make a shard "
+        "reject a whole push (0: no clipping; serve must use the same X)",
+    )  # fmt: skip
     ps.add_argument("--tasks", metavar="A,B,...",
                     help="train only these tasks; events of others go to dead-letters")  # fmt: skip
     ps.add_argument(
@@ -599,6 +607,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.init_model:
         check_init_model(args.init_model, args.hash_bits)
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
+    if not args.clip_features >= 0:
+        raise ConfigError(f"--clip-features must be >= 0 (0: no clipping), got {args.clip_features}")
     flink = flink_settings(args)
     given = {key for key, _ in flink.options}
     defaults = tuple((k, v) for k, v in LOCAL_OPTIONS if k not in given)
@@ -623,6 +633,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         max_in_flight=args.max_in_flight,
         tasks=tasks,
         max_tasks=max_tasks,
+        clip=args.clip_features or None,
         window=args.window,
         input_topic=args.input_topic,
         updates_topic=args.updates_topic,

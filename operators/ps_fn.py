@@ -38,7 +38,7 @@ from pyflink.datastream.state import (
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event
-from connectors.hashing import hash_batch, pack_rows, stack_packed
+from connectors.hashing import DEFAULT_CLIP, clip_values, hash_batch, pack_rows, stack_packed
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.journal import Working, WorkingCopies
@@ -87,6 +87,7 @@ class PsSettings:
     max_in_flight: int = 64  # flow control: a worker's mini-batches not yet applied everywhere
     tasks: tuple | None = None  # the tasks it may train (``--tasks``; None: any)
     max_tasks: int = 8  # at most this many of them (``--max-tasks``)
+    clip: float | None = DEFAULT_CLIP  # |feature value| limit (``--clip-features``; 0: none)
 
     def task_gate(self):
         from operators.ps import TaskGate
@@ -151,7 +152,8 @@ class ParseFunction(ProcessFunction):
         # the whole batch hashed in one call; each row as bytes: a tuple with two small numpy
         # arrays pickles 25x slower, and an example is pickled on its way into the worker and
         # into its state
-        rows = pack_rows(*hash_batch([event.features for event in events], self.s.bits))
+        indptr, indices, values = hash_batch([event.features for event in events], self.s.bits)
+        rows = pack_rows(indptr, indices, clip_values(values, self.s.clip))
         chunks: dict[str, list] = {}
         for event, row in zip(events, rows, strict=True):
             key = f"{event.task}#{worker_of(event.event_id, self.s.workers)}"

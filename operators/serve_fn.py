@@ -25,7 +25,7 @@ from pyflink.datastream.state import (
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event
-from connectors.hashing import hash_features, stack_rows
+from connectors.hashing import clip_values, hash_features, stack_rows
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
 from operators.ps import BLOCK, Replica
@@ -46,6 +46,7 @@ class ServeSettings:
     requests_topic: str = "requests"
     follow_run: str | None = None
     init_model: str | None = None
+    clip: float | None = 1e6  # as the training run's --clip-features
 
 
 class ParseRequest(ProcessFunction):
@@ -64,6 +65,7 @@ class ParseRequest(ProcessFunction):
             yield DEAD_LETTERS, letter
             return
         idx, vals = hash_features(event.features, self.s.bits)
+        clip_values(vals, self.s.clip)
         key = f"{event.task}#{worker_of(event.event_id, self.s.replicas)}"
         yield ("req", event.task, key, event.event_id, event.ts, idx, vals, value)
 

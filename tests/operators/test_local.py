@@ -55,3 +55,15 @@ def test_the_update_rule_is_the_same_gathered_or_in_place():
     new, w = opt.step({k: v[idx] for k, v in state.items()}, g)
     assert np.array_equal(opt.apply(state, idx, g), w)
     assert all(np.array_equal(state[k][idx], new[k]) for k in new)
+
+
+def test_one_huge_feature_value_rejects_the_push_unless_clipped():
+    from connectors.hashing import clip_values, hash_batch
+
+    rows = [{"site": "a", "price": 1.0}] * 99 + [{"site": "b", "price": 1e200}]
+    for clip, rejected in ((None, 1), (1e6, 0)):
+        model = OnlineLogistic(8)
+        indptr, indices, values = hash_batch(rows, 8)
+        model.learn_many(indptr, indices, clip_values(values, clip), [1] * 50 + [0] * 50)
+        assert model.rejected_ == rejected
+        assert np.isfinite(model.weights_).all()
