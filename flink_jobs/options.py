@@ -93,10 +93,10 @@ def add_flink_args(
     group.add_argument("--checkpoint-dir", metavar="URI", help="e.g. file:///tmp/ckpt")
     group.add_argument(
         "--execution-mode",
-        default="process",
+        default="auto",
         choices=["auto", "process", "thread"],
-        help="Python execution mode (default process); auto: thread on the local "
-        "mini-cluster, process on a cluster",
+        help="Python execution mode (default auto: thread on the local mini-cluster, "
+        "process under flink run on a cluster)",
     )
     group.add_argument(
         "--flink-option",
