@@ -608,7 +608,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         check_init_model(args.init_model, args.hash_bits)
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
     if not args.clip_features >= 0:
-        raise ConfigError(f"--clip-features must be >= 0 (0: no clipping), got {args.clip_features}")
+        raise ConfigError(f"--clip-features must be >= 0 (0: none), got {args.clip_features}")
     flink = flink_settings(args)
     given = {key for key, _ in flink.options}
     defaults = tuple((k, v) for k, v in LOCAL_OPTIONS if k not in given)

@@ -88,6 +88,8 @@ class PsSettings:
     tasks: tuple | None = None  # the tasks it may train (``--tasks``; None: any)
     max_tasks: int = 8  # at most this many of them (``--max-tasks``)
     clip: float | None = DEFAULT_CLIP  # |feature value| limit (``--clip-features``; 0: none)
+    ndjson: bool = False  # a record holds many events, one per line (``--input-format``)
+    batch_predictions: bool = False  # one prediction record per mini-batch (NDJSON)
 
     def task_gate(self):
         from operators.ps import TaskGate
@@ -119,6 +121,20 @@ def worker_of(event_id: str, workers: int) -> int:
     return zlib.crc32(event_id.encode()) % workers
 
 
+def split_record(line: bytes | None, ndjson: bool) -> list:
+    """The events of one Kafka record as ``(index, raw)``: the record itself (index None), or
+    with ``ndjson`` each non-empty line of it (index = its position among them).
+
+    >>> split_record(b'{"a":1}\\n\\n{"b":2}\\n', True)
+    [(0, b'{"a":1}'), (1, b'{"b":2}')]
+    >>> split_record(None, True)
+    [(None, None)]
+    """
+    if not ndjson or line is None:
+        return [(None, line)]
+    return list(enumerate(part for part in line.split(b"\n") if part.strip()))
+
+
 class ParseFunction(ProcessFunction):
     """Decode, validate and hash a batch of raw events ``Row(task, lines, partitions,
     offsets)`` (gathered by ``connectors.ingest``); emit one chunk of examples per worker key;
@@ -134,21 +150,26 @@ class ParseFunction(ProcessFunction):
         self.gate = self.s.task_gate()
 
     def process_element(self, value, ctx):
-        events = []
+        events, seen = [], 0
         topic = self.s.input_topic
         for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
-            try:
-                event = decode_event(line)
-            except DecodeError as exc:
-                yield DEAD_LETTERS, dead_letter(line, exc.reason, topic, partition, offset)
-                continue
-            refused = self.gate.refuse(event.task)
-            if refused:
-                yield DEAD_LETTERS, dead_letter(line, refused, topic, partition, offset, "admit")
-            else:
-                events.append(event)
-        if len(events) < len(value[1]):
-            yield COUNTS, ("count", DEAD_LETTER_COUNT, len(value[1]) - len(events))
+            for index, raw in split_record(line, self.s.ndjson):
+                seen += 1
+                try:
+                    event = decode_event(raw)
+                except DecodeError as exc:
+                    letter = dead_letter(raw, exc.reason, topic, partition, offset, index=index)
+                    yield DEAD_LETTERS, letter
+                    continue
+                refused = self.gate.refuse(event.task)
+                if refused:
+                    letter = dead_letter(raw, refused, topic, partition, offset, "admit",
+                                         index=index)  # fmt: skip
+                    yield DEAD_LETTERS, letter
+                else:
+                    events.append(event)
+        if len(events) < seen:
+            yield COUNTS, ("count", DEAD_LETTER_COUNT, seen - len(events))
         # the whole batch hashed in one call; each row as bytes: a tuple with two small numpy
         # arrays pickles 25x slower, and an example is pickled on its way into the worker and
         # into its state
