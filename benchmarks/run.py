@@ -144,7 +144,10 @@ def end_to_end(kafka, topic: str, events: int, cfg: dict, tmp: str, broker_pid: 
         "--dead-letter-topic", f"{tag}-dlq", "--hash-bits", str(BITS),
         "--workers", str(cfg["workers"]), "--shards", str(cfg["shards"]),
         "--consistency", cfg["consistency"], "--update-threshold", str(cfg.get("eps", 0.0)),
-        "--max-events", str(events), "--summary-json", str(summary_path),
+        *(["--stop-at-offsets", f"0={-(-events // cfg['batched'])}", "--input-format", "ndjson",
+            "--prediction-format", "batch"] if cfg.get("batched")
+          else ["--max-events", str(events)]),
+        "--summary-json", str(summary_path),
         "--batch-timeout", str(cfg.get("batch_timeout", 200)),
         "--checkpoint-dir", f"file://{tmp}/ckpt-{tag}", "--timeout", str(cfg["timeout"]),
     ]  # fmt: skip
@@ -162,10 +165,9 @@ def end_to_end(kafka, topic: str, events: int, cfg: dict, tmp: str, broker_pid: 
     task = summary["tasks"]["ctr"]
     updates = [r.value for r in read_records(kafka, f"{tag}-upd", timeout=600, idle=5)]
     coords = sum(len(json.loads(v)["indices"]) for v in updates)
-    preds = [
-        json.loads(r.value)
-        for r in read_records(kafka, f"{tag}-pred", summary["events"], timeout=900, idle=10)
-    ]
+    records = read_records(kafka, f"{tag}-pred", None if cfg.get("batched") else
+                           summary["events"], timeout=900, idle=10)  # fmt: skip
+    preds = [json.loads(line) for r in records for line in r.value.splitlines()]
     preds.sort(key=lambda p: p["event_id"])  # stream order: e-000000001, e-000000002, ...
     stale = np.array([p["staleness"] for p in preds]) if preds else np.zeros(1)
     labels = np.array([p["label"] for p in preds])
@@ -200,6 +202,8 @@ def end_to_end(kafka, topic: str, events: int, cfg: dict, tmp: str, broker_pid: 
     }
 
 
+BATCH_EVENTS = 1_000  # events per Kafka record in the batched run
+
 E2E_CONFIGS = [
     {"workers": w, "shards": s, "consistency": c}
     for w in (1, 2)
@@ -226,8 +230,11 @@ def end_to_end_configs(quick: bool, events: int, prefix: int) -> list[dict]:
     # learner gives the same AUCs); async runs move AUC by more than 0.002 between repeats
     pair = {"workers": 1, "shards": 4, "consistency": "sync", "batch_timeout": 0,
             "events": min(events, max(prefix, FILTER_EVENTS))}  # fmt: skip
+    batched = {**headline, "batched": BATCH_EVENTS, "label": f"2w 4s async, all {events:,}, "
+               f"records of {BATCH_EVENTS:,} events in, prediction batches out"}  # fmt: skip
     return [
         {**headline, "label": f"2w 4s async, all {events:,}", "headline": True},
+        batched,
         {**one, "label": label(one), "one_sync": True},
         *grid,
         {**pair, "label": "1w 4s sync, count batches", "filter_base": True},
@@ -249,9 +256,14 @@ def run_end_to_end(events: int, prefix: int, data: Path, quick: bool) -> list[di
         start = [SCRIPT, "cluster", "start", "--taskmanagers", "2", "--rest-port",
                  str(CLUSTER_REST_PORT)]  # fmt: skip
         head = [c for c in configs if c.get("headline")]
-        rest = [c for c in configs if not c.get("headline")]
-        # the headline on a broker of its own, the shorter runs on one broker for all
-        for group, stream in ((head, lines), (rest, lines[: max(c["events"] for c in rest)])):
+        batched = [c for c in configs if c.get("batched")]
+        rest = [c for c in configs if not c.get("headline") and not c.get("batched")]
+        records = [b"\n".join(lines[i : i + BATCH_EVENTS]) for i in range(0, len(lines),
+                                                                       BATCH_EVENTS)]  # fmt: skip
+        # the headline on a broker of its own, the batched run too, the shorter runs on one
+        # broker for all
+        for group, stream in ((head, lines), (batched, records),
+                              (rest, lines[: max(c["events"] for c in rest)])):  # fmt: skip
             topic = f"bench-{len(stream)}"
             with fresh_broker(stream, topic) as (kafka, broker_pid):
                 for cfg in group:
@@ -412,6 +424,10 @@ def targets(e2e: list[dict], services: list[dict], learner: dict, prefix: dict) 
     if head:
         out.append(_throughput(head, svc, 20_000, "2 workers, 4 shards, async, mini-cluster"))
         out.append(_accuracy(head, learner))
+    batched = next((r for r in ok if r.get("batched")), None)
+    if batched:
+        out.append(_throughput(batched, None, 50_000, "batched records in, prediction batches "
+                               "out, 2 workers, 4 shards, async, mini-cluster"))  # fmt: skip
     one = next((r for r in ok if r.get("one_sync")), None)
     if one:
         out.append(_throughput(one, None, 15_000, "1 worker, 1 shard, sync, mini-cluster"))

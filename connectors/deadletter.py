@@ -16,6 +16,7 @@ def dead_letter(
     step: str = "decode",
     now_ms: int | None = None,
     run: str | None = None,
+    index: int | None = None,
 ) -> str:
     """Encode one dead letter as JSON.
 
@@ -51,4 +52,6 @@ def dead_letter(
     }
     if exact is not None:
         doc["payload_base64"] = exact
+    if index is not None:
+        doc["index"] = index
     return json.dumps(doc, separators=(",", ":"))

@@ -242,3 +242,17 @@ def _plainly_valid(features: dict) -> bool:
         if max(map(abs, itertools.filterfalse(_is_str, values))) > MAX_INT_FEATURE:
             return False
     return True
+
+
+def split_record(line: bytes | None, ndjson: bool) -> list:
+    """The events of one Kafka record as ``(index, raw)``: the record itself (index None), or
+    with ``ndjson`` each non-empty line of it (index = its position among them).
+
+    >>> split_record(b'{"a":1}\\n\\n{"b":2}\\n', True)
+    [(0, b'{"a":1}'), (1, b'{"b":2}')]
+    >>> split_record(None, True)
+    [(None, None)]
+    """
+    if not ndjson or line is None:
+        return [(None, line)]
+    return list(enumerate(part for part in line.split(b"\n") if part.strip()))

@@ -36,6 +36,7 @@ class GenerateConfig:
     malformed: float = 0.0
     progress: bool = False
     stamp_now: bool = False  # ts = the time each event is sent, not the synthetic clock
+    batch: int = 1  # events per Kafka record (> 1: NDJSON, for train --input-format ndjson)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,17 @@ def generate(cfg: GenerateConfig) -> GenerateResult:
     ends: dict[int, int] = {}
     probs, labels, malformed, sent = [], [], 0, 0
     start = time.monotonic()
+    held: list[tuple[bytes, bytes]] = []  # events of the record being filled (--batch)
+
+    def send(key: bytes, value: bytes, futures: list) -> None:
+        if cfg.batch > 1:
+            held.append((key, value))
+            if len(held) < cfg.batch:
+                return
+            key, value = held[0][0], b"\n".join(v for _, v in held)
+            held.clear()
+        futures.append(prod.send(cfg.topic, key=key, value=value))
+
     try:
         for docs, p, y in stream.chunks():
             bad = bad_rng.random(len(docs)) < cfg.malformed
@@ -94,7 +106,7 @@ def generate(cfg: GenerateConfig) -> GenerateResult:
                     malformed += 1
                 else:
                     value = encode(doc)
-                futures.append(prod.send(cfg.topic, key=doc["event_id"].encode(), value=value))
+                send(doc["event_id"].encode(), value, futures)
                 sent += 1
                 if cfg.rate and sent % 100 == 0:
                     ahead = sent / cfg.rate - (time.monotonic() - start)
@@ -107,6 +119,11 @@ def generate(cfg: GenerateConfig) -> GenerateResult:
             probs.append(p[~bad])
             labels.append(y[~bad])
             progress.update(sent)
+        if held:  # the last, shorter record
+            futures = [prod.send(cfg.topic, key=held[0][0], value=b"\n".join(v for _, v in held))]
+            prod.flush()
+            meta = futures[0].get(timeout=30)
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
     finally:
         progress.close()
         prod.close()
@@ -141,6 +158,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--task", default="ctr", help="the task name stamped on every event")
     parser.add_argument(
+        "--batch", type=int, default=1, metavar="N",
+        help="N events per Kafka record, one per line (NDJSON; for train --input-format ndjson)",
+    )  # fmt: skip
+    parser.add_argument(
         "--now", action="store_true",
         help="stamp each event's ts with the time it is sent (for serving latency); by default "
         "a synthetic clock, so a seed always gives the same stream",
@@ -153,6 +174,8 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
 
     if args.events < 0:
         raise ConfigError(f"--events must be >= 0, got {args.events}")
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be >= 1 events per record, got {args.batch}")
     if args.rate is not None and args.rate <= 0:
         raise ConfigError(f"--rate must be > 0 events/s, got {args.rate}")
     if not 0.0 <= args.malformed <= 1.0:
@@ -177,4 +200,5 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         malformed=args.malformed,
         progress=sys.stderr.isatty(),
         stamp_now=args.now,
+        batch=args.batch,
     )

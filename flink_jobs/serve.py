@@ -264,7 +264,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     if not args.clip_features >= 0:
-        raise ConfigError(f"--clip-features must be >= 0 (0: no clipping), got {args.clip_features}")
+        raise ConfigError(f"--clip-features must be >= 0 (0: none), got {args.clip_features}")
     from flink_jobs.train import check_init_model
 
     for name in ("replicas", "max_pending"):

@@ -64,6 +64,8 @@ class TrainConfig:
     tasks: tuple | None = None
     max_tasks: int = 8
     clip: float | None = 1e6  # connectors.hashing.DEFAULT_CLIP
+    input_format: str = "event"  # or ndjson: a record carries many events, one per line
+    prediction_format: str = "event"  # or batch: one record per mini-batch, one line per event
     window: int = 10_000
     input_topic: str = "events"
     updates_topic: str = "model-updates"
@@ -100,6 +102,8 @@ class TrainConfig:
             tasks=self.tasks,
             max_tasks=self.max_tasks,
             clip=self.clip,
+            ndjson=self.input_format == "ndjson",
+            batch_predictions=self.prediction_format == "batch",
             input_topic=self.input_topic,
             fail_marker=self.fail_marker,
             checkpoint_dir=self.flink.checkpoint_dir,
@@ -128,13 +132,13 @@ def build(env, cfg: TrainConfig):
         DEAD_LETTERS,
         DIGESTS,
         PICKLED,
+        PREDICTION_LINES,
         PREDICTIONS,
         EvaluatorFunction,
         ParseFunction,
         ShardFunction,
         WorkerFunction,
         fan_out_updates,
-        prediction_lines,
     )
 
     s = cfg.ps_settings()
@@ -183,9 +187,9 @@ def build(env, cfg: TrainConfig):
     ).name("model-updates-sink").uid("model-updates-sink")
 
     batches = workers.get_side_output(PREDICTIONS)
-    batches.flat_map(prediction_lines, output_type=Types.STRING()).name("prediction-lines").uid(
-        "prediction-lines"
-    ).sink_to(
+    # the workers write the prediction records themselves: a mini-batch enters Python once
+    # more (the evaluator), not twice
+    workers.get_side_output(PREDICTION_LINES).sink_to(
         kafka_sink(cfg.kafka, cfg.predictions_topic, cfg.delivery, f"{cfg.run_id}-pred")
     ).name("train-predictions-sink").uid("train-predictions-sink")
 
@@ -210,7 +214,34 @@ def resolve_bounds(cfg: TrainConfig) -> tuple[dict[int, int] | None, int | None]
     """End offsets per partition of the input and the number of events they hold."""
     from connectors.admin import bounds
 
-    return bounds(cfg.kafka, cfg.input_topic, cfg.stop_offsets, cfg.max_events)
+    ends, records = bounds(cfg.kafka, cfg.input_topic, cfg.stop_offsets, cfg.max_events)
+    if ends is None or cfg.input_format != "ndjson":
+        return ends, records
+    return ends, count_ndjson_events(cfg.kafka, cfg.input_topic, ends, records)
+
+
+def count_ndjson_events(kafka, topic: str, ends: dict[int, int], records: int) -> int:
+    """How many events the records below ``ends`` carry (``--input-format ndjson``): a
+    bounded run ends when every one is accounted for."""
+    from connectors.admin import consumer
+    from connectors.events import split_record
+
+    cons = consumer(kafka, topic, committed_only=False)
+    seen = events = 0
+    deadline = time.monotonic() + 120
+    try:
+        while seen < records and time.monotonic() < deadline:
+            for tp, batch in cons.poll(timeout_ms=500).items():
+                for record in batch:
+                    if record.offset < ends.get(tp.partition, 0):
+                        seen += 1
+                        events += len(split_record(record.value, True))
+    finally:
+        cons.close()
+    if seen < records:
+        raise StreamshardError(f"read {seen} of the {records} records of {topic} to count "
+                               "their events")  # fmt: skip
+    return events
 
 
 # ---- running ----------------------------------------------------------------------------
@@ -356,7 +387,7 @@ def local_run(cfg: TrainConfig) -> LocalRun:
     """The reference learner over the same events, one process, mini-batches cut by count."""
     from connectors.admin import consumer
     from connectors.errors import DecodeError
-    from connectors.events import decode_event
+    from connectors.events import decode_event, split_record
     from connectors.hashing import clip_values, hash_batch
     from connectors.snapshot import load_models
     from operators.evaluation import Prequential
@@ -401,19 +432,20 @@ def local_run(cfg: TrainConfig) -> LocalRun:
                     if stop_offsets and record.offset >= stop_offsets.get(tp.partition, 0):
                         continue
                     seen += 1
-                    try:
-                        event = decode_event(record.value)
-                    except DecodeError:
-                        dead += 1
-                        continue
-                    if gate.refuse(event.task):
-                        dead += 1
-                        continue
-                    batch = pending.setdefault(event.task, [])
-                    batch.append(event)
-                    if len(batch) >= cfg.batch_size:
-                        train(event.task, batch)
-                        pending[event.task] = []
+                    for _, raw in split_record(record.value, cfg.input_format == "ndjson"):
+                        try:
+                            event = decode_event(raw)
+                        except DecodeError:
+                            dead += 1
+                            continue
+                        if gate.refuse(event.task):
+                            dead += 1
+                            continue
+                        batch = pending.setdefault(event.task, [])
+                        batch.append(event)
+                        if len(batch) >= cfg.batch_size:
+                            train(event.task, batch)
+                            pending[event.task] = []
     finally:
         cons.close()
     for task, batch in pending.items():
@@ -531,6 +563,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ps.add_argument("--window", type=int, default=10_000, help="metrics window (predictions)")
     io = parser.add_argument_group("topics and bounds")
     io.add_argument("--input-topic", default="events")
+    io.add_argument(
+        "--input-format", default="event", choices=["event", "ndjson"],
+        help="event: one event per Kafka record; ndjson: a record carries many events, one "
+        "per line (a bad one is dead-lettered with its record's partition, offset and index)",
+    )  # fmt: skip
+    io.add_argument(
+        "--prediction-format", default="event", choices=["event", "batch"],
+        help="event: one train-predictions record per event; batch: one record per "
+        "mini-batch holding its predictions one per line (NDJSON)",
+    )  # fmt: skip
     io.add_argument("--updates-topic", default="model-updates")
     io.add_argument("--predictions-topic", default="train-predictions")
     io.add_argument("--metrics-topic", default="metrics")
@@ -607,8 +649,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.init_model:
         check_init_model(args.init_model, args.hash_bits)
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
+    if args.input_format == "ndjson" and args.max_events is not None:
+        raise ConfigError("--input-format ndjson counts events inside records: bound the run "
+                          "with --stop-at-offsets instead of --max-events")  # fmt: skip
     if not args.clip_features >= 0:
-        raise ConfigError(f"--clip-features must be >= 0 (0: no clipping), got {args.clip_features}")
+        raise ConfigError(f"--clip-features must be >= 0 (0: none), got {args.clip_features}")
     flink = flink_settings(args)
     given = {key for key, _ in flink.options}
     defaults = tuple((k, v) for k, v in LOCAL_OPTIONS if k not in given)
@@ -634,6 +679,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         tasks=tasks,
         max_tasks=max_tasks,
         clip=args.clip_features or None,
+        input_format=args.input_format,
+        prediction_format=args.prediction_format,
         window=args.window,
         input_topic=args.input_topic,
         updates_topic=args.updates_topic,

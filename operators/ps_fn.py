@@ -37,7 +37,7 @@ from pyflink.datastream.state import (
 
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
-from connectors.events import decode_event
+from connectors.events import decode_event, split_record
 from connectors.hashing import DEFAULT_CLIP, clip_values, hash_batch, pack_rows, stack_packed
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
@@ -59,7 +59,8 @@ from operators.ps import (
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 COUNTS = OutputTag("counts", PICKLED)
-PREDICTIONS = OutputTag("predictions", PICKLED)
+PREDICTIONS = OutputTag("predictions", PICKLED)  # a mini-batch's scores, for the evaluator
+PREDICTION_LINES = OutputTag("prediction-lines", Types.STRING())  # to train-predictions
 DIGESTS = OutputTag("digests", Types.STRING())
 
 
@@ -88,6 +89,8 @@ class PsSettings:
     tasks: tuple | None = None  # the tasks it may train (``--tasks``; None: any)
     max_tasks: int = 8  # at most this many of them (``--max-tasks``)
     clip: float | None = DEFAULT_CLIP  # |feature value| limit (``--clip-features``; 0: none)
+    ndjson: bool = False  # a record holds many events, one per line (``--input-format``)
+    batch_predictions: bool = False  # one prediction record per mini-batch (NDJSON)
 
     def task_gate(self):
         from operators.ps import TaskGate
@@ -134,21 +137,26 @@ class ParseFunction(ProcessFunction):
         self.gate = self.s.task_gate()
 
     def process_element(self, value, ctx):
-        events = []
+        events, seen = [], 0
         topic = self.s.input_topic
         for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
-            try:
-                event = decode_event(line)
-            except DecodeError as exc:
-                yield DEAD_LETTERS, dead_letter(line, exc.reason, topic, partition, offset)
-                continue
-            refused = self.gate.refuse(event.task)
-            if refused:
-                yield DEAD_LETTERS, dead_letter(line, refused, topic, partition, offset, "admit")
-            else:
-                events.append(event)
-        if len(events) < len(value[1]):
-            yield COUNTS, ("count", DEAD_LETTER_COUNT, len(value[1]) - len(events))
+            for index, raw in split_record(line, self.s.ndjson):
+                seen += 1
+                try:
+                    event = decode_event(raw)
+                except DecodeError as exc:
+                    letter = dead_letter(raw, exc.reason, topic, partition, offset, index=index)
+                    yield DEAD_LETTERS, letter
+                    continue
+                refused = self.gate.refuse(event.task)
+                if refused:
+                    letter = dead_letter(raw, refused, topic, partition, offset, "admit",
+                                         index=index)  # fmt: skip
+                    yield DEAD_LETTERS, letter
+                else:
+                    events.append(event)
+        if len(events) < seen:
+            yield COUNTS, ("count", DEAD_LETTER_COUNT, seen - len(events))
         # the whole batch hashed in one call; each row as bytes: a tuple with two small numpy
         # arrays pickles 25x slower, and an example is pickled on its way into the worker and
         # into its state
@@ -584,6 +592,10 @@ class WorkerFunction(KeyedCoProcessFunction):
                 self._journal_rmw(work, meta, ("p", shard, clock, part_idx, part_g))
             yield ("push", task, shard, key, clock, part_idx, part_g)
         event_ids = [ex[3] for ex in batch]
+        lines = prediction_lines(task, key, event_ids, labels.astype(np.int64), scores,
+                                 version, staleness, clock, self.s.batch_predictions)  # fmt: skip
+        for line in lines:
+            yield PREDICTION_LINES, line
         yield (
             PREDICTIONS,
             (
@@ -875,22 +887,24 @@ class EvaluatorFunction(KeyedProcessFunction):
         yield json.dumps(doc)
 
 
-def prediction_lines(record):
-    """One JSON line per test-then-train prediction of a mini-batch record."""
-    import json
+def prediction_lines(task, worker, event_ids, labels, scores, version, staleness, clock,
+                     batched: bool = False) -> list[str]:  # fmt: skip
+    """The ``train-predictions`` records of a mini-batch: one JSON object per event, or with
+    ``batched`` one record holding them all, one per line (NDJSON).
 
-    _, task, worker, event_ids, labels, scores, version, staleness, clock = record
-    for event_id, label, score in zip(event_ids, labels.tolist(), scores.tolist(), strict=True):
-        yield json.dumps(
-            {
-                "event_id": event_id,
-                "task": task,
-                "label": label,
-                "score": score,
-                "model_version": version,
-                "staleness": staleness,
-                "worker": worker,
-                "clock": clock,
-            },
-            separators=(",", ":"),
-        )
+    >>> prediction_lines("ctr", "ctr#0", ["e1", "e2"], np.array([1, 0]), np.array([.9, .2]),
+    ...                  7, 0, 3, batched=True)
+    ['{"event_id":"e1","task":"ctr","label":1,"score":0.9,"model_version":7,"staleness":0,\
+"worker":"ctr#0","clock":3}\\n{"event_id":"e2","task":"ctr","label":0,"score":0.2,\
+"model_version":7,"staleness":0,"worker":"ctr#0","clock":3}']
+    """
+    tail = f',"model_version":{version},"staleness":{staleness},"worker":{json.dumps(worker)},'
+    tail += f'"clock":{clock}}}'
+    head = f',"task":{json.dumps(task)},"label":'
+    lines = [
+        f'{{"event_id":{json.dumps(event_id)}{head}{label},"score":{score!r}{tail}'
+        for event_id, label, score in zip(
+            event_ids, labels.tolist(), scores.tolist(), strict=True
+        )  # fmt: skip
+    ]
+    return ["\n".join(lines)] if batched else lines

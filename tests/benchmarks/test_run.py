@@ -31,7 +31,9 @@ def test_headline_trains_on_the_whole_stream_and_the_rest_on_the_prefix():
     assert (head[0]["workers"], head[0]["shards"], head[0]["consistency"]) == (2, 4, "async")
     one = [c for c in configs if c.get("one_sync")]
     assert len(one) == 1 and (one[0]["workers"], one[0]["shards"]) == (1, 1)
-    rest = [c for c in configs if not c.get("headline")]
+    batched = [c for c in configs if c.get("batched")]
+    assert len(batched) == 1 and batched[0]["events"] == 100_000  # the whole stream, batched
+    rest = [c for c in configs if not c.get("headline") and not c.get("batched")]
     pair = [c for c in rest if c.get("filter_base") or c.get("eps")]
     assert len(pair) == 2 and all(c["events"] == 20_000 for c in pair)
     assert all(c["events"] == 10_000 for c in rest if c not in pair)

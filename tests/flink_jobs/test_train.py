@@ -485,3 +485,25 @@ def test_invented_task_names_are_dead_lettered_past_max_tasks(kafka, topic_name,
     letters = [json.loads(r.value) for r in read_records(kafka, f"{topic_name}-dlq", idle=3)]
     assert len(letters) == invented and all(d["step"] == "admit" for d in letters)
     assert "--max-tasks 2 already admitted ctr,fraud" in letters[0]["reason"]
+
+
+def test_batched_records_in_and_prediction_batches_out(kafka, topic_name, tmp_path):
+    """--input-format ndjson: records of 50 events; a bad event is dead-lettered with its
+    record's offset and its index, the rest of the record is kept; --prediction-format batch:
+    one train-predictions record per mini-batch, every event predicted once."""
+    out = streamshard("generate", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                      topic_name, "--events", "5000", "--batch", "50", "--malformed", "0.01",
+                      "--seed", "21")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    ends = out.stdout.split("end offsets ")[1].split()[0]
+    assert ends == "0=100"  # 5,000 events in 100 records
+    summary = run_train(kafka, topic_name, tmp_path, "--stop-at-offsets", ends,
+                        "--input-format", "ndjson", "--prediction-format", "batch")  # fmt: skip
+    assert summary["events"] == 5000
+    letters = [json.loads(r.value) for r in read_records(kafka, f"{topic_name}-dlq", idle=3)]
+    assert len(letters) == summary["dead_letters"] > 0
+    assert all(0 <= d["offset"] < 100 and 0 <= d["index"] < 50 for d in letters)
+    records = committed_records(kafka, f"{topic_name}-pred", count=5000, idle=3)
+    ids = [json.loads(line)["event_id"] for r in records for line in r.value.splitlines()]
+    assert len(ids) == len(set(ids)) == 5000 - len(letters)
+    assert len(records) < len(ids) / 10  # batches, not one record per event
