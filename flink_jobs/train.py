@@ -60,7 +60,7 @@ class TrainConfig:
     hyper: dict = field(default_factory=lambda: {"alpha": 0.05, "beta": 1.0, "l1": 0.0, "l2": 0.0})
     update_threshold: float = 0.0
     read_my_writes: bool = True
-    max_in_flight: int = 64
+    max_in_flight: int = 16
     tasks: tuple | None = None
     max_tasks: int = 8
     clip: float | None = 1e6  # connectors.hashing.DEFAULT_CLIP
@@ -548,10 +548,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ps.add_argument(
         "--max-in-flight",
         type=int,
-        default=64,
+        default=16,
         metavar="N",
         help="flow control: a worker waits while N of its mini-batches are not yet applied by "
-        "every shard (default 64; in every mode, bounded:TAU waits sooner)",
+        "every shard (default 16; in every mode, bounded:TAU waits sooner)",
     )
     ps.add_argument(
         "--block-size",

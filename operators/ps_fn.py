@@ -85,7 +85,7 @@ class PsSettings:
     block: int = BLOCK  # coordinates per keyed-state entry
     digests: bool = False  # emit state digests (``--digest-topic``)
     read_my_writes: bool = True  # workers see their own pushes at once (not in sync mode)
-    max_in_flight: int = 64  # flow control: a worker's mini-batches not yet applied everywhere
+    max_in_flight: int = 16  # flow control: a worker's mini-batches not yet applied everywhere
     tasks: tuple | None = None  # the tasks it may train (``--tasks``; None: any)
     max_tasks: int = 8  # at most this many of them (``--max-tasks``)
     clip: float | None = DEFAULT_CLIP  # |feature value| limit (``--clip-features``; 0: none)

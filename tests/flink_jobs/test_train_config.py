@@ -27,7 +27,7 @@ def test_ingest_window_reaches_the_config():
 
 
 def test_max_in_flight_reaches_the_workers_settings():
-    assert _config().ps_settings().max_in_flight == 64
+    assert _config().ps_settings().max_in_flight == 16
     assert _config("--max-in-flight", "8").ps_settings().max_in_flight == 8
 
 
