@@ -30,6 +30,9 @@ MAX_VALUE_CHARS = 1024
 MAX_ID_CHARS = 256
 DEFAULT_TASK = "default"
 MAX_INT_FEATURE = 2**53
+# hashed feature values are clipped to [-DEFAULT_CLIP, DEFAULT_CLIP] before learning and
+# serving (``--clip-features``; connectors.hashing.clip_values)
+DEFAULT_CLIP = 1e6
 _FIELDS = {"event_id", "ts", "task", "label", "features"}
 # a task names state keys ("task#worker", "task/shard") and snapshot folders: a safe alphabet,
 # no path separators, no leading dot (so never "." or "..")

@@ -1,4 +1,5 @@
-"""Builders for Flink's Kafka source and sink from a :class:`~connectors.config.KafkaConfig`.
+"""Flink's Kafka sink from a :class:`~connectors.config.KafkaConfig`, and the flags that bound
+and start a read (the sources are table-connector tables: ``connectors/ingest.py``).
 
 Only Java connector classes are used (through PyFlink's wrappers), so the same job runs on
 the local mini-cluster and under ``flink run``; the connector jars come from the
@@ -7,18 +8,9 @@ the local mini-cluster and under ``flink run``; the connector jars come from the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from pyflink.common import SimpleStringSchema
 from pyflink.datastream.connectors.base import DeliveryGuarantee
-from pyflink.datastream.connectors.kafka import (
-    KafkaOffsetsInitializer,
-    KafkaRecordSerializationSchema,
-    KafkaSink,
-    KafkaSource,
-)
-from pyflink.java_gateway import get_gateway
-from pyflink.util.java_utils import get_java_class
+from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 
 from connectors.config import KafkaConfig
 from connectors.errors import ConfigError
@@ -56,26 +48,6 @@ def parse_offsets(text: str) -> dict[int, int]:
     return offsets
 
 
-def _j_initializer():
-    enumerator = get_gateway().jvm.org.apache.flink.connector.kafka.source.enumerator
-    return enumerator.initializer.OffsetsInitializer
-
-
-def explicit_offsets(topic: str, offsets: Mapping[int, int]) -> KafkaOffsetsInitializer:
-    """Offsets per partition of ``topic``.
-
-    Built here rather than with PyFlink's ``KafkaOffsetsInitializer.offsets``: that wrapper
-    names the relocated ``org.apache.flink.kafka.shaded...TopicPartition`` of the SQL
-    connector jar, while the connector jar installed here has plain ``kafka-clients``.
-    """
-    jvm = get_gateway().jvm
-    # py4j turns Python ints into Integer; the wrapper converts the values to Long
-    j_map = jvm.org.apache.flink.python.util.HashMapWrapper(None, get_java_class(jvm.Long))
-    for partition, offset in offsets.items():
-        j_map.put(jvm.org.apache.kafka.common.TopicPartition(topic, int(partition)), int(offset))
-    return KafkaOffsetsInitializer(_j_initializer().offsets(j_map.asMap()))
-
-
 def check_start(start: str) -> str:
     """Validate a start position before any JVM is started."""
     if start in ("earliest", "latest", "committed") or (
@@ -83,51 +55,6 @@ def check_start(start: str) -> str:
     ):
         return start
     raise ConfigError(f"--start must be earliest, latest, committed or timestamp:MS, got {start!r}")
-
-
-def starting_offsets(start: str) -> KafkaOffsetsInitializer:
-    """``earliest``, ``latest``, ``committed`` (falls back to earliest) or ``timestamp:MS``."""
-    check_start(start)
-    if start == "earliest":
-        return KafkaOffsetsInitializer.earliest()
-    if start == "latest":
-        return KafkaOffsetsInitializer.latest()
-    if start == "committed":
-        jvm = get_gateway().jvm
-        earliest = jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy.EARLIEST
-        return KafkaOffsetsInitializer(_j_initializer().committedOffsets(earliest))
-    return KafkaOffsetsInitializer.timestamp(int(start[10:]))
-
-
-def kafka_source(
-    cfg: KafkaConfig,
-    topic: str,
-    group_id: str,
-    start: str = "earliest",
-    stop_offsets: Mapping[int, int] | None = None,
-    low_latency: bool = False,
-) -> KafkaSource:
-    """A string-valued source; bounded when ``stop_offsets`` (partition -> end) is given.
-
-    Bounding by explicit offsets, not by "latest": the embedded broker answers ListOffsets
-    "latest" wrongly, and explicit offsets make a run exactly reproducible on any broker.
-    """
-    builder = (
-        KafkaSource.builder()
-        .set_bootstrap_servers(cfg.bootstrap_servers)
-        .set_topics(topic)
-        .set_group_id(group_id)
-        .set_starting_offsets(starting_offsets(start))
-        .set_value_only_deserializer(SimpleStringSchema())
-        .set_property("partition.discovery.interval.ms", "-1" if stop_offsets else "60000")
-    )
-    for key, value in cfg.properties.items():
-        builder.set_property(key, value)
-    if low_latency:  # a feedback edge: an idle fetch waits 100 ms, not the default 500
-        builder.set_property("fetch.max.wait.ms", FEEDBACK_FETCH_MAX_WAIT_MS)
-    if stop_offsets:
-        builder.set_bounded(explicit_offsets(topic, stop_offsets))
-    return builder.build()
 
 
 def kafka_sink(

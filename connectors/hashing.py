@@ -18,6 +18,8 @@ from functools import cache, lru_cache
 import numpy as np
 from sklearn.utils import murmurhash3_32
 
+from connectors.events import DEFAULT_CLIP
+
 MIN_BITS, MAX_BITS = 1, 30
 _INT32_MIN = -(2**31)
 
@@ -152,9 +154,6 @@ def pack_rows(
     return [
         (index_bytes[lo:hi], value_bytes[lo:hi]) for lo, hi in zip(bounds, bounds[1:], strict=False)
     ]
-
-
-DEFAULT_CLIP = 1e6
 
 
 def clip_values(values: np.ndarray, limit: float | None = DEFAULT_CLIP) -> np.ndarray:

@@ -10,14 +10,12 @@ import os
 import sys
 import sysconfig
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyflink.common import Configuration
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
 from connectors.errors import ConfigError
-
-PROJECT = Path(__file__).resolve().parents[1]
+from flink_jobs.cluster import PROJECT
 
 STATE_BACKENDS = ("hashmap", "rocksdb")
 EXECUTION_MODES = ("auto", "process", "thread")
@@ -46,6 +44,7 @@ class FlinkSettings:
     restart_attempts: int = 20
     buffer_timeout_ms: int = 100
     options: tuple = ()  # (key, value) pairs of Flink configuration, set last
+    job_options: tuple = ()  # those of ``options`` the job chose itself: known good, not checked
 
     def checkpoint_uri(self) -> str:
         if self.checkpoint_dir:
@@ -115,7 +114,7 @@ def flink_configuration(s: FlinkSettings, on_cluster: bool = False) -> Configura
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", str(s.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
-    check_options(s.options)
+    check_options(tuple(o for o in s.options if o not in s.job_options))
     for key, value in s.options:
         conf.set_string(key, value)
     return conf

@@ -9,6 +9,7 @@ import sys
 from connectors.broker import read_record
 from connectors.config import BOOTSTRAP_ENV, KafkaConfig
 from connectors.errors import ConfigError
+from connectors.events import DEFAULT_CLIP
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -75,6 +76,21 @@ def kafka_config(args: argparse.Namespace) -> KafkaConfig:
         record = read_record()
         bootstrap = record.bootstrap_servers if record else None
     return KafkaConfig.from_sources(bootstrap, args.kafka_properties_file, overrides)
+
+
+def add_clip_argument(parser: argparse.ArgumentParser, why: str) -> None:
+    """``--clip-features X``: train and serve must clip hashed feature values alike."""
+    parser.add_argument(
+        "--clip-features", type=float, default=DEFAULT_CLIP, metavar="X",
+        help=f"clip numeric feature values to [-X, X], {why} (0: no clipping)",
+    )  # fmt: skip
+
+
+def clip_from_args(args: argparse.Namespace) -> float | None:
+    """The clipping limit of ``--clip-features`` (None: no clipping)."""
+    if not args.clip_features >= 0:
+        raise ConfigError(f"--clip-features must be >= 0 (0: none), got {args.clip_features}")
+    return args.clip_features or None
 
 
 def add_flink_args(

@@ -22,9 +22,17 @@ from pathlib import Path
 
 from connectors.config import KafkaConfig
 from connectors.errors import ConfigError, StreamshardError
+from connectors.events import DEFAULT_CLIP
 from connectors.flink_kafka import parse_offsets
 from flink_jobs.env import FlinkSettings
-from flink_jobs.options import add_flink_args, add_kafka_args, flink_settings, kafka_config
+from flink_jobs.options import (
+    add_clip_argument,
+    add_flink_args,
+    add_kafka_args,
+    clip_from_args,
+    flink_settings,
+    kafka_config,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class ServeConfig:
     delivery: str = "at-least-once"
     follow_run: str | None = None
     init_model: str | None = None
-    clip: float | None = 1e6  # the training run's --clip-features
+    clip: float | None = DEFAULT_CLIP  # the training run's --clip-features
     stop_offsets: dict | None = None
     max_events: int | None = None
     summary_json: str | None = None
@@ -241,10 +249,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests a replica holds while no model is known; more go to dead-letters",
     )
     parser.add_argument("--init-model", metavar="DIR", help="start from this snapshot")
-    parser.add_argument(
-        "--clip-features", type=float, default=1e6, metavar="X",
-        help="clip numeric feature values to [-X, X], as the training run did (0: none)",
-    )  # fmt: skip
+    add_clip_argument(parser, "as the training run did")
     parser.add_argument("--follow-run", metavar="RUN", help="serve this training run only")
     parser.add_argument("--requests-topic", default="requests")
     parser.add_argument("--updates-topic", default="model-updates")
@@ -263,8 +268,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    if not args.clip_features >= 0:
-        raise ConfigError(f"--clip-features must be >= 0 (0: none), got {args.clip_features}")
     from flink_jobs.train import check_init_model
 
     for name in ("replicas", "max_pending"):
@@ -287,7 +290,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         delivery=args.delivery,
         follow_run=args.follow_run,
         init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
-        clip=args.clip_features or None,
+        clip=clip_from_args(args),
         stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
         max_events=args.max_events,
         summary_json=args.summary_json,

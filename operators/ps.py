@@ -79,6 +79,9 @@ class Consistency:
         return f"bounded:{self.tau}" if self.mode == "bounded" else self.mode
 
 
+DEFAULT_MAX_TASKS = 8  # each costs dense copies in every worker and shard (~57 MiB at 2^20)
+
+
 @dataclass
 class TaskGate:
     """Which tasks a job trains: those in ``allowed`` (None: any), at most ``max_tasks`` of
@@ -97,7 +100,7 @@ class TaskGate:
     """
 
     allowed: frozenset | None = None
-    max_tasks: int = 8
+    max_tasks: int = DEFAULT_MAX_TASKS
     admitted: set = field(default_factory=set)
 
     def refuse(self, task: str) -> str | None:

@@ -37,8 +37,8 @@ from pyflink.datastream.state import (
 
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
-from connectors.events import decode_event, split_record
-from connectors.hashing import DEFAULT_CLIP, clip_values, hash_batch, pack_rows, stack_packed
+from connectors.events import DEFAULT_CLIP, decode_event, split_record
+from connectors.hashing import clip_values, hash_batch, pack_rows, stack_packed
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.journal import Working, WorkingCopies
@@ -46,11 +46,13 @@ from operators.logistic import batch_gradient, batch_scores, dimension, prepare
 from operators.optim import make_optimizer
 from operators.ps import (
     BLOCK,
+    DEFAULT_MAX_TASKS,
     Consistency,
     DenseRange,
     Replica,
     ShardServer,
     StateReplica,
+    TaskGate,
     shard_width,
     split_by_shard,
     state_digest,
@@ -87,14 +89,12 @@ class PsSettings:
     read_my_writes: bool = True  # workers see their own pushes at once (not in sync mode)
     max_in_flight: int = 16  # flow control: a worker's mini-batches not yet applied everywhere
     tasks: tuple | None = None  # the tasks it may train (``--tasks``; None: any)
-    max_tasks: int = 8  # at most this many of them (``--max-tasks``)
+    max_tasks: int = DEFAULT_MAX_TASKS  # at most this many of them (``--max-tasks``)
     clip: float | None = DEFAULT_CLIP  # |feature value| limit (``--clip-features``; 0: none)
     ndjson: bool = False  # a record holds many events, one per line (``--input-format``)
     batch_predictions: bool = False  # one prediction record per mini-batch (NDJSON)
 
-    def task_gate(self):
-        from operators.ps import TaskGate
-
+    def task_gate(self) -> TaskGate:
         allowed = frozenset(self.tasks) if self.tasks is not None else None
         return TaskGate(allowed, self.max_tasks)
 

@@ -24,7 +24,7 @@ from pyflink.datastream.state import (
 
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
-from connectors.events import decode_event
+from connectors.events import DEFAULT_CLIP, decode_event
 from connectors.hashing import clip_values, hash_features, stack_rows
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
@@ -46,7 +46,7 @@ class ServeSettings:
     requests_topic: str = "requests"
     follow_run: str | None = None
     init_model: str | None = None
-    clip: float | None = 1e6  # as the training run's --clip-features
+    clip: float | None = DEFAULT_CLIP  # as the training run's --clip-features
 
 
 class ParseRequest(ProcessFunction):
