@@ -35,7 +35,7 @@ class FlinkSettings:
     checkpoint_mode: str = "exactly-once"
     state_backend: str = "hashmap"
     checkpoint_dir: str | None = None
-    execution_mode: str = "auto"  # or process, or thread: see python_execution_mode()
+    execution_mode: str = "process"  # or thread, or auto: see python_execution_mode()
     python_executable: str = sys.executable
     bundle_size: int = 1000
     bundle_time_ms: int = 100

@@ -109,10 +109,10 @@ def add_flink_args(
     group.add_argument("--checkpoint-dir", metavar="URI", help="e.g. file:///tmp/ckpt")
     group.add_argument(
         "--execution-mode",
-        default="auto",
+        default="process",
         choices=["auto", "process", "thread"],
-        help="Python execution mode (default auto: thread on the local mini-cluster, "
-        "process under flink run on a cluster)",
+        help="Python execution mode (default process; thread is faster on the local "
+        "mini-cluster but a run can stall; auto: thread locally, process on a cluster)",
     )
     group.add_argument(
         "--flink-option",
