@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ceiling import SparseFtrl  # noqa: E402
+from benchmarks.ceiling import StandardizedSparseFtrl  # noqa: E402
 from connectors.hashing import hash_batch  # noqa: E402
 from connectors.synthetic import CtrSettings, CtrStream  # noqa: E402
 from operators.local import OnlineLogistic  # noqa: E402
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         prepared = batches(args.events, size)
         n = args.events
         makers = {"ours": lambda: OnlineLogistic(BITS).learn_many,
-                  "ceiling": lambda: SparseFtrl(BITS).learn}  # fmt: skip
+                  "ceiling": lambda: StandardizedSparseFtrl(BITS).learn}  # fmt: skip
         (ours, auc_ours), (ceil, auc_ceil) = timed(makers, prepared).values()
         print(f"{size:>6} {ours / n * 1e6:>11.2f} {ceil / n * 1e6:>14.2f} {ceil / ours:>6.2f}"
               f" {auc_ours:>9.4f} {auc_ceil:>12.4f}", flush=True)  # fmt: skip

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ceiling import SparseFtrl  # noqa: E402
+from benchmarks.ceiling import StandardizedSparseFtrl  # noqa: E402
 from benchmarks.common import peak_rss_mib  # noqa: E402
 from connectors.events import decode_event  # noqa: E402
 from connectors.hashing import hash_batch  # noqa: E402
@@ -73,13 +73,13 @@ def _timed_batches(learn, batches):
 
 
 def ceiling(lines, bits, batch):
-    return _timed_batches(SparseFtrl(bits).learn, _prehashed(lines, bits, batch))
+    return _timed_batches(StandardizedSparseFtrl(bits).learn, _prehashed(lines, bits, batch))
 
 
 def ceiling_orjson(lines, bits, batch):
     import orjson
 
-    model = SparseFtrl(bits)
+    model = StandardizedSparseFtrl(bits)
     labels, scores = [], []
     start = time.perf_counter()
     for i in range(0, len(lines), batch):
@@ -206,9 +206,10 @@ CONTENDERS = {
 }
 SKLEARN_BATCH = 1000
 SETTINGS = {
-    "ceiling": "sparse FTRL alpha 0.05 beta 1, batches of {batch}, pre-decoded, pre-hashed",
+    "ceiling": "sparse FTRL alpha 0.2 beta 1, standardized, batches of {batch}, pre-decoded, "
+    "pre-hashed",
     "ceiling-orjson": "the ceiling + orjson.loads + one FeatureHasher call per batch",
-    "learner": "OnlineLogistic FTRL alpha 0.05 beta 1, batches of {batch}, pre-hashed",
+    "learner": "OnlineLogistic FTRL alpha 0.2 beta 1, standardized, batches of {batch}, pre-hashed",
     "numpy-loop": "decode_event (orjson, strict) + hash_batch + OnlineLogistic, batches of {batch}",
     "river": "LogisticRegression() (SGD lr 0.01), dicts name=value, orjson, per event",
     "river-ftrl": "LogisticRegression(optimizer=optim.FTRLProximal()), dicts, orjson, per event",

@@ -16,7 +16,10 @@ with nothing buffered at that clock answers with an empty push, so a bounded str
 workers ran out of examples at different clocks still finishes. ``state`` (with
 read-my-writes, the default outside sync mode) carries the optimizer's state arrays at
 ``indices`` too (FTRL: ``{"z": [...], "n": [...]}``), so a worker can apply its own pushes
-that are still in flight on top of them, with the shards' own update rule.
+that are still in flight on top of them, with the shards' own update rule. ``offset``
+(with standardization, the default) is the shard's share of the centring: a score's margin
+is the weights times the raw values plus the intercept minus the sum of every shard's latest
+``offset``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class ModelUpdate:
     duplicates_skipped: int = 0
     waiting: int | None = None  # sync: the shard holds some workers' pushes of this clock
     state: dict | None = field(default=None, repr=False)  # read-my-writes: optimizer state
+    offset: float | None = None  # standardized: the shard's centring (subtract from margins)
+    rows: int | None = None  # standardized: the rows the shard has counted
     bits: int | None = None  # the run's hash bits (its model has 2**bits + 1 coordinates)
 
     def to_json(self) -> str:
@@ -68,6 +73,10 @@ class ModelUpdate:
             doc["waiting"] = self.waiting
         if self.bits is not None:
             doc["bits"] = self.bits
+        if self.offset is not None:
+            doc["offset"] = float(self.offset)
+        if self.rows is not None:
+            doc["rows"] = int(self.rows)
         if self.state is not None:
             doc["state"] = {k: np.ascontiguousarray(v, np.float64) for k, v in self.state.items()}
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
@@ -138,6 +147,11 @@ def _decode_update(raw, dim):
     if state is not None and not isinstance(state, dict):
         raise DecodeError("bad model update: 'state' must be an object")
     waiting = doc.get("waiting")
+    offset = doc.get("offset")
+    if offset is not None and not (
+        isinstance(offset, (int, float)) and not isinstance(offset, bool) and np.isfinite(offset)
+    ):
+        raise DecodeError("bad model update: 'offset' must be a finite number")
     applied = doc.get("applied", [])
     if not isinstance(applied, list):
         raise DecodeError("bad model update: 'applied' must be a list")
@@ -156,6 +170,8 @@ def _decode_update(raw, dim):
         duplicates_skipped=_int(doc, "duplicates_skipped", 0),
         waiting=None if waiting is None else _int(doc, "waiting"),
         bits=None if doc.get("bits") is None else _int(doc, "bits", low=1),
+        offset=None if offset is None else float(offset),
+        rows=None if doc.get("rows") is None else _int(doc, "rows"),
         state=None
         if state is None
         else {str(k): _floats(v, idx.size, f"state.{k}") for k, v in state.items()},

@@ -37,6 +37,17 @@ class Snapshot:
     model: str = "logistic"
     shard_versions: dict = field(default_factory=dict)
     as_of_ms: int = 0  # the newest update the weights include (wall ms); creation if none
+    # standardized runs: each shard's centring as of the snapshot, already folded into the
+    # intercept of ``weights`` (a plain linear model); a predictor following the run's
+    # updates unfolds it, since updates carry the intercept unfolded
+    offsets: dict = field(default_factory=dict)
+
+    def unfolded(self) -> np.ndarray:
+        """``weights`` as the run's model updates hold them: the centring not in the
+        intercept (the margin subtracts ``sum(offsets)``)."""
+        w = np.array(self.weights, dtype=np.float64)
+        w[-1] += sum(self.offsets.values())
+        return w
 
 
 def _sha256(path: Path) -> str:
@@ -80,6 +91,7 @@ def save(snapshot: Snapshot, root: str | Path) -> Path:
         "version": snapshot.version,
         "clock": snapshot.clock,
         "shard_versions": {str(k): v for k, v in snapshot.shard_versions.items()},
+        "offsets": {str(k): float(v) for k, v in snapshot.offsets.items()},
         "run": snapshot.run,
         "hash_bits": snapshot.bits,
         "hashing": {
@@ -141,7 +153,18 @@ def load(directory: str | Path) -> Snapshot:
         model=manifest.get("model", "logistic"),
         shard_versions={int(k): int(v) for k, v in manifest.get("shard_versions", {}).items()},
         as_of_ms=int(manifest.get("as_of_ms", 0)),
+        offsets=_offsets(directory, manifest.get("offsets", {})),
     )
+
+
+def _offsets(directory: Path, doc: object) -> dict:
+    try:
+        offsets = {int(k): float(v) for k, v in doc.items()}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise SnapshotError(f"{directory}: 'offsets' must map shards to numbers") from exc
+    if not all(np.isfinite(list(offsets.values()))):
+        raise SnapshotError(f"{directory}: 'offsets' are not all finite")
+    return offsets
 
 
 def from_updates(updates, bits: int) -> list[Snapshot]:
@@ -155,6 +178,7 @@ def from_updates(updates, bits: int) -> list[Snapshot]:
     run = updates[-1].run
     replicas: dict[str, Replica] = {}
     shards: dict[str, dict] = {}
+    offsets: dict[str, dict] = {}
     for update in updates:
         if update.run != run:
             continue
@@ -165,12 +189,15 @@ def from_updates(updates, bits: int) -> list[Snapshot]:
             )
         replicas.setdefault(update.task, Replica()).assign(update.indices, update.values)
         shards.setdefault(update.task, {})[update.shard] = (update.version, update.clock)
+        if update.offset is not None:
+            offsets.setdefault(update.task, {})[update.shard] = update.offset
     return [
         Snapshot(
             task=task,
             bits=bits,
             version=sum(v for v, _ in shards[task].values()),
-            weights=replica.dense(dimension(bits)),
+            weights=_folded(replica.dense(dimension(bits)), offsets.get(task, {})),
+            offsets=dict(sorted(offsets.get(task, {}).items())),
             clock={str(s): c for s, (_, c) in sorted(shards[task].items())},
             run=run,
             shard_versions={s: v for s, (v, _) in sorted(shards[task].items())},
@@ -178,6 +205,11 @@ def from_updates(updates, bits: int) -> list[Snapshot]:
         )
         for task, replica in sorted(replicas.items())
     ]
+
+
+def _folded(weights: np.ndarray, offsets: dict) -> np.ndarray:
+    weights[-1] -= sum(offsets.values())
+    return weights
 
 
 def load_models(path: str | Path) -> dict[str, Snapshot]:

@@ -36,7 +36,7 @@ from flink_jobs.options import (
 )
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
 from operators.optim import make_optimizer
-from operators.ps import DEFAULT_MAX_TASKS, Consistency
+from operators.ps import DEFAULT_MAX_TASKS, Consistency, batch_size_at
 
 HYPER = ("alpha", "beta", "l1", "l2", "lr")
 # how long model updates are gathered before the workers get them (one record per window):
@@ -65,7 +65,9 @@ class TrainConfig:
     ingest_window_ms: int = 50
     consistency: str = "async"
     optimizer: str = "ftrl"
-    hyper: dict = field(default_factory=lambda: {"alpha": 0.05, "beta": 1.0, "l1": 0.0, "l2": 0.0})
+    hyper: dict = field(default_factory=lambda: {"alpha": 0.2, "beta": 1.0, "l1": 0.0, "l2": 0.0})
+    standardize: bool = True
+    warmup: bool = True
     update_threshold: float = 0.0
     read_my_writes: bool = True
     max_in_flight: int = 16
@@ -104,6 +106,8 @@ class TrainConfig:
             consistency=self.consistency,
             optimizer=self.optimizer,
             hyper=tuple(sorted(self.hyper.items())),
+            standardize=self.standardize,
+            warmup=self.warmup,
             update_threshold=self.update_threshold,
             read_my_writes=self.read_my_writes,
             max_in_flight=self.max_in_flight,
@@ -415,8 +419,9 @@ def local_run(cfg: TrainConfig) -> LocalRun:
         if task not in models:
             warm = init[task].weights if task in init else None
             models[task] = OnlineLogistic(
-                cfg.bits, cfg.optimizer, cfg.update_threshold, init_weights=warm, **cfg.hyper
-            )
+                cfg.bits, cfg.optimizer, cfg.update_threshold, init_weights=warm,
+                standardize=cfg.standardize, **cfg.hyper,
+            )  # fmt: skip
         model = models[task]
         indptr, indices, values = hash_batch([e.features for e in batch], cfg.bits)
         clip_values(values, cfg.clip)
@@ -450,7 +455,8 @@ def local_run(cfg: TrainConfig) -> LocalRun:
                             continue
                         batch = pending.setdefault(event.task, [])
                         batch.append(event)
-                        if len(batch) >= cfg.batch_size:
+                        batches = models[event.task].batches_ if event.task in models else 0
+                        if len(batch) >= batch_size_at(batches, cfg.batch_size, cfg.warmup):
                             train(event.task, batch)
                             pending[event.task] = []
     finally:
@@ -500,15 +506,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--hash-bits", type=int, default=20, help="2**BITS hashed features")
     model.add_argument("--optimizer", default="ftrl", choices=["ftrl", "adagrad", "sgd"])
-    model.add_argument("--alpha", type=float, default=0.05, help="FTRL learning rate")
+    model.add_argument("--alpha", type=float, default=0.2, help="FTRL learning rate")
     model.add_argument("--beta", type=float, default=1.0, help="FTRL beta")
     model.add_argument("--l1", type=float, default=0.0)
     model.add_argument("--l2", type=float, default=0.0)
     model.add_argument("--lr", type=float, help="AdaGrad/SGD learning rate")
+    model.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="learn over numeric features standardized online (running mean and variance "
+        "kept on the shards with the weights; default)",
+    )
     ps = parser.add_argument_group("parameter server")
     ps.add_argument("--shards", type=int, default=4)
     ps.add_argument("--workers", type=int, default=2)
     ps.add_argument("--batch-size", type=int, default=100)
+    ps.add_argument(
+        "--warmup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a worker's mini-batches grow 1, 2, 4, ... up to --batch-size (default)",
+    )
     ps.add_argument(
         "--batch-timeout",
         type=int,
@@ -533,7 +552,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-tasks", type=int, metavar="N",
         help=f"train at most N tasks, admitted as they arrive; events of the rest go to "
         f"dead-letters (default: the number of --tasks, else {DEFAULT_MAX_TASKS}; each task "
-        "costs about 57 MiB at 2^20 features)",
+        "costs about 176 MiB at 2^20 features, 57 with --no-standardize)",
     )  # fmt: skip
     ps.add_argument(
         "--update-threshold",
@@ -678,6 +697,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         hyper=hyper,
         update_threshold=args.update_threshold,
         read_my_writes=args.read_my_writes,
+        standardize=args.standardize,
+        warmup=args.warmup,
         max_in_flight=args.max_in_flight,
         tasks=tasks,
         max_tasks=max_tasks,

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from operators.logistic import batch_gradient, batch_scores, dimension, prepare
-from operators.optim import make_optimizer
+from operators.logistic import (
+    batch_gradient,
+    batch_scores,
+    dimension,
+    prepare,
+    standardized_push,
+)
+from operators.optim import make_rule
 from operators.ps import BLOCK, DenseRange, ShardServer
 
 
@@ -26,6 +32,8 @@ class OnlineLogistic:
     update_threshold
         Significantly-modified filter: a weight reaches the replica only once it moved more
         than this since it was last sent.
+    standardize
+        Learn over standardized numeric coordinates (``operators.optim.Standardized``).
 
     Examples
     --------
@@ -44,14 +52,16 @@ class OnlineLogistic:
         optimizer: str = "ftrl",
         update_threshold: float = 0.0,
         init_weights: np.ndarray | None = None,
+        standardize: bool = True,
         **hyper,
     ):
         self.bits = bits
         self.optimizer = optimizer
         self.update_threshold = update_threshold
         self.init_weights = init_weights
+        self.standardize = standardize
         self.hyper = hyper
-        optim = make_optimizer(optimizer, **hyper)
+        optim = make_rule(optimizer, standardize, **hyper)
         dim = dimension(bits)
         self.server_ = ShardServer(optim, update_threshold)
         # one shard over the whole range, dense in memory, as the training job's shards hold it
@@ -65,27 +75,39 @@ class OnlineLogistic:
         self.version_ = 0
         self.rejected_ = 0
         self.updates_sent_ = 0
+        self.rows_ = 0  # rows learned from (the standardization's count)
+        self.batches_ = 0  # mini-batches learned from (a worker's clock)
 
     def predict_proba_many(self, indptr, indices, values) -> np.ndarray:
         batch = prepare(indptr, indices, values, self.bits)
-        return batch_scores(batch, self.replica_.lookup(batch.coords))
+        return batch_scores(batch, self.replica_.lookup(batch.coords), -self.shard_.offset)
 
     def learn_many(self, indptr, indices, values, labels) -> np.ndarray:
         """Score a mini-batch with the current weights, then learn from it; return the scores."""
         batch = prepare(indptr, indices, values, self.bits)
-        scores = batch_scores(batch, self.replica_.lookup(batch.coords))
+        scores = batch_scores(batch, self.replica_.lookup(batch.coords), -self.shard_.offset)
         g = batch_gradient(batch, np.asarray(labels, float), scores)
+        rows = self.rows_
+        if self.standardize:  # as a shard does: the running row count in the last row
+            g = standardized_push(batch, g)
+            rows = g[-1, 0] = self.rows_ + batch.size
         applied = self.server_.apply_dense(self.shard_, batch.coords, g)
+        self.batches_ += 1
         if applied is None:
             self.rejected_ += 1
         else:  # the replica (``sent``) already holds the changed weights
             self.updates_sent_ += applied[0].size
             self.version_ += 1
+            self.rows_ = int(rows)
         return scores
 
     @property
     def weights_(self) -> np.ndarray:
-        return self.replica_.arrays["w"][: dimension(self.bits)].copy()
+        """Weights on the raw values, the centring folded into the intercept: a plain
+        linear model that scores as this one does."""
+        w = self.replica_.arrays["w"][: dimension(self.bits)].copy()
+        w[-1] -= self.shard_.offset
+        return w
 
     def state_dict(self) -> dict:
         return {

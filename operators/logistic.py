@@ -52,10 +52,11 @@ def prepare(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, bits: i
     return MiniBatch(rows, values, coords, inverse.reshape(-1), indptr.size - 1)
 
 
-def batch_scores(batch: MiniBatch, w: np.ndarray) -> np.ndarray:
-    """Scores of the rows given the weights ``w`` at ``batch.coords``."""
+def batch_scores(batch: MiniBatch, w: np.ndarray, offset: float = 0.0) -> np.ndarray:
+    """Scores of the rows given the weights ``w`` at ``batch.coords``; ``offset`` is added to
+    every margin (the centring of standardized coordinates, see ``operators.optim``)."""
     margin = np.bincount(batch.rows, weights=batch.values * w[batch.inverse], minlength=batch.size)
-    return sigmoid(margin + w[-1])
+    return sigmoid(margin + (w[-1] + offset))
 
 
 def batch_gradient(batch: MiniBatch, labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -68,10 +69,32 @@ def batch_gradient(batch: MiniBatch, labels: np.ndarray, scores: np.ndarray) -> 
     return g
 
 
-def predict_proba(indptr, indices, values, lookup, bits: int) -> np.ndarray:
+def standardized_push(batch: MiniBatch, g: np.ndarray) -> np.ndarray:
+    """The push of a standardized model (``operators.optim.Standardized``): the summed
+    gradient ``g`` at ``batch.coords`` with the mini-batch's moments of each coordinate's
+    present values, and a last row holding the row count and the residual sum.
+
+    >>> b = prepare(np.array([0, 1, 2]), np.array([3, 3]), np.array([1.0, 3.0]), bits=2)
+    >>> standardized_push(b, np.array([0.5, -1.0])).tolist()
+    [[0.5, 2.0, 2.0, 2.0], [-1.0, 2.0, 1.0, 0.0], [2.0, -1.0, 0.0, 0.0]]
+    """
+    k = batch.coords.size
+    out = np.zeros((k + 1, 4))
+    count = np.bincount(batch.inverse, minlength=k).astype(np.float64)
+    count[-1] = batch.size
+    mean = np.bincount(batch.inverse, batch.values, minlength=k) / np.maximum(count, 1)
+    mean[-1] = 1.0
+    dev = batch.values - mean[batch.inverse]
+    out[:-1, 0], out[:-1, 1], out[:-1, 2] = g, count, mean
+    out[:-1, 3] = np.bincount(batch.inverse, dev * dev, minlength=k)
+    out[-1, 0], out[-1, 1] = batch.size, g[-1]
+    return out
+
+
+def predict_proba(indptr, indices, values, lookup, bits: int, offset: float = 0.0) -> np.ndarray:
     """Scores of a mini-batch; ``lookup(idx)`` returns current weights at coordinates ``idx``."""
     batch = prepare(indptr, indices, values, bits)
-    return batch_scores(batch, lookup(batch.coords))
+    return batch_scores(batch, lookup(batch.coords), offset)
 
 
 def gradient(indptr, indices, values, labels, scores, bits: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from operators.optim import ROWS
+
 BLOCK = 4096  # the default; `train --block-size` chooses (see the README's measurements)
 
 
@@ -24,10 +26,52 @@ def shard_width(dim: int, shards: int) -> int:
     return -(-dim // shards)
 
 
+def batch_size_at(clock: int, batch_size: int, warmup: bool = True) -> int:
+    """The size of mini-batch number ``clock``: with ``warmup`` it doubles from 1 up to
+    ``batch_size``, so a young model takes many small steps.
+
+    >>> [batch_size_at(k, 100) for k in range(9)]
+    [1, 2, 4, 8, 16, 32, 64, 100, 100]
+    """
+    if not warmup or clock >= batch_size.bit_length():
+        return batch_size
+    return min(batch_size, 1 << clock)
+
+
+def plan_batches(count: int, clock: int, batch_size: int, warmup: bool, may_start, flush: bool):
+    """Sizes of the mini-batches to cut now from ``count`` buffered examples, the first one
+    number ``clock``: full ones while ``may_start(clock)`` allows, and a partial last one
+    when ``flush``.
+
+    >>> plan_batches(10, 0, 4, True, lambda c: True, flush=False)
+    [1, 2, 4]
+    >>> plan_batches(10, 0, 4, True, lambda c: c < 4, flush=True)
+    [1, 2, 4, 3]
+    >>> plan_batches(10, 5, 4, True, lambda c: c < 6, flush=True)
+    [4]
+    """
+    sizes, left = [], count
+    while left > 0:
+        size = batch_size_at(clock, batch_size, warmup)
+        if (left < size and not flush) or not may_start(clock):
+            break
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+        clock += 1
+    return sizes
+
+
 def split_by_shard(idx: np.ndarray, g: np.ndarray, dim: int, shards: int) -> list:
     """Split sorted ``(idx, g)`` into one ``(shard, idx, g)`` per shard, empty ones included
     (an empty push still advances that shard's clock for the worker)."""
     cuts = np.searchsorted(idx, np.arange(1, shards) * shard_width(dim, shards))
+    if g.ndim == 2:  # a standardized push: every part keeps the mini-batch's last row
+        return [
+            (s, part_idx, np.vstack((part_g, g[-1:])))
+            for s, (part_idx, part_g) in enumerate(
+                zip(np.split(idx, cuts), np.split(g[:-1], cuts), strict=True)
+            )
+        ]
     return [
         (s, part_idx, part_g)
         for s, (part_idx, part_g) in enumerate(
@@ -132,6 +176,13 @@ class ShardServer:
         # updates feed state replicas (read-my-writes): with no filter, every coordinate whose
         # state changed is sent, even when its weight did not move (L1 holds it at 0)
         self.send_all = state_updates and threshold == 0
+        self.centring = hasattr(optimizer, "offsets")
+
+    def load_offset(self, dr: DenseRange) -> DenseRange:
+        """Sum the centring of a working copy filled from stored blocks."""
+        if self.centring:
+            dr.offset = float(self.optimizer.offsets(dr.arrays).sum())
+        return dr
 
     def _moved(self, w: np.ndarray, sent: np.ndarray) -> np.ndarray:
         if self.send_all:
@@ -188,6 +239,9 @@ class ShardServer:
             return None
         for k, v in new.items():
             dr.arrays[k][local] = v
+        if self.centring:  # a standardized rule: the range's centring, kept as a sum
+            offsets = self.optimizer.offsets
+            dr.offset += float(offsets(new).sum() - offsets(gathered).sum())
         moved = self._moved(w, before)
         dr.mark(idx)
         if moved.all():  # the common case without a filter: no boolean indexing
@@ -263,6 +317,7 @@ class DenseRange:
         self._first = self.lo // block
         self._shift = block.bit_length() - 1 if block & (block - 1) == 0 else None
         self._dirty = np.zeros(size // block, bool)  # one flag per block: a scatter per call
+        self.offset = 0.0  # a standardized rule's centring over the range (ShardServer's)
 
     @property
     def touched(self) -> set:
@@ -383,9 +438,15 @@ class StateReplica:
     ([-1.5], {})
     """
 
-    def __init__(self, optimizer, dr: DenseRange, own: dict | None = None):
+    def __init__(
+        self, optimizer, dr: DenseRange, own: dict | None = None, rows: dict | None = None
+    ):
         self.optimizer, self.dr = optimizer, dr
         self.own = {} if own is None else own
+        # a standardized rule: per shard, the rows it had counted as of its last update; my
+        # self-contained pushes carry their own rows, replayed as running totals from these
+        self.rows = {} if rows is None else rows
+        self.centring = hasattr(optimizer, "offsets")
 
     @property
     def arrays(self) -> dict:
@@ -400,9 +461,14 @@ class StateReplica:
         if idx.size and np.all(np.isfinite(g)):
             self.own.setdefault(shard, []).append((clock, idx, g))
 
-    def update(self, shard: int, mine: int, idx: np.ndarray, arrays: dict) -> None:
+    def update(
+        self, shard: int, mine: int, idx: np.ndarray, arrays: dict, rows: int | None = None
+    ) -> None:
         """A shard's update: its absolute state at ``idx``, reflecting my pushes up to clock
-        ``mine`` (its vector clock for me); those pushes are forgotten."""
+        ``mine`` (its vector clock for me); those pushes are forgotten. ``rows``: the rows
+        the shard had counted (standardized)."""
+        if rows is not None:
+            self.rows[shard] = rows
         if idx.size:
             for name in self.optimizer.state_names:
                 self.dr.arrays[name][idx - self.dr.lo] = arrays[name]
@@ -415,9 +481,42 @@ class StateReplica:
 
     def lookup(self, idx: np.ndarray) -> np.ndarray:
         """Weights at sorted unique ``idx``: the received state with my unreflected pushes."""
+        return self.optimizer.weights(self._replayed(idx), np.arange(idx.size))
+
+    def lookup_centred(self, idx: np.ndarray) -> tuple[np.ndarray, float]:
+        """``lookup`` for a standardized rule, and what my unreflected pushes change in the
+        centring (the sum of ``offsets``) over every coordinate they touch, not only ``idx``."""
+        pushes = self._pushes()
+        if not pushes or not idx.size:
+            return self.lookup(idx), 0.0
+        every = np.union1d(idx, np.concatenate([p[1] for p in pushes]))
+        local = every - self.dr.lo
+        before = self.optimizer.offsets({k: self.dr.arrays[k][local] for k in
+                                         self.optimizer.state_names}).sum()  # fmt: skip
+        state = self._replayed(every)
+        w = self.optimizer.weights(state, np.searchsorted(every, idx))
+        return w, float(self.optimizer.offsets(state).sum() - before)
+
+    def _pushes(self) -> list:
+        """My unreflected pushes in order; a standardized rule's with the running row count
+        the shard will have when it applies each (its count plus my pushes up to it)."""
+        if not self.centring:
+            return [p for shard in sorted(self.own) for p in self.own[shard]]
+        out = []
+        for shard in sorted(self.own):
+            rows = self.rows.get(shard, 0)
+            for clock, idx, g in self.own[shard]:
+                rows += g[0, ROWS] if g.size else 0
+                g = g.copy()
+                g[:, ROWS] = rows
+                out.append((clock, idx, g))
+        return out
+
+    def _replayed(self, idx: np.ndarray) -> dict:
+        """The state at sorted unique ``idx`` with my unreflected pushes applied."""
         local = idx - self.dr.lo
         state = {k: self.dr.arrays[k][local] for k in self.optimizer.state_names}
-        pushes = [p for shard in sorted(self.own) for p in self.own[shard]]
+        pushes = self._pushes()
         if pushes and idx.size:
             # every unreflected push at once: its entries that fall on ``idx``, in push order
             # (clock order per shard; shards hold disjoint ranges)
@@ -431,7 +530,7 @@ class StateReplica:
             # per coordinate), with one call per round instead of one per push
             for sel in _rounds(at):
                 self.optimizer.apply(state, at[sel], g[sel])
-        return self.optimizer.weights(state, np.arange(idx.size))
+        return state
 
     def warm(self, w: np.ndarray) -> None:
         """Start from dense weights ``w`` with no history, as the shards' ``warm`` does."""

@@ -42,8 +42,14 @@ from connectors.hashing import clip_values, hash_batch, pack_rows, stack_packed
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
 from operators.journal import Working, WorkingCopies
-from operators.logistic import batch_gradient, batch_scores, dimension, prepare
-from operators.optim import make_optimizer
+from operators.logistic import (
+    batch_gradient,
+    batch_scores,
+    dimension,
+    prepare,
+    standardized_push,
+)
+from operators.optim import PUSH_COLUMNS, make_rule
 from operators.ps import (
     BLOCK,
     DEFAULT_MAX_TASKS,
@@ -53,6 +59,8 @@ from operators.ps import (
     ShardServer,
     StateReplica,
     TaskGate,
+    batch_size_at,
+    plan_batches,
     shard_width,
     split_by_shard,
     state_digest,
@@ -78,7 +86,9 @@ class PsSettings:
     batch_timeout_ms: int = 200
     consistency: str = "async"
     optimizer: str = "ftrl"
-    hyper: tuple = (("alpha", 0.05), ("beta", 1.0), ("l1", 0.0), ("l2", 0.0))
+    hyper: tuple = (("alpha", 0.2), ("beta", 1.0), ("l1", 0.0), ("l2", 0.0))
+    standardize: bool = True  # online standardization of numeric coordinates (--standardize)
+    warmup: bool = True  # mini-batch sizes double from 1 up to batch_size (--warmup)
     update_threshold: float = 0.0
     input_topic: str = "events"
     fail_marker: str | None = None
@@ -108,7 +118,10 @@ class PsSettings:
         return self.read_my_writes and self.consistency != "sync"
 
     def make_optimizer(self):
-        return make_optimizer(self.optimizer, **dict(self.hyper))
+        return make_rule(self.optimizer, self.standardize, **dict(self.hyper))
+
+    def batch_size_at(self, clock: int) -> int:
+        return batch_size_at(clock, self.batch_size, self.warmup)
 
 
 def initial_models(s: PsSettings) -> dict:
@@ -399,7 +412,8 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _state_replica(self, meta: dict, own: dict) -> StateReplica:
         names = self.optimizer.state_names
         dr = _load(DenseRange(names, 0, self.s.dim, self.s.block), self.replica, meta["blocks"])
-        return StateReplica(self.optimizer, dr, {k: list(v) for k, v in own.items()})
+        own = {k: list(v) for k, v in own.items()}
+        return StateReplica(self.optimizer, dr, own, dict(meta.get("shard-rows", {})))
 
     def _journal_rmw(self, work: Working, meta: dict, entry: tuple) -> None:
         """Journal one read-my-writes operation (already applied to ``work``); compact when
@@ -413,6 +427,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             _compact(work, self.replica, self.journal, meta)
             self.own.update({k: list(v) for k, v in work.copy.own.items()})  # a copy: the
             # working copy's lists change after this, the state's must not
+            meta["shard-rows"] = dict(work.copy.rows)
 
     def _meta(self, task: str) -> dict:
         meta = self.meta.value()
@@ -460,15 +475,22 @@ class WorkerFunction(KeyedCoProcessFunction):
                     f"read-my-writes needs the optimizer state in model updates; shard "
                     f"{update.shard} sent {sorted(state)} (a run with other settings?)"
                 )
-            work.copy.update(update.shard, mine, update.indices, state)
-            self._journal_rmw(work, meta, ("u", update.shard, mine, update.indices, state))
+            work.copy.update(update.shard, mine, update.indices, state, update.rows)
+            entry = ("u", update.shard, mine, update.indices, state, update.rows)
+            self._journal_rmw(work, meta, entry)
         else:
             assign_journaled(
                 work, update, self.replica, self.journal, meta, self.copies.compact_every
             )
         meta["shards"][update.shard] = (update.version, mine)
+        if update.offset is not None:
+            meta.setdefault("offsets", {})[update.shard] = update.offset
         self.meta.update(meta)
         return True
+
+    def _empty_push(self) -> np.ndarray:
+        """The gradient of an empty mini-batch (standardized: no rows, no residual)."""
+        return np.zeros((1, PUSH_COLUMNS)) if self.s.standardize else np.zeros(0)
 
     def _awaited(self, ctx, key: str, update):
         """A sync shard waits for this worker's push of ``update.waiting``: train what is
@@ -482,7 +504,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             return
         for shard in range(self.s.shards):
             empty = np.zeros(0, np.int64)
-            yield ("push", update.task, shard, key, clock, empty, np.zeros(0))
+            yield ("push", update.task, shard, key, clock, empty, self._empty_push())
         self.clock.update(clock + 1)
 
     # -- the examples ----------------------------------------------------------------------
@@ -520,7 +542,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         # state: examples trained at once never make the round trip through the state channel
         # (their pushes leave in this same call, so a checkpoint has all of them or none)
         self.incoming = chunk
-        if count >= self.s.batch_size:
+        if count >= self.s.batch_size_at(self.clock.value() or 0):
             yield from self._drain(ctx, self._meta(value[1]), flush=False)
         else:
             self._time_partial(ctx, count)
@@ -533,7 +555,8 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _time_partial(self, ctx, count: int) -> None:
         """Start the batch timeout of a partial mini-batch (unless one runs). A chunk, or a
         drain that trains the full batches before it, can leave one behind."""
-        if 0 < count < self.s.batch_size and self.s.batch_timeout_ms > 0:
+        size = self.s.batch_size_at(self.clock.value() or 0)
+        if 0 < count < size and self.s.batch_timeout_ms > 0:
             now = ctx.timer_service().current_processing_time()
             at = self.timer_at.value()
             if at is None or at < now - self.s.batch_timeout_ms:  # none, or lost in a restore
@@ -548,25 +571,25 @@ class WorkerFunction(KeyedCoProcessFunction):
         yield from self._drain(ctx, self._meta(task), flush=True)
 
     def _drain(self, ctx, meta: dict, flush: bool):
-        count = self.buffered.value() or 0
-        if not count or (count < self.s.batch_size and not (flush or self.due.value())):
+        count, clock = self.buffered.value() or 0, self.clock.value() or 0
+        flush = flush or bool(self.due.value())
+        if not count or (count < self.s.batch_size_at(clock) and not flush):
             return  # nothing to train: skip reading the buffered examples
-        size, clock = self.s.batch_size, self.clock.value() or 0
         progress = self._progress(meta)  # no update arrives during a drain
         applied = [mine for _, mine in progress]
-        startable = 0  # the consistency model and flow control decide how many may start
-        while startable * size < count and self.consistency.may_start(clock + startable, applied):
-            startable += 1
-        flush = flush or bool(self.due.value())
-        n = min(count, startable * size) if flush else min(count // size, startable) * size
+        # the consistency model and flow control decide how many may start
+        sizes = plan_batches(count, clock, self.s.batch_size, self.s.warmup,
+                             lambda c: self.consistency.may_start(c, applied), flush)  # fmt: skip
+        n = sum(sizes)
         if n:  # else the examples wait in state (unread); the next model update retries
             examples = self._take_buffered(n)
             key, task = ctx.get_current_key(), examples[0][1]
             version, staleness = sum(v for v, _ in progress), clock - (min(applied) + 1)
-            for start in range(0, n, size):
+            start = 0
+            for size in sizes:
                 batch = examples[start : start + size]
                 yield from self._train(task, key, clock, batch, version, staleness, meta)
-                clock, staleness = clock + 1, staleness + 1
+                clock, staleness, start = clock + 1, staleness + 1, start + size
             self.meta.update(meta)
             self.clock.update(clock)
             self.buffered.update(count - n)
@@ -584,12 +607,23 @@ class WorkerFunction(KeyedCoProcessFunction):
         labels = np.array([ex[4] for ex in batch], np.float64)
         work = self._replica(key, meta)
         rows = prepare(indptr, indices, values, self.s.bits)
-        scores = batch_scores(rows, work.copy.lookup(rows.coords))
+        offset = -sum(meta.get("offsets", {}).values())  # the shards' centring
+        if self.s.rmw and self.s.standardize:  # with my own pushes' share of it
+            w, mine = work.copy.lookup_centred(rows.coords)
+            offset -= mine
+        else:
+            w = work.copy.lookup(rows.coords)
+        scores = batch_scores(rows, w, offset)
         idx, g = rows.coords, batch_gradient(rows, labels, scores)
+        if self.s.standardize:
+            g = standardized_push(rows, g)
         for shard, part_idx, part_g in split_by_shard(idx, g, self.s.dim, self.s.shards):
             if self.s.rmw and part_idx.size:
-                work.copy.push(shard, clock, part_idx, part_g)
-                self._journal_rmw(work, meta, ("p", shard, clock, part_idx, part_g))
+                mine = part_g
+                if self.s.standardize:  # replayed as the shard will apply it
+                    mine = self.optimizer.self_contained(part_g)
+                work.copy.push(shard, clock, part_idx, mine)
+                self._journal_rmw(work, meta, ("p", shard, clock, part_idx, mine))
             yield ("push", task, shard, key, clock, part_idx, part_g)
         event_ids = [ex[3] for ex in batch]
         lines = prediction_lines(task, key, event_ids, labels.astype(np.int64), scores,
@@ -712,10 +746,7 @@ class ShardFunction(KeyedProcessFunction):
         while len(held.get(meta["next_clock"], ())) >= self.s.workers:
             ready = held.pop(meta["next_clock"])
             workers = sorted(ready)
-            all_idx = np.concatenate([ready[w][0] for w in workers])
-            all_g = np.concatenate([ready[w][1] for w in workers])
-            uniq, inverse = np.unique(all_idx, return_inverse=True)
-            summed = np.bincount(inverse, weights=all_g, minlength=uniq.size)
+            uniq, summed = self.server.optimizer.combine([ready[w] for w in workers])
             pushes = [(w, meta["next_clock"]) for w in workers]
             yield from self._apply(meta, task, shard, pushes, uniq, summed)
             meta["next_clock"] += 1
@@ -732,10 +763,12 @@ class ShardFunction(KeyedProcessFunction):
         return self.copies.get(
             f"{task}/{shard}",
             meta["version"],
-            lambda: _load(
-                DenseRange(names, shard * width, (shard + 1) * width, self.s.block),
-                self.blocks,
-                meta["blocks"],
+            lambda: self.server.load_offset(
+                _load(
+                    DenseRange(names, shard * width, (shard + 1) * width, self.s.block),
+                    self.blocks,
+                    meta["blocks"],
+                )
             ),
             lambda: list(self.journal.get() or []) if meta.get("journal") else [],
             lambda dr, entry: self.server.apply_dense(dr, *entry),
@@ -743,6 +776,10 @@ class ShardFunction(KeyedProcessFunction):
 
     def _apply(self, meta, task, shard, pushes, idx, g):
         work = self._work(meta, task, shard)
+        rows = meta.get("rows", 0)
+        if g.ndim == 2:  # standardized: the running row count goes in the push's last row
+            g = g.copy()
+            rows = g[-1, 0] = rows + g[-1, 0]
         result, state = self.server.apply_dense(work.copy, idx, g), None
         if result is None:
             meta["rejected"] += 1
@@ -754,6 +791,7 @@ class ShardFunction(KeyedProcessFunction):
                 state = {k: work.copy.arrays[k][local] for k in self.server.optimizer.state_names}
             self.journal.add((idx, g))
             meta["journal"] = meta.get("journal", 0) + 1
+            meta["rows"] = int(rows)
         meta["version"] += 1
         work.stamp = meta["version"]
         if meta.get("journal", 0) >= self.copies.compact_every:
@@ -761,9 +799,14 @@ class ShardFunction(KeyedProcessFunction):
         for worker, clock in pushes:
             meta["clock"][worker] = clock
             meta["pushes_applied"] += 1
-        yield self._update(meta, task, shard, result, [[w, c] for w, c in pushes], state=state)
+        offset = work.copy.offset if self.s.standardize else None
+        yield self._update(
+            meta, task, shard, result, [[w, c] for w, c in pushes], state=state, offset=offset
+        )
 
-    def _update(self, meta, task, shard, changed, applied, waiting=None, state=None) -> str:
+    def _update(
+        self, meta, task, shard, changed, applied, waiting=None, state=None, offset=None
+    ) -> str:
         """The model-update record of this shard's state: its version, vector clock and
         counters, with the ``changed`` (indices, absolute values) and, for read-my-writes,
         the optimizer ``state`` at those indices."""
@@ -782,6 +825,8 @@ class ShardFunction(KeyedProcessFunction):
             duplicates_skipped=meta["duplicates_skipped"],
             waiting=waiting,
             state=state,
+            offset=offset,
+            rows=meta.get("rows", 0) if offset is not None else None,
             bits=self.s.bits,
         ).to_json()
 

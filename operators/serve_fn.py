@@ -113,7 +113,7 @@ class ServeFunction(KeyedCoProcessFunction):
         snap = self.init.get(task)
         if snap is not None:
             meta["follow"] = Following.start(self.s.follow_run, snap)
-            Replica(_MapView(self.replica, meta["blocks"])).load_dense(snap.weights)
+            Replica(_MapView(self.replica, meta["blocks"])).load_dense(snap.unfolded())
 
     def _working(self, key: str, meta: dict) -> Working:
         return replica_copy(
@@ -159,7 +159,7 @@ class ServeFunction(KeyedCoProcessFunction):
         key = value[0]
         work = self._working(key, meta)
         assign_journaled(work, update, self.replica, self.journal, meta, self.copies.compact_every)
-        follow.applied(update.run, update.shard, update.version, update.ts)
+        follow.applied(update.run, update.shard, update.version, update.ts, update.offset)
         self.meta.update(meta)
         if self.waiting.value():
             waiting = list(self.pending.get() or [])
@@ -170,8 +170,10 @@ class ServeFunction(KeyedCoProcessFunction):
     def _answer(self, requests: list, meta: dict, key: str):
         indptr, indices, values = stack_rows((r[5], r[6]) for r in requests)
         replica = self._working(key, meta).copy
-        scores = predict_proba(indptr, indices, values, replica.lookup, self.s.bits)
         follow: Following = meta["follow"]
+        scores = predict_proba(
+            indptr, indices, values, replica.lookup, self.s.bits, follow.margin_offset
+        )
         now = int(time.time() * 1000)
         for request, score in zip(requests, np.asarray(scores).tolist(), strict=True):
             yield json.dumps(

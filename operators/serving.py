@@ -38,6 +38,7 @@ class Following:
     shard_versions: dict = field(default_factory=dict)
     base_version: int = 0
     pinned: str | None = None
+    offsets: dict = field(default_factory=dict)  # standardized: each shard's latest centring
 
     @classmethod
     def start(cls, pinned: str | None = None, snapshot=None) -> Following:
@@ -50,11 +51,17 @@ class Following:
             shard_versions=dict(snapshot.shard_versions),
             base_version=0 if snapshot.shard_versions else snapshot.version,
             pinned=pinned,
+            offsets=dict(snapshot.offsets),
         )
 
     @property
     def has_model(self) -> bool:
         return self.run is not None or self.base_version > 0
+
+    @property
+    def margin_offset(self) -> float:
+        """What the centring adds to every margin: minus the shards' offsets."""
+        return -sum(self.offsets.values())
 
     @property
     def model_version(self) -> int:
@@ -89,9 +96,13 @@ class Following:
         self.run = run
         self.shard_versions = {}
         self.base_version = 0
+        self.offsets = {}
 
-    def applied(self, run: str, shard: int, version: int, ts: int) -> None:
+    def applied(self, run: str, shard: int, version: int, ts: int,
+                offset: float | None = None) -> None:  # fmt: skip
         if run != self.run:
             self.switched(run)
         self.shard_versions[shard] = version
+        if offset is not None:
+            self.offsets[shard] = offset
         self.since_ms = max(self.since_ms, ts)

@@ -93,7 +93,9 @@ def warm_start_snapshot(root, seed=99, events=2000):
 
 
 def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_path):
-    events = 4000  # 1% malformed: 40 dead letters, 3960 good events = 44 batches of 90
+    # 1% malformed: 39 dead letters and 3907 good events, mini-batches of 1, 2, ..., 64 (127
+    # events), then 42 of 90: whole batches, as --batch-timeout 0 trains no partial one
+    events = 3946
     fill_topic(kafka, topic_name, events, seed=21, malformed_every=100)
     # both engines warm-start from the same snapshot (train --init-model)
     init = warm_start_snapshot(tmp_path / "init")
@@ -146,17 +148,23 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
     assert flink_scores.keys() == local_scores.keys()
     diff = max(abs(flink_scores[k] - local_scores[k]) for k in local_scores)
     assert diff <= 1e-6
-    # the warm start took: the first mini-batch was scored by the snapshot, not by zeros
-    first = [json.loads(r.value) for r in preds if json.loads(r.value)["clock"] == 0]
-    assert len(first) == 90 and np.std([p["score"] for p in first]) > 0.01
+    # the warm-up: mini-batches of 1, 2, 4, ..., 64, then 90; the warm start took: they
+    # were scored by the snapshot, not by zeros
+    clocks = [json.loads(r.value)["clock"] for r in preds]
+    assert [clocks.count(c) for c in range(9)] == [1, 2, 4, 8, 16, 32, 64, 90, 90]
+    first = [json.loads(r.value) for r in preds if json.loads(r.value)["clock"] < 7]
+    assert np.std([p["score"] for p in first]) > 0.01
 
     # final weights: the snapshot, then the run's model updates (absolute, last one wins)
-    replica = Replica()
+    replica, offsets = Replica(), {}
     replica.load_dense(load(init).weights)
     for record in read_records(kafka, f"{topic_name}-updates", idle=3):
         update = decode_update(record.value)
         replica.assign(update.indices, update.values)
+        offsets[update.shard] = update.offset
     flink_w = replica.dense(dimension(BITS))
+    flink_w[-1] -= sum(offsets.values())  # the standardization's centring, folded
+    assert len(offsets) == 4 and any(offsets.values())
     local_w = reference.models["ctr"].weights_
     assert np.all(np.isfinite(flink_w))
     assert np.max(np.abs(flink_w - local_w)) <= 1e-6
@@ -214,7 +222,8 @@ def test_bounded_delay_never_exceeds_its_bound_with_two_tasks(kafka, topic_name,
 
 
 def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name, tmp_path):
-    events = 4000
+    events = 4027  # mini-batches of 1, 2, ..., 64 (127 events) then 39 of 100: all whole
+    batches = 7 + 39
     fill_topic(kafka, topic_name, events, seed=23)
     marker = tmp_path / "failed-once"
     summary = run_train(
@@ -246,7 +255,7 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
     ids = [json.loads(r.value)["event_id"] for r in preds]
     assert len(ids) == len(set(ids)) == events
     clocks = {(json.loads(r.value)["worker"], json.loads(r.value)["clock"]) for r in preds}
-    assert len(clocks) == events // 100
+    assert len(clocks) == batches
 
     # each shard's state applied every (worker, clock) push exactly once: its final update
     # (the last one it wrote, after the restart) counts them
@@ -257,7 +266,7 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
     assert sorted(final) == [0, 1, 2, 3]
     for update in final.values():
         assert update.pushes_applied == len(clocks)
-        assert update.clock == {"ctr#0": events // 100 - 1}
+        assert update.clock == {"ctr#0": batches - 1}
 
     # and the model is the one an undisturbed run learns (the local reference, which the
     # parity test shows equal to an undisturbed Flink run): not merely close, as it was

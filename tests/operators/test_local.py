@@ -23,7 +23,8 @@ def _batches(events: int, size: int, seed: int = 7):
 
 
 def test_scores_equal_the_minimal_sparse_ftrl_of_the_ceiling():
-    ours, ceiling = OnlineLogistic(BITS, alpha=0.1), SparseFtrl(BITS, alpha=0.1)
+    ours = OnlineLogistic(BITS, standardize=False, alpha=0.1)
+    ceiling = SparseFtrl(BITS, alpha=0.1)
     for batch in _batches(5_000, 50):
         np.testing.assert_allclose(ours.learn_many(*batch), ceiling.learn(*batch), rtol=1e-12)
     weights = -ceiling.z / ((1.0 + np.sqrt(ceiling.n)) / 0.1)
@@ -32,7 +33,8 @@ def test_scores_equal_the_minimal_sparse_ftrl_of_the_ceiling():
 
 
 def test_with_l1_the_soft_threshold_holds_small_weights_at_zero():
-    ours, ceiling = OnlineLogistic(BITS, l1=1.0), SparseFtrl(BITS, l1=1.0)
+    ours = OnlineLogistic(BITS, standardize=False, l1=1.0)
+    ceiling = SparseFtrl(BITS, l1=1.0)
     for batch in _batches(3_000, 100):
         np.testing.assert_allclose(ours.learn_many(*batch), ceiling.learn(*batch), rtol=1e-12)
     assert 0 < np.count_nonzero(ours.weights_) < np.count_nonzero(ceiling.n)
@@ -68,3 +70,13 @@ def test_one_huge_feature_value_rejects_the_push_unless_clipped():
             model.learn_many(indptr, indices, clip_values(values, clip), [1] * 50 + [0] * 50)
         assert model.rejected_ == rejected
         assert np.isfinite(model.weights_).all()
+
+
+def test_standardized_scores_equal_the_ceilings_standardized_ftrl():
+    from benchmarks.ceiling import StandardizedSparseFtrl
+
+    ours, ceiling = OnlineLogistic(BITS, alpha=0.2), StandardizedSparseFtrl(BITS, alpha=0.2)
+    for batch in _batches(5_000, 50):
+        np.testing.assert_allclose(ours.learn_many(*batch), ceiling.learn(*batch), rtol=1e-9)
+    assert ours.shard_.offset != 0  # the numeric features were centred
+    assert abs(ours.shard_.offset - ceiling.offset) <= 1e-9 * abs(ceiling.offset)
