@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from operators.optim import ROWS
+from operators.optim import B_M2, B_MEAN, ROWS
 
 BLOCK = 4096  # the default; `train --block-size` chooses (see the README's measurements)
 
@@ -485,17 +485,35 @@ class StateReplica:
 
     def lookup_centred(self, idx: np.ndarray) -> tuple[np.ndarray, float]:
         """``lookup`` for a standardized rule, and what my unreflected pushes change in the
-        centring (the sum of ``offsets``) over every coordinate they touch, not only ``idx``."""
+        centring (the sum of ``offsets``) over every coordinate they touch, not only ``idx``.
+        Only a coordinate that is or becomes numeric (centred) can change it: one centred
+        already, or one whose pushed values vary or differ from what the shard had."""
         pushes = self._pushes()
         if not pushes or not idx.size:
             return self.lookup(idx), 0.0
-        every = np.union1d(idx, np.concatenate([p[1] for p in pushes]))
-        local = every - self.dr.lo
-        before = self.optimizer.offsets({k: self.dr.arrays[k][local] for k in
-                                         self.optimizer.state_names}).sum()  # fmt: skip
-        state = self._replayed(every)
+        at = np.concatenate([p[1] for p in pushes])
+        g = np.concatenate([p[2] for p in pushes])
+        local = at - self.dr.lo
+        arrays = self.dr.arrays
+        seen = arrays["count"][local] > 0
+        varies = (arrays["center"][local] != 0) | (g[:, B_M2] > 0)
+        varies |= seen & (g[:, B_MEAN] != arrays["mean"][local])
+        fresh = ~seen & ~varies  # first seen in my pushes: numeric once their means differ
+        if fresh.any():
+            order = np.lexsort((g[fresh, B_MEAN], at[fresh]))
+            f_at, f_mean = at[fresh][order], g[fresh, B_MEAN][order]
+            differ = (f_at[1:] == f_at[:-1]) & (f_mean[1:] != f_mean[:-1])
+            varies[np.isin(at, f_at[1:][differ])] = True
+        numeric = np.unique(at[varies])
+        every = np.union1d(idx, numeric)  # one replay for both
+        state = self._replayed(every, at, g)
         w = self.optimizer.weights(state, np.searchsorted(every, idx))
-        return w, float(self.optimizer.offsets(state).sum() - before)
+        if not numeric.size:
+            return w, 0.0
+        pos = np.searchsorted(every, numeric)
+        before = {k: arrays[k][numeric - self.dr.lo] for k in self.optimizer.state_names}
+        after = {k: v[pos] for k, v in state.items()}
+        return w, float(self.optimizer.offsets(after).sum() - self.optimizer.offsets(before).sum())
 
     def _pushes(self) -> list:
         """My unreflected pushes in order; a standardized rule's with the running row count
@@ -512,16 +530,19 @@ class StateReplica:
                 out.append((clock, idx, g))
         return out
 
-    def _replayed(self, idx: np.ndarray) -> dict:
-        """The state at sorted unique ``idx`` with my unreflected pushes applied."""
+    def _replayed(self, idx: np.ndarray, all_idx=None, all_g=None) -> dict:
+        """The state at sorted unique ``idx`` with my unreflected pushes applied (``all_idx``,
+        ``all_g``: their entries, concatenated in order, if the caller has them)."""
         local = idx - self.dr.lo
         state = {k: self.dr.arrays[k][local] for k in self.optimizer.state_names}
-        pushes = self._pushes()
-        if pushes and idx.size:
+        if all_idx is None:
+            pushes = self._pushes()
+            if pushes:
+                all_idx = np.concatenate([p[1] for p in pushes])
+                all_g = np.concatenate([p[2] for p in pushes])
+        if all_idx is not None and idx.size:
             # every unreflected push at once: its entries that fall on ``idx``, in push order
             # (clock order per shard; shards hold disjoint ranges)
-            all_idx = np.concatenate([p[1] for p in pushes])
-            all_g = np.concatenate([p[2] for p in pushes])
             pos = np.minimum(np.searchsorted(idx, all_idx), idx.size - 1)
             hit = idx[pos] == all_idx
             at, g = pos[hit], all_g[hit]
