@@ -3,6 +3,8 @@ sweep that chose FTRL's defaults (docs/decisions/0007-standardization-and-warm-u
 
     python benchmarks/quality.py            # defaults vs River, every data set
     python benchmarks/quality.py --sweep    # the grid over alpha, L1, L2, standardization
+    python benchmarks/quality.py --data synthetic --synthetic-events 1000000 --seed 2026
+                                            # the bench's stream
 
 Every learner is test-then-train over the same rows in the same order. Ours is the local
 engine's learner (``OnlineLogistic``, the job's math) on the job's mini-batches (warm-up
@@ -29,7 +31,8 @@ from operators.local import OnlineLogistic  # noqa: E402
 from operators.metrics import roc_auc  # noqa: E402
 from operators.ps import batch_size_at  # noqa: E402
 
-SYNTHETIC_EVENTS = 200_000
+SYNTHETIC_DEFAULT = {"events": 200_000, "seed": 7}
+SYNTHETIC = dict(SYNTHETIC_DEFAULT)  # --synthetic-events, --seed
 DEFAULTS = {"alpha": 0.2, "beta": 1.0, "l1": 0.0, "l2": 0.0}
 
 
@@ -37,7 +40,7 @@ def load(name: str) -> tuple[list[dict], np.ndarray]:
     if name == "synthetic":
         from connectors.synthetic import CtrSettings, CtrStream
 
-        docs = [d for d, _ in CtrStream(CtrSettings(events=SYNTHETIC_EVENTS, seed=7)).events()]
+        docs = [d for d, _ in CtrStream(CtrSettings(**SYNTHETIC)).events()]
         return [d["features"] for d in docs], np.array([d["label"] for d in docs])
     xs, ys = datasets.rows(name)
     return xs, np.array(ys)
@@ -105,11 +108,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--data", default=",".join((*datasets.NAMES, "synthetic")))
+    parser.add_argument("--synthetic-events", type=int, default=SYNTHETIC_DEFAULT["events"])
+    parser.add_argument("--seed", type=int, default=SYNTHETIC_DEFAULT["seed"])
     args = parser.parse_args(argv)
+    SYNTHETIC.update(events=args.synthetic_events, seed=args.seed)
     names = args.data.split(",")
     started = time.monotonic()
     result = sweep(names) if args.sweep else defaults_table(names)
     kind = "sweep" if args.sweep else "defaults"
+    if SYNTHETIC != SYNTHETIC_DEFAULT:
+        kind += f"-synthetic-{args.synthetic_events}-s{args.seed}"
     out = Path(__file__).parent / "results" / f"quality-{kind}.json"
     out.write_text(json.dumps({"rows": result, "seconds": time.monotonic() - started}, indent=1))
     print(f"wrote {out}")

@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from operators.optim import B_COUNT, B_M2, B_MEAN, G_RAW, PUSH_COLUMNS
+
 MAX_MARGIN = 35.0  # sigmoid is 0 or 1 to double precision beyond this
 
 
@@ -79,16 +81,26 @@ def standardized_push(batch: MiniBatch, g: np.ndarray) -> np.ndarray:
     [[0.5, 2.0, 2.0, 2.0], [-1.0, 2.0, 1.0, 0.0], [2.0, -1.0, 0.0, 0.0]]
     """
     k = batch.coords.size
-    out = np.zeros((k + 1, 4))
+    out = np.zeros((k + 1, PUSH_COLUMNS))
     count = np.bincount(batch.inverse, minlength=k).astype(np.float64)
     count[-1] = batch.size
     mean = np.bincount(batch.inverse, batch.values, minlength=k) / np.maximum(count, 1)
     mean[-1] = 1.0
     dev = batch.values - mean[batch.inverse]
-    out[:-1, 0], out[:-1, 1], out[:-1, 2] = g, count, mean
-    out[:-1, 3] = np.bincount(batch.inverse, dev * dev, minlength=k)
+    out[:-1, G_RAW], out[:-1, B_COUNT], out[:-1, B_MEAN] = g, count, mean
+    out[:-1, B_M2] = np.bincount(batch.inverse, dev * dev, minlength=k)
     out[-1, 0], out[-1, 1] = batch.size, g[-1]
     return out
+
+
+def empty_push(standardize: bool) -> np.ndarray:
+    """The push of an empty mini-batch: no gradient (standardized: only the last row, no
+    rows and no residual).
+
+    >>> empty_push(True).shape, empty_push(False).shape
+    ((1, 4), (0,))
+    """
+    return np.zeros((1, PUSH_COLUMNS)) if standardize else np.zeros(0)
 
 
 def predict_proba(indptr, indices, values, lookup, bits: int, offset: float = 0.0) -> np.ndarray:

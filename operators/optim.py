@@ -300,7 +300,6 @@ class Standardized(_Rule):
     def combine(self, parts: list) -> tuple[np.ndarray, np.ndarray]:
         """Pushes of one clock as one: raw gradients summed, moments merged, rows and
         residuals summed."""
-        parts = [p for p in parts if p[1].ndim == 2]
         all_idx = np.concatenate([p[0] for p in parts])
         rows = np.concatenate([p[1][:-1] for p in parts])
         uniq, inv = np.unique(all_idx, return_inverse=True)

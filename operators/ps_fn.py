@@ -46,10 +46,11 @@ from operators.logistic import (
     batch_gradient,
     batch_scores,
     dimension,
+    empty_push,
     prepare,
     standardized_push,
 )
-from operators.optim import PUSH_COLUMNS, make_rule
+from operators.optim import make_rule
 from operators.ps import (
     BLOCK,
     DEFAULT_MAX_TASKS,
@@ -488,10 +489,6 @@ class WorkerFunction(KeyedCoProcessFunction):
         self.meta.update(meta)
         return True
 
-    def _empty_push(self) -> np.ndarray:
-        """The gradient of an empty mini-batch (standardized: no rows, no residual)."""
-        return np.zeros((1, PUSH_COLUMNS)) if self.s.standardize else np.zeros(0)
-
     def _awaited(self, ctx, key: str, update):
         """A sync shard waits for this worker's push of ``update.waiting``: train what is
         buffered now, or, with nothing buffered, push an empty mini-batch for that clock."""
@@ -504,7 +501,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             return
         for shard in range(self.s.shards):
             empty = np.zeros(0, np.int64)
-            yield ("push", update.task, shard, key, clock, empty, self._empty_push())
+            yield ("push", update.task, shard, key, clock, empty, empty_push(self.s.standardize))
         self.clock.update(clock + 1)
 
     # -- the examples ----------------------------------------------------------------------
