@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from connectors.config import KafkaConfig
+from connectors.errors import ConfigError
 from connectors.flink_kafka import check_start, parse_offsets
 from flink_jobs.env import FlinkSettings
 from flink_jobs.options import add_flink_args, add_kafka_args, flink_settings, kafka_config
@@ -30,6 +31,7 @@ class ValidateConfig:
     stop_offsets: dict[int, int] | None = None
     guarantee: str = "exactly-once"
     job_name: str = "streamshard-validate"
+    fail_marker: str | None = None  # tests only (--inject-failure)
 
 
 def build(env, cfg: ValidateConfig):
@@ -44,7 +46,14 @@ def build(env, cfg: ValidateConfig):
     raw = raw_records(table_env(env), "streamshard_validate_events", cfg.kafka, cfg.input_topic,
                       cfg.job_name, cfg.start, cfg.stop_offsets)  # fmt: skip
     valid = (
-        raw.process(ValidateFunction(cfg.input_topic), output_type=Types.STRING())
+        raw.process(
+            ValidateFunction(
+                cfg.input_topic,
+                fail_marker=cfg.fail_marker,
+                checkpoint_dir=cfg.flink.checkpoint_dir,
+            ),
+            output_type=Types.STRING(),
+        )  # fmt: skip
         .name("validate")
         .uid("validate")
     )
@@ -78,20 +87,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["exactly-once", "at-least-once", "none"],
         help="output delivery guarantee (default exactly-once)",
     )
+    parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
     add_kafka_args(parser)
     add_flink_args(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> ValidateConfig:
+    flink = flink_settings(args)
+    if args.inject_failure and not flink.checkpoint_dir:
+        raise ConfigError("--inject-failure needs --checkpoint-dir")
     return ValidateConfig(
         kafka=kafka_config(args),
-        flink=flink_settings(args),
+        flink=flink,
         input_topic=args.input_topic,
         output_topic=args.output_topic,
         dead_letter_topic=args.dead_letter_topic,
         start=check_start(args.start),
         stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
         guarantee=args.delivery,
+        fail_marker=args.inject_failure,
     )
 
 

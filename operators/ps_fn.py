@@ -41,6 +41,7 @@ from connectors.events import DEFAULT_CLIP, decode_event, split_record
 from connectors.hashing import clip_values, hash_batch, pack_rows, stack_packed
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
+from operators.faults import FailOnce
 from operators.journal import Working, WorkingCopies
 from operators.logistic import (
     batch_gradient,
@@ -693,7 +694,7 @@ class ShardFunction(KeyedProcessFunction):
         self.journal = runtime_context.get_list_state(ListStateDescriptor("push-journal", PICKLED))
         self.copies = WorkingCopies()  # a cache of the blocks' state, see operators/journal.py
         self.init = initial_models(self.s)
-        self.seen = 0
+        self.fault = FailOnce(self.s.fail_marker, self.s.checkpoint_dir)
         self.digests = _Digests(self.s, "shard")
 
     def _digest(self, key: str) -> tuple:
@@ -725,7 +726,7 @@ class ShardFunction(KeyedProcessFunction):
 
     def _push(self, push):
         _, task, shard, worker, clock, idx, g = push
-        self._maybe_fail()
+        self.fault.tick()
         meta = self._meta(task, shard)
         if clock <= meta["clock"].get(worker, -1):
             meta["duplicates_skipped"] += 1  # already applied once: never twice
@@ -826,28 +827,6 @@ class ShardFunction(KeyedProcessFunction):
             rows=meta.get("rows", 0) if offset is not None else None,
             bits=self.s.bits,
         ).to_json()
-
-    def _maybe_fail(self):
-        """Test-only failure injection: throw once, after the first completed checkpoint."""
-        if not self.s.fail_marker:
-            return
-        self.seen += 1
-        if self.seen < 50 or os.path.exists(self.s.fail_marker):
-            return
-        if _completed_checkpoint(self.s.checkpoint_dir):
-            with open(self.s.fail_marker, "w") as marker:
-                marker.write(str(time.time()))
-            raise RuntimeError("injected failure (--inject-failure), once")
-
-
-def _completed_checkpoint(uri: str | None) -> bool:
-    if not uri:
-        return False
-    root = uri.removeprefix("file://")
-    for dirpath, _, files in os.walk(root):
-        if "_metadata" in files and os.path.basename(dirpath).startswith("chk-"):
-            return True
-    return False
 
 
 class EvaluatorFunction(KeyedProcessFunction):

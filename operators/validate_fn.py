@@ -8,6 +8,7 @@ from pyflink.datastream import OutputTag, ProcessFunction
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event
+from operators.faults import FailOnce
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 
@@ -19,9 +20,16 @@ class ValidateFunction(ProcessFunction):
     Never raises on input: whatever arrives ends in exactly one of the two outputs.
     """
 
-    def __init__(self, source_topic: str, require_label: bool = True):
+    def __init__(
+        self,
+        source_topic: str,
+        require_label: bool = True,
+        fail_marker: str | None = None,
+        checkpoint_dir: str | None = None,
+    ):
         self.source_topic = source_topic
         self.require_label = require_label
+        self.fault = FailOnce(fail_marker, checkpoint_dir)  # tests only: --inject-failure
 
     def open(self, runtime_context) -> None:
         metrics = runtime_context.get_metrics_group()
@@ -29,6 +37,7 @@ class ValidateFunction(ProcessFunction):
         self.dead_count = metrics.counter("dead_letters")
 
     def process_element(self, value, ctx):
+        self.fault.tick()
         line, partition, offset = value  # Row(line bytes | None, partition, offset)
         try:
             event = decode_event(line, self.require_label)
