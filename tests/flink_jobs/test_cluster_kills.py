@@ -5,7 +5,7 @@ and every push is applied exactly once per shard; the recovery times are measure
 The final AUC must be within 0.01 of an undisturbed run's on the same events. The undisturbed
 run here is the local reference (`train --engine local`: the same learner, sequential, run
 beside the cluster job on the other core): a second cluster run would add minutes to
-`make test`, and `test_train.py`'s 200,000-event async test shows an undisturbed job within
+`make test`, and `test_train.py`'s 120,000-event async test shows an undisturbed job within
 0.001 AUC of that reference. 100,000 events, so that `make test` stays near its budget.
 """
 
