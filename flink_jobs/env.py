@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+import threading
 from dataclasses import dataclass
 
 from pyflink.common import Configuration
@@ -195,9 +196,47 @@ def make_env(s: FlinkSettings) -> StreamExecutionEnvironment:
         conf.set_string("rest.port", port)
         conf.set_string("jobmanager.rpc.address", host)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
+    if threading.excepthook is not quiet_hang_up:
+        quiet_hang_up.previous = threading.excepthook
+        threading.excepthook = quiet_hang_up
     env.set_parallelism(s.parallelism)
     env.set_max_parallelism(s.max_parallelism)
     env.set_buffer_timeout(s.buffer_timeout_ms)
     if s.checkpoint_interval_ms > 0:
         env.enable_checkpointing(s.checkpoint_interval_ms, CHECKPOINT_MODES[s.checkpoint_mode])
     return env
+
+
+def quiet_hang_up(args) -> None:
+    """``threading.excepthook`` for a job's driver: a local job's Python functions run in
+    Beam threads of this process, and when the mini-cluster ends the job one of them may
+    report the gRPC stream's ``CANCELLED`` ("Multiplexer hanging up") as a traceback. That
+    is the end of the job, not an error: it is dropped; anything else goes to the previous
+    hook.
+
+    >>> import grpc
+    >>> class HangUp(grpc.RpcError):
+    ...     def code(self):
+    ...         return grpc.StatusCode.CANCELLED
+    >>> seen, saved = [], quiet_hang_up.previous
+    >>> quiet_hang_up.previous = lambda args: seen.append(args.exc_type.__name__)
+    >>> class Args:
+    ...     def __init__(self, exc):
+    ...         self.exc_type, self.exc_value = type(exc), exc
+    >>> quiet_hang_up(Args(HangUp())), quiet_hang_up(Args(ValueError("x"))), seen
+    (None, None, ['ValueError'])
+    >>> quiet_hang_up.previous = saved
+    """
+    try:
+        import grpc
+
+        if isinstance(args.exc_value, grpc.RpcError) and (
+            args.exc_value.code() == grpc.StatusCode.CANCELLED
+        ):
+            return
+    except Exception:  # an exception whose code() fails is reported as it is
+        pass
+    quiet_hang_up.previous(args)
+
+
+quiet_hang_up.previous = threading.excepthook
