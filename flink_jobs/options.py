@@ -141,6 +141,14 @@ def add_flink_args(
     )
 
 
+def fail_marker_from_args(args: argparse.Namespace, flink) -> str | None:
+    """The hidden ``--inject-failure MARKER`` (tests only), which needs a checkpoint to fail
+    after (``operators.faults.FailOnce``)."""
+    if args.inject_failure and not flink.checkpoint_dir:
+        raise ConfigError("--inject-failure needs --checkpoint-dir")
+    return args.inject_failure
+
+
 def flink_settings(args: argparse.Namespace):
     from flink_jobs.env import FlinkSettings
 

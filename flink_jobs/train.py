@@ -31,6 +31,7 @@ from flink_jobs.options import (
     add_flink_args,
     add_kafka_args,
     clip_from_args,
+    fail_marker_from_args,
     flink_settings,
     kafka_config,
 )
@@ -680,8 +681,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     defaults = tuple((k, v) for k, v in LOCAL_OPTIONS if k not in given)
     # the user's --flink-option wins; only the user's are checked (a py4j scan, ~0.4 s)
     flink = replace(flink, options=defaults + flink.options, job_options=defaults)
-    if args.inject_failure and not flink.checkpoint_dir:
-        raise ConfigError("--inject-failure needs --checkpoint-dir")
     cfg = TrainConfig(
         kafka=kafka_config(args),
         flink=flink,
@@ -716,7 +715,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         max_events=args.max_events,
         summary_json=args.summary_json,
         timeout_s=args.timeout,
-        fail_marker=args.inject_failure,
+        fail_marker=fail_marker_from_args(args, flink),
         init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
         digest_topic=args.digest_topic,
         block=args.block_size,

@@ -14,10 +14,15 @@ import time
 from dataclasses import dataclass, field
 
 from connectors.config import KafkaConfig
-from connectors.errors import ConfigError
 from connectors.flink_kafka import check_start, parse_offsets
 from flink_jobs.env import FlinkSettings
-from flink_jobs.options import add_flink_args, add_kafka_args, flink_settings, kafka_config
+from flink_jobs.options import (
+    add_flink_args,
+    add_kafka_args,
+    fail_marker_from_args,
+    flink_settings,
+    kafka_config,
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ValidateConfig:
     flink = flink_settings(args)
-    if args.inject_failure and not flink.checkpoint_dir:
-        raise ConfigError("--inject-failure needs --checkpoint-dir")
     return ValidateConfig(
         kafka=kafka_config(args),
         flink=flink,
@@ -105,7 +108,7 @@ def config_from_args(args: argparse.Namespace) -> ValidateConfig:
         start=check_start(args.start),
         stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
         guarantee=args.delivery,
-        fail_marker=args.inject_failure,
+        fail_marker=fail_marker_from_args(args, flink),
     )
 
 
