@@ -33,8 +33,8 @@ Examples
 ...     work.stamp = stamp + 1
 ...     if len(journal) >= cache.compact_every:
 ...         state.update(work.copy.take_touched()); journal.clear()
->>> sorted(state), state[1].tolist()
-([0, 1], [0.0, 0.0, 2.0, 0.0])
+>>> sorted(state), state[1]  # block 1 holds one weight: stored sparse
+([0, 1], (array([2], dtype=int32), array([2.])))
 """
 
 from __future__ import annotations

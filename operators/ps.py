@@ -290,6 +290,11 @@ def _finite(*arrays: np.ndarray) -> bool:
     return math.isfinite(sum(float(a.sum()) for a in arrays))
 
 
+# a stored block is sparse when under 1/SPARSE_BELOW of its coordinates are non-zero: an
+# index (4 bytes) per coordinate beside its values costs less than the zeros
+SPARSE_BELOW = 2
+
+
 class DenseRange:
     """A working copy, dense in memory, of arrays that Flink state stores in blocks.
 
@@ -329,23 +334,48 @@ class DenseRange:
         return slice(start, start + self.block)
 
     def load(self, bid: int, value) -> None:
-        """Copy one stored block in (a dict of arrays by name, or the array of the only name)."""
+        """Copy one stored block in: a dict of arrays by name (or the array of the only
+        name), or the sparse form ``(local indices, that)`` of ``take_touched``."""
+        where = self._slice(bid)
+        if isinstance(value, tuple):
+            local, value = value
+            where = local + where.start
+            for arr in self.arrays.values():
+                arr[self._slice(bid)] = 0.0
         if not isinstance(value, dict):
             (name,) = self.arrays
             value = {name: value}
         for name, part in value.items():
-            self.arrays[name][self._slice(bid)] = part
+            self.arrays[name][where] = part
 
     def mark(self, idx: np.ndarray) -> None:
         local = idx - self.lo
         self._dirty[local >> self._shift if self._shift is not None else local // self.block] = 1
 
     def take_touched(self) -> dict:
-        """Copies of the touched blocks, in the stored form; forgets them."""
+        """Copies of the touched blocks, in the stored form; forgets them.
+
+        A block whose coordinates are mostly zero in every array (hashed features fill a
+        block thinly: the synthetic stream's ~11,000 values spread over 256 blocks of 4,096)
+        is stored sparse, as ``(local indices of the non-zero coordinates, their values)``,
+        so a compaction writes what the model holds, not the block's width.
+        """
         out = {}
+        names = list(self.arrays)
         for bid in sorted(self.touched):
-            parts = {name: arr[self._slice(bid)].copy() for name, arr in self.arrays.items()}
-            out[bid] = parts if len(parts) > 1 else next(iter(parts.values()))
+            where = self._slice(bid)
+            parts = [self.arrays[name][where] for name in names]
+            present = parts[0] != 0
+            for part in parts[1:]:
+                present |= part != 0
+            local = np.flatnonzero(present)
+            if local.size * SPARSE_BELOW < self.block:
+                local = local.astype(np.int32)
+                taken = [part[local] for part in parts]  # fancy indexing copies
+                out[bid] = (local, dict(zip(names, taken)) if len(names) > 1 else taken[0])
+            else:
+                taken = [part.copy() for part in parts]
+                out[bid] = dict(zip(names, taken)) if len(names) > 1 else taken[0]
         self._dirty[:] = False
         return out
 

@@ -89,3 +89,27 @@ def test_a_stale_stamp_rebuilds_and_a_current_one_does_not():
     assert len(built) == 1
     copies.get("k", 7, build, list, None)  # state moved on (or was restored): rebuild
     assert len(built) == 2
+
+
+@pytest.mark.parametrize("names", [("w",), ("z", "n", "sent")])
+def test_a_thin_block_is_stored_sparse_and_loads_back_exactly(names):
+    rng = np.random.default_rng(7)
+    dr = DenseRange(names, 0, 3 * 64, block=64)
+    thin = np.array([3, 40])  # block 0: 2 of 64 coordinates
+    thick = np.arange(64, 64 + 60)  # block 1: 60 of 64
+    for name in names:
+        dr.arrays[name][thin] = rng.normal(size=thin.size)
+        dr.arrays[name][thick] = rng.normal(size=thick.size)
+    dr.arrays[names[-1]][thick[::8]] = 0.0  # present through the other arrays, or absent
+    dr.mark(np.concatenate([thin, thick, [130]]))  # block 2 touched, all zero again
+    stored = dr.take_touched()
+    assert isinstance(stored[0], tuple) and stored[0][0].tolist() == [3, 40]
+    assert isinstance(stored[2], tuple) and stored[2][0].size == 0
+    assert not isinstance(stored[1], tuple)
+    back = DenseRange(names, 0, 3 * 64, block=64)
+    for arr in back.arrays.values():
+        arr[:] = 9.0  # a load replaces the whole block, zeros included
+    for bid, value in stored.items():
+        back.load(bid, value)
+    for name in names:
+        assert np.array_equal(back.arrays[name], dr.arrays[name])
