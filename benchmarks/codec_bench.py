@@ -1,14 +1,13 @@
-"""Model-update encoding: the JSON on the wire today against a compact binary layout
-(a JSON header + raw little-endian int32 indices and float64 values), for updates of the
-sizes the training job writes. Prints bytes and encode/decode time per update.
+"""Model-update encoding: the JSON form against the binary form the training job writes
+(``ModelUpdate.to_bytes``: a JSON header, then int32 indices and float64 arrays raw), for
+updates of the sizes the job writes, without and with read-my-writes state (seven arrays
+with standardization). Prints bytes and encode/decode time per update.
 
     python benchmarks/codec_bench.py
 """
 
 from __future__ import annotations
 
-import json
-import struct
 import sys
 import time
 from pathlib import Path
@@ -19,25 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.messages import ModelUpdate, decode_update  # noqa: E402
 
-
-def to_binary(u: ModelUpdate) -> bytes:
-    head = json.dumps(
-        {"run": u.run, "task": u.task, "shard": u.shard, "version": u.version, "clock": u.clock,
-         "ts": u.ts, "applied": u.applied}, separators=(",", ":"),
-    ).encode()  # fmt: skip
-    return b"".join(
-        [struct.pack("<II", len(head), u.indices.size), head,
-         u.indices.astype("<i4").tobytes(), u.values.astype("<f8").tobytes()]
-    )  # fmt: skip
-
-
-def from_binary(raw: bytes):
-    hlen, n = struct.unpack_from("<II", raw)
-    head = json.loads(raw[8 : 8 + hlen])
-    at = 8 + hlen
-    idx = np.frombuffer(raw, "<i4", n, at).astype(np.int64)
-    vals = np.frombuffer(raw, "<f8", n, at + 4 * n)
-    return head, idx, vals
+STATE = ("z", "n", "count", "mean", "m2", "center", "scale")
 
 
 def timed(fn, arg, repeat: int) -> float:
@@ -49,20 +30,24 @@ def timed(fn, arg, repeat: int) -> float:
 
 def main() -> int:
     rng = np.random.default_rng(0)
-    print("| coordinates | JSON bytes | binary bytes | JSON enc/dec µs | binary enc/dec µs |")
-    print("|---|---|---|---|---|")
+    print("| coordinates | state arrays | JSON bytes | binary bytes | JSON enc/dec µs | "
+          "binary enc/dec µs |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     for n in (50, 300, 1500):
-        idx = np.sort(rng.choice(1 << 20, n, replace=False))
-        clock = {"ctr#0": 616, "ctr#1": 617}
-        u = ModelUpdate("r-1a2b3c4d5e6f", "ctr", 2, 1234, clock, idx, rng.normal(size=n) * 0.1,
-                        applied=[["ctr#0", 616]], ts=1795413721345)  # fmt: skip
-        js, bi = u.to_json(), to_binary(u)
-        reps = 2000 if n < 1000 else 300
-        print(
-            f"| {n} | {len(js):,} | {len(bi):,} | {timed(ModelUpdate.to_json, u, reps):.0f} / "
-            f"{timed(decode_update, js, reps):.0f} | {timed(to_binary, u, reps):.0f} / "
-            f"{timed(from_binary, bi, reps):.0f} |"
-        )
+        for names in ((), STATE):
+            idx = np.sort(rng.choice(1 << 20, n, replace=False))
+            state = {k: rng.normal(size=n) for k in names} or None
+            u = ModelUpdate("r-1a2b3c4d5e6f", "ctr", 2, 1234, {"ctr#0": 616, "ctr#1": 617},
+                            idx, rng.normal(size=n) * 0.1, applied=[["ctr#0", 616]],
+                            ts=1795413721345, state=state)  # fmt: skip
+            js, bi = u.to_json(), u.to_bytes()
+            reps = 1000 if n < 1000 else 200
+            print(
+                f"| {n} | {len(names)} | {len(js):,} | {len(bi):,} | "
+                f"{timed(ModelUpdate.to_json, u, reps):.0f} / {timed(decode_update, js, reps):.0f}"
+                f" | {timed(ModelUpdate.to_bytes, u, reps):.0f} / "
+                f"{timed(decode_update, bi, reps):.0f} |"
+            )
     return 0
 
 

@@ -9,6 +9,7 @@ the local mini-cluster and under ``flink run``; the connector jars come from the
 from __future__ import annotations
 
 from pyflink.common import SimpleStringSchema
+from pyflink.common.serialization import ByteArraySchema
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 
@@ -64,8 +65,9 @@ def kafka_sink(
     transactional_id_prefix: str | None = None,
     transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS,
     low_latency: bool = False,
+    raw: bool = False,
 ) -> KafkaSink:
-    """A string-valued sink with the given delivery guarantee.
+    """A string-valued sink (``raw``: bytes-valued) with the given delivery guarantee.
 
     ``exactly-once`` writes in Kafka transactions committed on each checkpoint: readers must
     use ``isolation.level=read_committed`` and see output one checkpoint interval late.
@@ -77,7 +79,7 @@ def kafka_sink(
     serializer = (
         KafkaRecordSerializationSchema.builder()
         .set_topic(topic)
-        .set_value_serialization_schema(SimpleStringSchema())
+        .set_value_serialization_schema(ByteArraySchema() if raw else SimpleStringSchema())
         .build()
     )
     builder = (

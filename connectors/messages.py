@@ -20,11 +20,21 @@ that are still in flight on top of them, with the shards' own update rule. ``off
 (with standardization, the default) is the shard's share of the centring: a score's margin
 is the weights times the raw values plus the intercept minus the sum of every shard's latest
 ``offset``.
+
+The training job writes updates in a compact binary form (``to_bytes``): ``MAGIC``, the
+header's length (uint32, little-endian), the header (the JSON above without the arrays, plus
+``n`` and the ``state`` names in order), then the arrays raw: ``indices`` as int32,
+``values`` and each state array as float64, all little-endian. An update of 300 coordinates
+with read-my-writes and standardization state is about a third of its JSON and decodes in
+microseconds instead of hundreds (``python benchmarks/codec_bench.py``). ``decode_update``
+reads both forms; ``streamshard tail`` prints either as JSON.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import struct
 
 import numpy as np
 import orjson
@@ -55,6 +65,15 @@ class ModelUpdate:
     def to_json(self) -> str:
         """JSON with orjson (numpy arrays written directly; ~8x faster than json + tolist).
         A shard only emits finite values: it rejects a push whose result is not finite."""
+        doc = self._header()
+        doc["indices"] = np.ascontiguousarray(self.indices, np.int64)
+        doc["values"] = np.ascontiguousarray(self.values, np.float64)
+        if self.state is not None:
+            doc["state"] = {k: np.ascontiguousarray(v, np.float64) for k, v in self.state.items()}
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+    def _header(self) -> dict:
         doc = {
             "run": self.run,
             "task": self.task,
@@ -63,25 +82,30 @@ class ModelUpdate:
             "clock": self.clock,
             "applied": self.applied,
             "rejected": self.rejected,
-            "indices": np.ascontiguousarray(self.indices, np.int64),
-            "values": np.ascontiguousarray(self.values, np.float64),
             "ts": self.ts,
             "pushes_applied": self.pushes_applied,
             "duplicates_skipped": self.duplicates_skipped,
         }
-        if self.waiting is not None:
-            doc["waiting"] = self.waiting
-        if self.bits is not None:
-            doc["bits"] = self.bits
+        for name in ("waiting", "bits", "rows"):
+            if getattr(self, name) is not None:
+                doc[name] = int(getattr(self, name))
         if self.offset is not None:
             doc["offset"] = float(self.offset)
-        if self.rows is not None:
-            doc["rows"] = int(self.rows)
+        return doc
+
+    def to_bytes(self) -> bytes:
+        """The binary form (see the module's docstring): what the training job writes."""
+        doc = self._header()
+        doc["n"] = int(self.indices.size)
+        parts = [np.ascontiguousarray(self.indices, "<i4"), np.ascontiguousarray(self.values, "<f8")]
         if self.state is not None:
-            doc["state"] = {k: np.ascontiguousarray(v, np.float64) for k, v in self.state.items()}
-        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            doc["state"] = list(self.state)
+            parts.extend(np.ascontiguousarray(v, "<f8") for v in self.state.values())
+        head = orjson.dumps(doc)
+        return b"".join([MAGIC, struct.pack("<I", len(head)), head, *(p.tobytes() for p in parts)])
 
 
+MAGIC = b"\x00SSU1"  # a JSON text never starts with NUL
 MAX_INDEX = 2**31  # hash bits are at most 30: any index of a real model is below 2**30 + 1
 
 
@@ -124,28 +148,19 @@ def decode_update(raw: str | bytes, dim: int | None = None) -> ModelUpdate:
 def _decode_update(raw, dim):
     if raw is None:
         raise DecodeError("bad model update: null record")
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"bad model update: invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise DecodeError("bad model update: expected a JSON object")
+    if isinstance(raw, (bytes, bytearray, memoryview)) and bytes(raw[: len(MAGIC)]) == MAGIC:
+        doc, idx, values, state = _binary(bytes(raw))
+    else:
+        doc, idx, values, state = _json(raw)
     for name in ("run", "task"):
         if not isinstance(doc.get(name), str) or not doc[name]:
             raise DecodeError(f"bad model update: field {name!r} must be a non-empty string")
     clock = doc.get("clock", {})
     if not isinstance(clock, dict) or not all(type(v) is int and v >= -1 for v in clock.values()):
         raise DecodeError("bad model update: 'clock' must map workers to integers >= -1")
-    indices = doc.get("indices", [])
-    if not isinstance(indices, list) or not all(type(i) is int for i in indices):
-        raise DecodeError("bad model update: 'indices' must be a list of integers")
-    idx = np.asarray(indices, np.int64)
     limit = MAX_INDEX if dim is None else dim
     if idx.size and (idx.min() < 0 or idx.max() >= limit):
         raise DecodeError(f"bad model update: an index is outside [0, {limit})")
-    state = doc.get("state")
-    if state is not None and not isinstance(state, dict):
-        raise DecodeError("bad model update: 'state' must be an object")
     waiting = doc.get("waiting")
     offset = doc.get("offset")
     if offset is not None and not (
@@ -162,7 +177,7 @@ def _decode_update(raw, dim):
         version=_int(doc, "version"),
         clock={str(k): v for k, v in clock.items()},
         indices=idx,
-        values=_floats(doc.get("values", []), idx.size, "values"),
+        values=values,
         applied=applied,
         rejected=_int(doc, "rejected", 0),
         ts=_int(doc, "ts", 0),
@@ -172,7 +187,57 @@ def _decode_update(raw, dim):
         bits=None if doc.get("bits") is None else _int(doc, "bits", low=1),
         offset=None if offset is None else float(offset),
         rows=None if doc.get("rows") is None else _int(doc, "rows"),
-        state=None
-        if state is None
-        else {str(k): _floats(v, idx.size, f"state.{k}") for k, v in state.items()},
+        state=state,
     )
+
+
+def _object(text, what: str) -> dict:
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"bad model update: invalid {what}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise DecodeError(f"bad model update: its {what} is not a JSON object")
+    return doc
+
+
+def _json(raw) -> tuple:
+    doc = _object(raw, "JSON")
+    indices = doc.get("indices", [])
+    if not isinstance(indices, list) or not all(type(i) is int for i in indices):
+        raise DecodeError("bad model update: 'indices' must be a list of integers")
+    idx = np.asarray(indices, np.int64)
+    state = doc.get("state")
+    if state is not None and not isinstance(state, dict):
+        raise DecodeError("bad model update: 'state' must be an object")
+    if state is not None:
+        state = {str(k): _floats(v, idx.size, f"state.{k}") for k, v in state.items()}
+    return doc, idx, _floats(doc.get("values", []), idx.size, "values"), state
+
+
+def _binary(raw: bytes) -> tuple:
+    start = len(MAGIC) + 4
+    if len(raw) < start:
+        raise DecodeError("bad model update: a binary update shorter than its header")
+    (size,) = struct.unpack_from("<I", raw, len(MAGIC))
+    doc = _object(raw[start : start + size], "binary header")
+    n = _int(doc, "n", 0)
+    names = doc.get("state")
+    if names is not None and (
+        not isinstance(names, list)
+        or not all(isinstance(k, str) and k for k in names)
+        or len(set(names)) != len(names)
+    ):
+        raise DecodeError("bad model update: 'state' must list distinct array names")
+    arrays = 1 + (len(names) if names is not None else 0)
+    at = start + size
+    if len(raw) != at + n * (4 + 8 * arrays):
+        raise DecodeError(
+            f"bad model update: {len(raw)} bytes, its header says {at + n * (4 + 8 * arrays)}"
+        )
+    idx = np.frombuffer(raw, "<i4", n, at).astype(np.int64)
+    floats = np.frombuffer(raw, "<f8", n * arrays, at + 4 * n).reshape(arrays, n)
+    if not np.isfinite(floats).all():
+        raise DecodeError("bad model update: 'values' and 'state' must be finite numbers")
+    state = None if names is None else {k: floats[i + 1] for i, k in enumerate(names)}
+    return doc, idx, floats[0], state

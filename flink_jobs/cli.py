@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from connectors.errors import StreamshardError
+from connectors.errors import DecodeError, StreamshardError
 from flink_jobs import generate, serve, train, validate
 from flink_jobs.options import Parser, add_kafka_args, kafka_config
 
@@ -233,7 +233,14 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _record_line(record, with_meta: bool) -> str:
+    from connectors.messages import MAGIC, decode_update
+
     text = record.value.decode("utf-8", "backslashreplace") if record.value is not None else None
+    if record.value is not None and record.value.startswith(MAGIC):
+        try:  # a binary model update, shown as its JSON form
+            text = decode_update(record.value).to_json()
+        except DecodeError as exc:
+            text = f"<{exc.reason}>"
     try:
         value = json.loads(text) if text is not None else None
     except ValueError:

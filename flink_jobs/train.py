@@ -190,13 +190,13 @@ def build(env, cfg: TrainConfig):
     )
     shards = (
         workers.key_by(lambda p: f"{p[1]}/{p[2]}", key_type=Types.STRING())
-        .process(ShardFunction(s), output_type=Types.STRING())
+        .process(ShardFunction(s), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
         .name("shard")
         .uid("shard")
     )
     # the feedback edge: at-least-once by design, updates are absolute and idempotent
     shards.sink_to(
-        kafka_sink(cfg.kafka, cfg.updates_topic, "at-least-once", low_latency=True)
+        kafka_sink(cfg.kafka, cfg.updates_topic, "at-least-once", low_latency=True, raw=True)
     ).name("model-updates-sink").uid("model-updates-sink")
 
     batches = workers.get_side_output(PREDICTIONS)

@@ -804,7 +804,7 @@ class ShardFunction(KeyedProcessFunction):
 
     def _update(
         self, meta, task, shard, changed, applied, waiting=None, state=None, offset=None
-    ) -> str:
+    ) -> bytes:
         """The model-update record of this shard's state: its version, vector clock and
         counters, with the ``changed`` (indices, absolute values) and, for read-my-writes,
         the optimizer ``state`` at those indices."""
@@ -826,7 +826,7 @@ class ShardFunction(KeyedProcessFunction):
             offset=offset,
             rows=meta.get("rows", 0) if offset is not None else None,
             bits=self.s.bits,
-        ).to_json()
+        ).to_bytes()
 
 
 class EvaluatorFunction(KeyedProcessFunction):

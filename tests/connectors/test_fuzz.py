@@ -5,6 +5,7 @@ same record again)."""
 import json
 import random
 
+import numpy as np
 import pytest
 
 from connectors.errors import DecodeError
@@ -110,3 +111,54 @@ def test_an_update_that_could_corrupt_a_replica_is_refused(change, reason):
     with pytest.raises(DecodeError, match=reason):
         decode_update(json.dumps({**UPDATE, **change}), dim=10)
     assert decode_update(json.dumps(UPDATE), dim=10).indices.tolist() == [3, 9]
+
+
+def _binary_update(**change):
+    from connectors.messages import ModelUpdate
+
+    doc = {**UPDATE, **change}
+    state = {k: np.array(v, float) for k, v in doc["state"].items()}
+    return ModelUpdate(doc["run"], doc["task"], doc["shard"], doc["version"], doc["clock"],
+                       np.array(doc["indices"]), np.array(doc["values"], float),
+                       applied=doc["applied"], ts=doc["ts"], state=state).to_bytes()  # fmt: skip
+
+
+def test_no_mutant_of_a_binary_update_escapes_as_anything_but_a_decode_error():
+    base = _binary_update()
+    rng = random.Random(7)
+    outcomes = {"ok": 0, "rejected": 0}
+    for _ in range(3000):
+        raw = bytearray(base)
+        kind = rng.randrange(3)
+        if kind == 0:  # bytes flipped (header, lengths or arrays)
+            for _ in range(rng.randint(1, 3)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+        elif kind == 1:  # truncated
+            raw = raw[: rng.randrange(len(raw))]
+        else:  # bytes appended
+            raw += bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+        try:
+            decode_update(bytes(raw), dim=10)
+            outcomes["ok"] += 1
+        except DecodeError as exc:
+            assert exc.reason
+            outcomes["rejected"] += 1
+    assert outcomes["ok"] > 100 and outcomes["rejected"] > 1000, outcomes
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"indices": [3, 10]}, r"outside \[0, 10\)"),
+        ({"values": [0.5, float("nan")]}, "finite"),
+        ({"state": {"z": [1.0, float("inf")], "n": [0.1, 0.2]}}, "finite"),
+        ({"clock": {"ctr#0": -2}}, "'clock'"),
+        ({"run": ""}, "'run'"),
+    ],  # fmt: skip
+)
+def test_a_binary_update_that_could_corrupt_a_replica_is_refused(change, reason):
+    with pytest.raises(DecodeError, match=reason):
+        decode_update(_binary_update(**change), dim=10)
+    with pytest.raises(DecodeError, match="bytes, its header says"):
+        decode_update(_binary_update()[:-1], dim=10)
+    assert decode_update(_binary_update(), dim=10).indices.tolist() == [3, 9]

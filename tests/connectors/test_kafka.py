@@ -154,3 +154,21 @@ def test_generate_now_stamps_the_send_time(kafka, topic_name):
     assert out.returncode == 0, out.stderr
     stamps = [json.loads(r.value)["ts"] for r in read_records(kafka, topic_name, count=20)]
     assert len(stamps) == 20 and all(before <= ts <= int(time.time() * 1000) for ts in stamps)
+
+
+def test_tail_shows_a_binary_model_update_as_its_json(kafka, topic_name):
+    import numpy as np
+
+    from connectors.messages import ModelUpdate
+
+    update = ModelUpdate("r-1", "ctr", 2, 5, {"ctr#0": 4}, np.array([3, 9]),
+                         np.array([0.5, -1.0]), state={"z": np.array([1.0, 2.0])})  # fmt: skip
+    create_topics(kafka, [topic_name])
+    produce(kafka, topic_name, [(None, update.to_bytes()), (None, b"\x00SSU1 broken")])
+    env = {"STREAMSHARD_BOOTSTRAP": kafka.bootstrap_servers}
+    out = streamshard("tail", "--topic", topic_name, "-n", "2", env=env)
+    assert out.returncode == 0, out.stderr
+    shown, broken = out.stdout.splitlines()
+    doc = json.loads(shown)
+    assert doc["indices"] == [3, 9] and doc["state"] == {"z": [1.0, 2.0]} and doc["shard"] == 2
+    assert "bad model update" in json.loads(broken)

@@ -240,3 +240,18 @@ def test_model_update_carries_the_optimizer_state_exactly():
     }
     assert decode_update(ModelUpdate("r", "ctr", 1, 3, {}, update.indices, update.values)
                          .to_json()).state is None  # fmt: skip
+
+
+def test_the_binary_update_decodes_to_what_the_json_one_does():
+    state = {"z": np.array([0.1, -1 / 3]), "n": np.array([2.0, 1e-300])}
+    full = ModelUpdate("r-1", "ctr", 1, 3, {"ctr#0": 2, "ctr#1": -1}, np.array([7, 2**30]),
+                       np.array([0.5, -0.25]), applied=[["ctr#0", 2]], rejected=1, ts=17,
+                       pushes_applied=9, duplicates_skipped=2, waiting=4, state=state,
+                       offset=-0.125, rows=40, bits=30)  # fmt: skip
+    bare = ModelUpdate("r", "ctr", 0, 1, {}, np.zeros(0, np.int64), np.zeros(0))
+    for update in (full, bare):
+        raw = update.to_bytes()
+        assert len(raw) < len(update.to_json().encode())
+        one, two = decode_update(raw), decode_update(update.to_json())
+        assert one.to_json() == two.to_json()
+        assert one.indices.dtype == np.int64 and one.indices.tolist() == update.indices.tolist()
