@@ -190,6 +190,18 @@ def read_records(
     return out
 
 
+def end_offset_at_most(cfg: KafkaConfig, topic: str, partition: int = 0) -> int:
+    """The end offset of one partition as ListOffsets "latest" reports it: exact on Kafka, and
+    on the embedded broker sometimes lower than the truth, never higher, so a reader that
+    starts there misses nothing written after this call."""
+    tp = TopicPartition(topic, partition)
+    cons = consumer(cfg, topic, committed_only=False)
+    try:
+        return int(cons.end_offsets([tp])[tp])
+    finally:
+        cons.close()
+
+
 def bounds(
     cfg: KafkaConfig, topic: str, stop_offsets: dict | None, max_events: int | None
 ) -> tuple[dict[int, int] | None, int | None]:

@@ -66,10 +66,13 @@ def _kafka_table(t_env, name: str, kafka: KafkaConfig, topic: str, group_id: str
 
 def startup_options(start: str) -> dict[str, str]:
     """The table connector's options for ``--start`` (``earliest``, ``latest``,
-    ``committed`` falling back to earliest, or ``timestamp:MS``).
+    ``committed`` falling back to earliest, or ``timestamp:MS``), or ``offset:N`` (partition
+    0 from offset N: a one-partition topic).
 
     >>> startup_options("timestamp:1700000000000")["scan.startup.timestamp-millis"]
     '1700000000000'
+    >>> startup_options("offset:42")["scan.startup.specific-offsets"]
+    'partition:0,offset:42'
     """
     if start == "earliest":
         return {"scan.startup.mode": "earliest-offset"}
@@ -79,6 +82,9 @@ def startup_options(start: str) -> dict[str, str]:
         return {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
     if start.startswith("timestamp:") and start[10:].isdigit():
         return {"scan.startup.mode": "timestamp", "scan.startup.timestamp-millis": start[10:]}
+    if start.startswith("offset:") and start[7:].isdigit():
+        return {"scan.startup.mode": "specific-offsets",
+                "scan.startup.specific-offsets": f"partition:0,offset:{start[7:]}"}  # fmt: skip
     raise ValueError(f"unknown start {start!r}")
 
 
@@ -142,11 +148,14 @@ def event_batches(
     return t_env.to_data_stream(t_env.sql_query(query))
 
 
-def update_batches(t_env, kafka: KafkaConfig, topic: str, group_id: str, window_ms: int):
+def update_batches(t_env, kafka: KafkaConfig, topic: str, group_id: str, window_ms: int,
+                   start_offset: int | None = None):  # fmt: skip
     """A DataStream of ``Row(lines)``: the records of the model-updates ``topic`` gathered
-    for ``window_ms`` milliseconds, in topic order (the topic has one partition)."""
+    for ``window_ms`` milliseconds, in topic order (the topic has one partition), from
+    ``start_offset`` (default: the earliest) unless a checkpoint says where."""
     wait = {"fetch.max.wait.ms": FEEDBACK_FETCH_MAX_WAIT_MS}  # a feedback edge
-    _kafka_table(t_env, "streamshard_updates", kafka, topic, group_id, **wait)
+    start = "earliest" if start_offset is None else f"offset:{int(start_offset)}"
+    _kafka_table(t_env, "streamshard_updates", kafka, topic, group_id, start, **wait)
     query = f"""
         SELECT ARRAY_AGG(line) AS lines
         FROM {_window("streamshard_updates", window_ms)}

@@ -85,6 +85,7 @@ class TrainConfig:
     dead_letter_topic: str = "dead-letters"
     delivery: str = "exactly-once"
     stop_offsets: dict | None = None
+    updates_from: int | None = None  # the updates topic offset a new run starts reading at
     max_events: int | None = None
     summary_json: str | None = None
     timeout_s: float | None = None
@@ -167,9 +168,8 @@ def build(env, cfg: TrainConfig):
         cfg.ingest_window_ms,
         cfg.flink.parallelism,
     )
-    updates = update_batches(
-        t_env, cfg.kafka, cfg.updates_topic, f"{cfg.job_name}-{cfg.run_id}", UPDATE_WINDOW_MS
-    )
+    updates = update_batches(t_env, cfg.kafka, cfg.updates_topic, f"{cfg.job_name}-{cfg.run_id}",
+                             UPDATE_WINDOW_MS, cfg.updates_from)  # fmt: skip
 
     parsed = batches_in.process(ParseFunction(s), output_type=PICKLED).name("parse").uid("parse")
     parsed.get_side_output(DEAD_LETTERS).sink_to(
@@ -351,7 +351,7 @@ def progress_line(watcher: _MetricsWatcher, seconds: float) -> str:
 
 
 def run_flink(cfg: TrainConfig) -> dict:
-    from connectors.admin import create_topics
+    from connectors.admin import create_topics, end_offset_at_most
     from flink_jobs.env import make_env
 
     create_topics(cfg.kafka, [cfg.predictions_topic, cfg.metrics_topic, cfg.dead_letter_topic])
@@ -359,7 +359,10 @@ def run_flink(cfg: TrainConfig) -> dict:
         create_topics(cfg.kafka, [cfg.digest_topic], partitions=1)
     create_topics(cfg.kafka, [cfg.updates_topic], partitions=1)  # one total order of updates
     stop_offsets, expected = resolve_bounds(cfg)
-    cfg = replace(cfg, stop_offsets=stop_offsets)
+    # a new run reads the updates topic from its end as of now, not the earlier runs' history
+    # (a restart resumes from its checkpoint's offsets)
+    updates_from = end_offset_at_most(cfg.kafka, cfg.updates_topic)
+    cfg = replace(cfg, stop_offsets=stop_offsets, updates_from=updates_from)
     env = make_env(cfg.flink)
     build(env, cfg)
     announce_settings(cfg)

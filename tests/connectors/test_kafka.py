@@ -172,3 +172,14 @@ def test_tail_shows_a_binary_model_update_as_its_json(kafka, topic_name):
     doc = json.loads(shown)
     assert doc["indices"] == [3, 9] and doc["state"] == {"z": [1.0, 2.0]} and doc["shard"] == 2
     assert "bad model update" in json.loads(broken)
+
+
+def test_the_reported_end_offset_is_never_past_the_records(kafka, topic_name):
+    from connectors.admin import end_offset_at_most
+
+    create_topics(kafka, [topic_name])
+    assert end_offset_at_most(kafka, topic_name) == 0
+    written = 0
+    for n in (1, 10, 100):
+        written = produce(kafka, topic_name, [(None, b"x")] * n)[0]
+        assert 1 <= end_offset_at_most(kafka, topic_name) <= written

@@ -12,7 +12,7 @@ import pytest
 
 from connectors.admin import create_topics, produce, read_records
 from connectors.hashing import hash_batch
-from connectors.messages import decode_update
+from connectors.messages import ModelUpdate, decode_update
 from connectors.snapshot import Snapshot, load, save
 from connectors.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode
 from flink_jobs import train
@@ -115,6 +115,13 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
         "--max-events",
         str(events),
     ]
+    # an update of this very run already on the updates topic, as if from a history the run
+    # must not read: a new run starts at the topic's end (else its weights would score)
+    stale = ModelUpdate("r-sync-ref", "ctr", 0, 10**6, {}, np.arange(dimension(BITS) // 4),
+                        np.full(dimension(BITS) // 4, 0.5), bits=BITS)  # fmt: skip
+    create_topics(kafka, [f"{topic_name}-updates"], partitions=1)
+    produce(kafka, f"{topic_name}-updates", [(None, stale.to_bytes())] * 3)
+    flags += ["--run-id", "r-sync-ref"]
     # mini-batches cut by count only (--batch-timeout 0), so both engines see the same batches
     summary = run_train(kafka, topic_name, tmp_path, *flags)
 
@@ -158,7 +165,7 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
     # final weights: the snapshot, then the run's model updates (absolute, last one wins)
     replica, offsets = Replica(), {}
     replica.load_dense(load(init).weights)
-    for record in read_records(kafka, f"{topic_name}-updates", idle=3):
+    for record in read_records(kafka, f"{topic_name}-updates", idle=3)[3:]:
         update = decode_update(record.value)
         replica.assign(update.indices, update.values)
         offsets[update.shard] = update.offset
