@@ -32,9 +32,8 @@ reads both forms; ``streamshard tail`` prints either as JSON.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import struct
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -72,7 +71,6 @@ class ModelUpdate:
             doc["state"] = {k: np.ascontiguousarray(v, np.float64) for k, v in self.state.items()}
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
-
     def _header(self) -> dict:
         doc = {
             "run": self.run,
@@ -97,10 +95,11 @@ class ModelUpdate:
         """The binary form (see the module's docstring): what the training job writes."""
         doc = self._header()
         doc["n"] = int(self.indices.size)
-        parts = [np.ascontiguousarray(self.indices, "<i4"), np.ascontiguousarray(self.values, "<f8")]
+        arrays = [self.values, *(self.state or {}).values()]
         if self.state is not None:
             doc["state"] = list(self.state)
-            parts.extend(np.ascontiguousarray(v, "<f8") for v in self.state.values())
+        parts = [np.ascontiguousarray(self.indices, "<i4")]
+        parts += [np.ascontiguousarray(a, "<f8") for a in arrays]
         head = orjson.dumps(doc)
         return b"".join([MAGIC, struct.pack("<I", len(head)), head, *(p.tobytes() for p in parts)])
 
@@ -208,9 +207,9 @@ def _json(raw) -> tuple:
         raise DecodeError("bad model update: 'indices' must be a list of integers")
     idx = np.asarray(indices, np.int64)
     state = doc.get("state")
-    if state is not None and not isinstance(state, dict):
-        raise DecodeError("bad model update: 'state' must be an object")
     if state is not None:
+        if not isinstance(state, dict):
+            raise DecodeError("bad model update: 'state' must be an object")
         state = {str(k): _floats(v, idx.size, f"state.{k}") for k, v in state.items()}
     return doc, idx, _floats(doc.get("values", []), idx.size, "values"), state
 
@@ -231,10 +230,9 @@ def _binary(raw: bytes) -> tuple:
         raise DecodeError("bad model update: 'state' must list distinct array names")
     arrays = 1 + (len(names) if names is not None else 0)
     at = start + size
-    if len(raw) != at + n * (4 + 8 * arrays):
-        raise DecodeError(
-            f"bad model update: {len(raw)} bytes, its header says {at + n * (4 + 8 * arrays)}"
-        )
+    expected = at + n * (4 + 8 * arrays)
+    if len(raw) != expected:
+        raise DecodeError(f"bad model update: {len(raw)} bytes, its header says {expected}")
     idx = np.frombuffer(raw, "<i4", n, at).astype(np.int64)
     floats = np.frombuffer(raw, "<f8", n * arrays, at + 4 * n).reshape(arrays, n)
     if not np.isfinite(floats).all():

@@ -336,12 +336,13 @@ class DenseRange:
     def load(self, bid: int, value) -> None:
         """Copy one stored block in: a dict of arrays by name (or the array of the only
         name), or the sparse form ``(local indices, that)`` of ``take_touched``."""
-        where = self._slice(bid)
+        block = self._slice(bid)
+        where = block
         if isinstance(value, tuple):
             local, value = value
-            where = local + where.start
+            where = local + block.start
             for arr in self.arrays.values():
-                arr[self._slice(bid)] = 0.0
+                arr[block] = 0.0
         if not isinstance(value, dict):
             (name,) = self.arrays
             value = {name: value}
@@ -356,7 +357,7 @@ class DenseRange:
         """Copies of the touched blocks, in the stored form; forgets them.
 
         A block whose coordinates are mostly zero in every array (hashed features fill a
-        block thinly: the synthetic stream's ~11,000 values spread over 256 blocks of 4,096)
+        block thinly: the bench stream's ~10,700 distinct tokens over 256 blocks of 4,096)
         is stored sparse, as ``(local indices of the non-zero coordinates, their values)``,
         so a compaction writes what the model holds, not the block's width.
         """
@@ -369,13 +370,12 @@ class DenseRange:
             for part in parts[1:]:
                 present |= part != 0
             local = np.flatnonzero(present)
-            if local.size * SPARSE_BELOW < self.block:
+            sparse = local.size * SPARSE_BELOW < self.block
+            if sparse:
                 local = local.astype(np.int32)
-                taken = [part[local] for part in parts]  # fancy indexing copies
-                out[bid] = (local, dict(zip(names, taken)) if len(names) > 1 else taken[0])
-            else:
-                taken = [part.copy() for part in parts]
-                out[bid] = dict(zip(names, taken)) if len(names) > 1 else taken[0]
+            taken = [part[local] if sparse else part.copy() for part in parts]  # copies
+            stored = dict(zip(names, taken, strict=True)) if len(names) > 1 else taken[0]
+            out[bid] = (local, stored) if sparse else stored
         self._dirty[:] = False
         return out
 
