@@ -65,7 +65,7 @@ def plain_loop(snapshot: Snapshot, docs: list[dict]) -> float:
     return len(raw) / (time.perf_counter() - start)
 
 
-def serve_run(kafka, model_dir, docs, rate, warmup, tmp) -> dict:
+def serve_run(kafka, model_dir, docs, rate, warmup, tmp, extra=()) -> dict:
     """Start the serve job, warm it up, then send ``docs`` at ``rate`` requests/s (0: all
     at once, for throughput) and collect the predictions."""
     tag = f"b{int(time.time())}-{rate}"
@@ -98,6 +98,8 @@ def serve_run(kafka, model_dir, docs, rate, warmup, tmp) -> dict:
             f"{tmp}/{tag}.json",
             "--timeout",
             "900",
+            "--trace",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -107,7 +109,7 @@ def serve_run(kafka, model_dir, docs, rate, warmup, tmp) -> dict:
     stop = threading.Event()
 
     def read() -> None:  # its own thread, so arrival times are not the sender's
-        cons = consumer(kafka, topics["pred"], committed_only=True)
+        cons = consumer(kafka, topics["pred"], committed_only=True, fetch_max_wait_ms=20)
         try:
             while not stop.is_set():
                 for records in cons.poll(timeout_ms=50).values():
@@ -149,6 +151,20 @@ def serve_run(kafka, model_dir, docs, rate, warmup, tmp) -> dict:
     timed = [(p, at) for p, at in received if not p["event_id"].startswith("warm-")]
     served = np.array([p["latency_ms"] for p, _ in timed], float)
     end_to_end = np.array([at - (p["served_at"] - p["latency_ms"]) for p, at in timed], float)
+    def stage(values) -> dict:
+        x = np.array(list(values), float)
+        return {f"p{q}": float(np.percentile(x, q)) for q in (50, 99)}
+
+    stages = {  # where the milliseconds go (serve --trace)
+        "to_parse": stage(p["trace"]["parsed"] - (p["served_at"] - p["latency_ms"]) for p, _ in timed),
+        "parse_to_scoring": stage(p["trace"]["scoring"] - p["trace"]["parsed"] for p, _ in timed),
+        "scoring": stage(p["served_at"] - p["trace"]["scoring"] for p, _ in timed),
+        "to_consumer": stage(at - p["served_at"] for p, at in timed),
+    }
+    print(rate, json.dumps(stages))
+    import os
+    if os.environ.get("DUMP"):
+        Path(os.environ["DUMP"] + f"-{rate}.json").write_text(json.dumps(timed))
     first = min(p["served_at"] - p["latency_ms"] for p, _ in timed)
     last = max(p["served_at"] for p, _ in timed)
     return {
@@ -158,6 +174,7 @@ def serve_run(kafka, model_dir, docs, rate, warmup, tmp) -> dict:
         "throughput_per_s": len(timed) * 1000 / max(1, last - first),
         "serve_latency_ms": {f"p{q}": float(np.percentile(served, q)) for q in (50, 99)},
         "end_to_end_latency_ms": {f"p{q}": float(np.percentile(end_to_end, q)) for q in (50, 99)},
+        "stages_ms": stages,
     }
 
 
@@ -175,8 +192,10 @@ def main(argv=None) -> int:
         kafka = KafkaConfig(broker.bootstrap_servers)
         model_dir = save(snapshot, Path(tmp) / "models")
         loop_rate = plain_loop(snapshot, docs[:burst])
-        fixed = serve_run(kafka, model_dir, docs[: args.rate * seconds], args.rate, 200, tmp)
-        flood = serve_run(kafka, model_dir, docs[:burst], 0, 200, tmp)
+        import os, shlex
+        extra = shlex.split(os.environ.get("EXTRA", ""))
+        fixed = serve_run(kafka, model_dir, docs[: args.rate * seconds], args.rate, 200, tmp, extra)
+        flood = serve_run(kafka, model_dir, docs[:burst], 0, 200, tmp, extra)
     rows = [
         [
             r["rate"],

@@ -138,8 +138,11 @@ def produce(
         prod.close()
 
 
-def consumer(cfg: KafkaConfig, topic: str, committed_only: bool = True) -> KafkaConsumer:
-    """A group-less consumer assigned to every partition of ``topic``, from the beginning."""
+def consumer(cfg: KafkaConfig, topic: str, committed_only: bool = True,
+             fetch_max_wait_ms: int = 500) -> KafkaConsumer:  # fmt: skip
+    """A group-less consumer assigned to every partition of ``topic``, from the beginning;
+    an idle fetch waits ``fetch_max_wait_ms`` (the embedded broker always waits that long,
+    ``connectors.flink_kafka.LATENCY_FETCH_MAX_WAIT_MS``)."""
     check_reachable(cfg)
     try:
         cons = KafkaConsumer(
@@ -147,6 +150,7 @@ def consumer(cfg: KafkaConfig, topic: str, committed_only: bool = True) -> Kafka
             enable_auto_commit=False,
             group_id=None,
             isolation_level="read_committed" if committed_only else "read_uncommitted",
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
     except (KafkaError, OSError) as exc:
         raise _unreachable(cfg, exc) from exc

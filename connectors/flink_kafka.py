@@ -31,6 +31,11 @@ BATCH_BYTES = str(1 << 20)  # the output sinks' producer batches (platform notes
 # Not shorter: with 5 ms the embedded broker answered no fetch at all of a long partition (a
 # 1,000,000-event run stalled at 490,000) while burning a core; with 20 ms or more it did.
 FEEDBACK_FETCH_MAX_WAIT_MS = "100"
+# The embedded broker does not answer a waiting fetch when a record arrives: it answers when
+# fetch.max.wait.ms is up. A consumer 2 ms behind a producer saw p50/p99 122/257 ms at the
+# default 500 ms, 17/56 at 100, 5.6/16 at 20 (docs/benchmarks.md). The serve job's request
+# source waits at most this long.
+LATENCY_FETCH_MAX_WAIT_MS = "20"
 
 
 def parse_offsets(text: str) -> dict[int, int]:

@@ -124,11 +124,13 @@ def event_batches(
     stop_offsets: Mapping[int, int] | None,
     window_ms: int,
     buckets: int,
+    name: str = "streamshard_events",
+    **options,
 ):
     """A DataStream of ``Row(task, lines, partitions, offsets)``: the raw records of
-    ``topic`` (from the earliest offset, below ``stop_offsets`` when given) gathered per
-    bucket for ``window_ms`` milliseconds of processing time, in the order they were read,
-    with the partition and offset of each (for the dead letters).
+    ``topic`` (declared as table ``name``; from the earliest offset, below ``stop_offsets``
+    when given; ``options`` are consumer properties) gathered per bucket for ``window_ms`` milliseconds of processing time, in the
+    order they were read, with the partition and offset of each (for the dead letters).
 
     ``buckets`` spreads the events over that many window keys (by partition and offset), so
     that with parallelism > 1 the gathering and the parsing after it run on every subtask.
@@ -136,12 +138,12 @@ def event_batches(
     neither parses JSON nor hashes lines (``JSON_VALUE`` and an ``MD5`` bucket cost the JVM
     about 23 µs per event; platform notes). ``task`` is ``''`` in every row.
     """
-    _kafka_table(t_env, "streamshard_events", kafka, topic, group_id)
+    _kafka_table(t_env, name, kafka, topic, group_id, **options)
     bucket = f", MOD(part + off, {buckets})" if buckets > 1 else ""
     query = f"""
         SELECT '' AS task, ARRAY_AGG(line) AS lines, ARRAY_AGG(part) AS parts,
                ARRAY_AGG(off) AS offs
-        FROM {_window("streamshard_events", window_ms)}
+        FROM {_window(name, window_ms)}
         {offset_filter(stop_offsets)}
         GROUP BY window_start, window_end{bucket}
     """

@@ -94,7 +94,10 @@ def clip_from_args(args: argparse.Namespace) -> float | None:
 
 
 def add_flink_args(
-    parser: argparse.ArgumentParser, bundle_time_ms: int = 100, buffer_timeout_ms: int = 100
+    parser: argparse.ArgumentParser,
+    bundle_time_ms: int = 100,
+    buffer_timeout_ms: int = 100,
+    execution_mode: str = "process",
 ) -> None:
     group = parser.add_argument_group("Flink")
     group.add_argument("--parallelism", type=int, default=1, help="default operator parallelism")
@@ -109,9 +112,9 @@ def add_flink_args(
     group.add_argument("--checkpoint-dir", metavar="URI", help="e.g. file:///tmp/ckpt")
     group.add_argument(
         "--execution-mode",
-        default="process",
+        default=execution_mode,
         choices=["auto", "process", "thread"],
-        help="Python execution mode (default process; thread is faster on the local "
+        help=f"Python execution mode (default {execution_mode}; thread is faster on the local "
         "mini-cluster but a run can stall; auto: thread locally, process on a cluster)",
     )
     group.add_argument(

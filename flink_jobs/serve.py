@@ -2,13 +2,16 @@
 
 ::
 
-    requests ─► parse/hash ─► keyBy(task#replica) ─► SERVE ─► predictions (Kafka)
-     (Kafka)      └─► dead-letters                     ▲   └─► dead-letters (no model, full)
-    model-updates ─► fan out to every replica of its task ┘
+    requests ─► gather ─► parse/hash ─► keyBy(task#replica) ─► SERVE ─► predictions (Kafka)
+     (Kafka)   (Java)       └─► dead-letters                    ▲   └─► dead-letters (no model,
+    model-updates ─► fan out to every replica of its task ──────┘        too many waiting)
 
-Each prediction carries the model (``model_run``, ``model_version``) that scored it and its
-latency from the request's ``ts``. Requests that come before any model wait in Flink state
-(``--max-pending`` per replica) unless ``--init-model`` gives one at once.
+Requests reach Python in batches: what arrived in the last ``--ingest-window`` milliseconds,
+gathered in a Java window (``connectors/ingest.py``), decoded and hashed per batch and scored
+with one numpy call per serving key. Each prediction carries the model (``model_run``,
+``model_version``, ``model_age_ms``) that scored it and its latency from the request's
+``ts``. Requests that come before any model wait in Flink state (``--max-pending`` per
+replica) unless ``--init-model`` gives one at once.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from flink_jobs.options import (
     flink_settings,
     kafka_config,
 )
+from operators.serving import MAX_REQUEST_AGE_MS
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ class ServeConfig:
     follow_run: str | None = None
     init_model: str | None = None
     clip: float | None = DEFAULT_CLIP  # the training run's --clip-features
+    ingest_window_ms: int = 5
+    max_request_age_ms: int = MAX_REQUEST_AGE_MS
+    trace: bool = False
     stop_offsets: dict | None = None
     max_events: int | None = None
     summary_json: str | None = None
@@ -69,6 +76,8 @@ class ServeConfig:
             follow_run=self.follow_run,
             init_model=self.init_model,
             clip=self.clip,
+            max_request_age_ms=self.max_request_age_ms,
+            trace=self.trace,
         )
 
 
@@ -76,21 +85,27 @@ def build(env, cfg: ServeConfig):
     """Wire the serve job onto ``env``; returns the predictions stream."""
     from pyflink.common import Types
 
-    from connectors.flink_kafka import FEEDBACK_FETCH_MAX_WAIT_MS, kafka_sink
-    from connectors.ingest import raw_records, table_env
+    from connectors.flink_kafka import (
+        FEEDBACK_FETCH_MAX_WAIT_MS,
+        LATENCY_FETCH_MAX_WAIT_MS,
+        kafka_sink,
+    )
+    from connectors.ingest import event_batches, raw_records, table_env
     from operators.logistic import dimension
     from operators.ps_fn import PICKLED, fan_out_each_update
-    from operators.serve_fn import DEAD_LETTERS, ParseRequest, ServeFunction
+    from operators.serve_fn import DEAD_LETTERS, ParseRequests, ServeFunction
 
     s = cfg.serve_settings()
     t_env = table_env(env)
     # the table connector hands over bytes, tombstones and each record's partition and offset
-    requests = raw_records(t_env, "streamshard_requests", cfg.kafka, cfg.requests_topic,
-                           cfg.job_name, "earliest", cfg.stop_offsets)  # fmt: skip
+    requests = event_batches(t_env, cfg.kafka, cfg.requests_topic, cfg.job_name,
+                             cfg.stop_offsets, cfg.ingest_window_ms, cfg.flink.parallelism,
+                             name="streamshard_requests",
+                             **{"fetch.max.wait.ms": LATENCY_FETCH_MAX_WAIT_MS})  # fmt: skip
     updates = raw_records(t_env, "streamshard_serve_updates", cfg.kafka, cfg.updates_topic,
                           f"{cfg.job_name}-{cfg.run_id}",
                           **{"fetch.max.wait.ms": FEEDBACK_FETCH_MAX_WAIT_MS})  # fmt: skip
-    parsed = requests.process(ParseRequest(s), output_type=PICKLED).name("parse").uid("parse")
+    parsed = requests.process(ParseRequests(s), output_type=PICKLED).name("parse").uid("parse")
     fanned = (
         updates.flat_map(fan_out_each_update(s.replicas, dimension(s.bits)), output_type=PICKLED)
         .name("fan-out-updates")
@@ -98,7 +113,7 @@ def build(env, cfg: ServeConfig):
     )
     predictions = (
         parsed.connect(fanned)
-        .key_by(lambda r: r[2], lambda u: u[0], key_type=Types.STRING())
+        .key_by(lambda b: b.key, lambda u: u[0], key_type=Types.STRING())
         .process(ServeFunction(s), output_type=Types.STRING())
         .name("serve")
         .uid("serve")
@@ -186,8 +201,10 @@ def run_bounded(cfg: ServeConfig, expected: int, on_running=None) -> dict:
 def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) -> dict:
     import numpy as np
 
-    latency = np.array([p["latency_ms"] for p in predictions], float)
-    pct = {f"p{q}": float(np.percentile(latency, q)) for q in (50, 95, 99)} if latency.size else {}
+    def percentiles(name: str) -> dict:
+        x = np.array([p[name] for p in predictions if p.get(name) is not None], float)
+        return {f"p{q}": float(np.percentile(x, q)) for q in (50, 95, 99)} if x.size else {}
+
     versions = sorted({(p["task"], p["model_run"], p["model_version"]) for p in predictions})
     return {
         "run": cfg.run_id,
@@ -196,13 +213,18 @@ def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) ->
         "distinct_event_ids": len({p["event_id"] for p in predictions}),
         "dead_letters": len(dead_letters),
         "seconds": round(elapsed, 3),
-        "latency_ms": pct,
+        "latency_ms": percentiles("latency_ms"),
+        # requests whose ts was too old or in the future: answered, no latency reported
+        "ts_out_of_range": sum(p.get("latency_ms") is None for p in predictions),
+        "model_age_ms": percentiles("model_age_ms"),
         "model_versions": len(versions),
         "tasks": sorted({p["task"] for p in predictions}),
         "settings": {
             "bits": cfg.bits,
             "replicas": cfg.replicas,
             "max_pending": cfg.max_pending,
+            "ingest_window_ms": cfg.ingest_window_ms,
+            "max_request_age_ms": cfg.max_request_age_ms,
             "delivery": cfg.delivery,
             "init_model": cfg.init_model,
             "follow_run": cfg.follow_run,
@@ -250,6 +272,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--init-model", metavar="DIR", help="start from this snapshot")
     add_clip_argument(parser, "as the training run did")
+    parser.add_argument(
+        "--ingest-window", type=int, default=5, metavar="MS",
+        help="gather the requests of MS milliseconds into one batch before Python (default 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-request-age", type=float, default=MAX_REQUEST_AGE_MS / 1000, metavar="S",
+        help="a request whose ts is more than S seconds old (or 5 min ahead) is answered "
+        f"with latency_ms null (default {MAX_REQUEST_AGE_MS // 1000})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="predictions carry when their batch was parsed and scored (where latency goes)",
+    )  # fmt: skip
     parser.add_argument("--follow-run", metavar="RUN", help="serve this training run only")
     parser.add_argument("--requests-topic", default="requests")
     parser.add_argument("--updates-topic", default="model-updates")
@@ -264,7 +299,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
     parser.add_argument("--run-id", help="tags this job's predictions (default: random)")
     add_kafka_args(parser)
-    add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5)
+    # thread mode: no gRPC hop between the JVM and Python, a tenth of process mode's
+    # time between parsing and scoring (docs/decisions/0006-python-execution-mode.md)
+    add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5, execution_mode="thread")
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
@@ -273,6 +310,10 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     for name in ("replicas", "max_pending"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.ingest_window < 1:
+        raise ConfigError(f"--ingest-window must be >= 1 ms, got {args.ingest_window}")
+    if not args.max_request_age > 0:
+        raise ConfigError(f"--max-request-age must be > 0 s, got {args.max_request_age}")
     if args.max_events is not None and args.max_events < 1:
         raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
     if args.init_model:
@@ -291,6 +332,9 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         follow_run=args.follow_run,
         init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
         clip=clip_from_args(args),
+        ingest_window_ms=args.ingest_window,
+        max_request_age_ms=int(args.max_request_age * 1000),
+        trace=args.trace,
         stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
         max_events=args.max_events,
         summary_json=args.summary_json,
@@ -310,6 +354,11 @@ def print_summary(summary: dict) -> None:
         f"{summary['seconds']:.1f}s; dead letters {summary['dead_letters']}; latency ms "
         + (f"p50 {lat['p50']:.0f} p95 {lat['p95']:.0f} p99 {lat['p99']:.0f}" if lat else "-")
         + f"; {summary['model_versions']} model versions"
+        + (
+            f"; {summary['ts_out_of_range']:,} with ts out of range (no latency)"
+            if summary["ts_out_of_range"]
+            else ""
+        )
     )
 
 

@@ -3,13 +3,12 @@ in keyed state, answer each request with the model version that scored it.
 
 Records between operators are tuples (pickled across the Python/Java bridge):
 
-- request ``("req", task, key, event_id, ts, indices, values, raw)``
+- requests: one :class:`~operators.serving.RequestBatch` per serving key and gathering window
 - update  ``(key, raw model-update JSON)`` (fanned out to every serving key of its task)
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -25,12 +24,12 @@ from pyflink.datastream.state import (
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import DEFAULT_CLIP, decode_event
-from connectors.hashing import clip_values, hash_features, stack_rows
+from connectors.hashing import clip_values, hash_batch
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
 from operators.ps import BLOCK, Replica
 from operators.ps_fn import PICKLED, _MapView, assign_journaled, replica_copy, worker_of
-from operators.serving import Following
+from operators.serving import MAX_REQUEST_AGE_MS, Following, RequestBatch, prediction_records
 
 DEAD_LETTERS = OutputTag("serve-dead-letters", Types.STRING())
 
@@ -47,27 +46,37 @@ class ServeSettings:
     follow_run: str | None = None
     init_model: str | None = None
     clip: float | None = DEFAULT_CLIP  # as the training run's --clip-features
+    max_request_age_ms: int = MAX_REQUEST_AGE_MS
+    trace: bool = False  # predictions carry when their batch was parsed and scored
 
 
-class ParseRequest(ProcessFunction):
-    """Decode and hash each request (``label`` optional); bad ones to ``DEAD_LETTERS``."""
+class ParseRequests(ProcessFunction):
+    """Decode, validate and hash a batch of raw requests ``Row(task, lines, partitions,
+    offsets)`` (gathered by ``connectors.ingest``; ``label`` optional); emit one
+    :class:`RequestBatch` per serving key; bad lines to ``DEAD_LETTERS``."""
 
     def __init__(self, s: ServeSettings):
         self.s = s
 
-    def process_element(self, record, ctx):
-        value, partition, offset = record  # Row(line bytes | None, partition, offset)
-        try:
-            event = decode_event(value, require_label=False)
-        except DecodeError as exc:
-            letter = dead_letter(value, exc.reason, self.s.requests_topic, partition, offset,
-                                 run=self.s.run_id)  # fmt: skip
-            yield DEAD_LETTERS, letter
-            return
-        idx, vals = hash_features(event.features, self.s.bits)
-        clip_values(vals, self.s.clip)
-        key = f"{event.task}#{worker_of(event.event_id, self.s.replicas)}"
-        yield ("req", event.task, key, event.event_id, event.ts, idx, vals, value)
+    def process_element(self, value, ctx):
+        chunks: dict[str, list] = {}
+        for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
+            try:
+                event = decode_event(line, require_label=False)
+            except DecodeError as exc:
+                yield DEAD_LETTERS, dead_letter(line, exc.reason, self.s.requests_topic,
+                                                partition, offset, run=self.s.run_id)  # fmt: skip
+                continue
+            key = f"{event.task}#{worker_of(event.event_id, self.s.replicas)}"
+            chunks.setdefault(key, []).append((event, line))
+        for key, chunk in chunks.items():
+            # one hasher call per batch, the same hasher as training
+            indptr, indices, values = hash_batch([e.features for e, _ in chunk], self.s.bits)
+            clip_values(values, self.s.clip)
+            yield RequestBatch(chunk[0][0].task, key, [e.event_id for e, _ in chunk],
+                               [e.ts for e, _ in chunk], indptr, indices, values,
+                               [line for _, line in chunk],
+                               int(time.time() * 1000) if self.s.trace else 0)  # fmt: skip
 
 
 class ServeFunction(KeyedCoProcessFunction):
@@ -120,27 +129,22 @@ class ServeFunction(KeyedCoProcessFunction):
             self.copies, key, meta, self.replica, self.journal, dimension(self.s.bits), BLOCK
         )
 
-    def process_element1(self, value, ctx):
-        meta = self._meta(value[1])
+    def process_element1(self, batch: RequestBatch, ctx):
+        meta = self._meta(batch.task)
         if meta["follow"].has_model:
-            yield from self._answer([value], meta, value[2])
+            yield from self._answer(batch, meta, batch.key)
             return
         waiting = self.waiting.value() or 0
-        if waiting >= self.s.max_pending:
-            yield (
-                DEAD_LETTERS,
-                dead_letter(
-                    value[7],
-                    f"no model yet for task {value[1]!r} and {waiting} requests already wait "
-                    f"(--max-pending {self.s.max_pending})",
-                    topic=self.s.requests_topic,
-                    step="serve",
-                    run=self.s.run_id,
-                ),
-            )
-            return
-        self.pending.add(value)
-        self.waiting.update(waiting + 1)
+        room = max(0, self.s.max_pending - waiting)
+        held, refused = batch.split(min(room, len(batch)))
+        if len(held):
+            self.pending.add(held)
+            self.waiting.update(waiting + len(held))
+        for raw in refused.raws:
+            reason = (f"no model yet for task {batch.task!r} and {self.s.max_pending} requests "
+                      f"already wait (--max-pending {self.s.max_pending})")  # fmt: skip
+            yield DEAD_LETTERS, dead_letter(raw, reason, topic=self.s.requests_topic,
+                                            step="serve", run=self.s.run_id)  # fmt: skip
 
     def process_element2(self, value, ctx):
         update = value[1]  # decoded once by fan_out_each_update
@@ -162,30 +166,20 @@ class ServeFunction(KeyedCoProcessFunction):
         follow.applied(update.run, update.shard, update.version, update.ts, update.offset)
         self.meta.update(meta)
         if self.waiting.value():
-            waiting = list(self.pending.get() or [])
+            waiting = RequestBatch.concat(list(self.pending.get()))
             self.pending.clear()
             self.waiting.clear()
             yield from self._answer(waiting, meta, key)
 
-    def _answer(self, requests: list, meta: dict, key: str):
-        indptr, indices, values = stack_rows((r[5], r[6]) for r in requests)
+    def _answer(self, batch: RequestBatch, meta: dict, key: str):
+        scored_at = time.time()
         replica = self._working(key, meta).copy
         follow: Following = meta["follow"]
-        scores = predict_proba(
-            indptr, indices, values, replica.lookup, self.s.bits, follow.margin_offset
-        )
+        scores = predict_proba(batch.indptr, batch.indices, batch.values, replica.lookup,
+                               self.s.bits, follow.margin_offset)  # fmt: skip
         now = int(time.time() * 1000)
-        for request, score in zip(requests, np.asarray(scores).tolist(), strict=True):
-            yield json.dumps(
-                {
-                    "event_id": request[3],
-                    "task": request[1],
-                    "score": score,
-                    "model_version": follow.model_version,
-                    "model_run": follow.run,
-                    "latency_ms": now - request[4],
-                    "served_at": now,
-                    "serve_run": self.s.run_id,
-                },
-                separators=(",", ":"),
-            )
+        trace = None
+        if self.s.trace and batch.parsed_at:
+            trace = {"parsed": batch.parsed_at, "scoring": int(scored_at * 1000)}
+        yield from prediction_records(batch, np.asarray(scores), follow, self.s.run_id, now,
+                                      self.s.max_request_age_ms, trace)  # fmt: skip

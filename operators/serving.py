@@ -24,7 +24,10 @@ Examples
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+
+import numpy as np
 
 FUTURE_SLACK_MS = 5 * 60 * 1000  # clocks of producers and of this job may differ by this much
 
@@ -106,3 +109,109 @@ class Following:
         if offset is not None:
             self.offsets[shard] = offset
         self.since_ms = max(self.since_ms, ts)
+
+
+MAX_REQUEST_AGE_MS = 10 * 60 * 1000  # a request older than this is a replay, not a live one
+
+
+def request_latency(ts: int, now_ms: int, max_age_ms: int = MAX_REQUEST_AGE_MS,
+                    future_ms: int = FUTURE_SLACK_MS) -> int | None:  # fmt: skip
+    """Milliseconds from a request's ``ts`` to ``now_ms``; ``None`` when ``ts`` is more than
+    ``max_age_ms`` in the past or ``future_ms`` in the future: a replayed topic or a
+    producer's clock, not a latency (the prediction is still made).
+
+    >>> request_latency(1_000, 1_012)
+    12
+    >>> request_latency(1_000, 1_000 + 400 * 86_400_000) is None   # a year-old request
+    True
+    >>> request_latency(10**13, 1_000) is None                      # stamped in the future
+    True
+    """
+    latency = now_ms - ts
+    if latency > max_age_ms or -latency > future_ms:
+        return None
+    return latency
+
+
+@dataclass
+class RequestBatch:
+    """The requests of one serving key gathered in one window: ids, ``ts``, hashed features
+    as CSR arrays, and each raw record (for a dead letter); picklable.
+
+    >>> b = RequestBatch("ctr", "ctr#0", ["r1", "r2", "r3"], [5, 6, 7], np.array([0, 1, 1, 3]),
+    ...                  np.array([4, 1, 2]), np.ones(3), [b"1", b"2", b"3"])
+    >>> head, tail = b.split(2)
+    >>> head.event_ids, tail.event_ids, tail.indptr.tolist(), tail.indices.tolist()
+    (['r1', 'r2'], ['r3'], [0, 2], [1, 2])
+    >>> RequestBatch.concat([head, tail]).indptr.tolist()
+    [0, 1, 1, 3]
+    """
+
+    task: str
+    key: str
+    event_ids: list
+    ts: list
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    raws: list
+    parsed_at: int = 0  # ms, when tracing (``serve --trace``)
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def split(self, n: int) -> tuple[RequestBatch, RequestBatch]:
+        """The first ``n`` requests and the rest."""
+        cut = int(self.indptr[n])
+        head = RequestBatch(self.task, self.key, self.event_ids[:n], self.ts[:n],
+                            self.indptr[: n + 1], self.indices[:cut], self.values[:cut],
+                            self.raws[:n], self.parsed_at)  # fmt: skip
+        tail = RequestBatch(self.task, self.key, self.event_ids[n:], self.ts[n:],
+                            self.indptr[n:] - cut, self.indices[cut:], self.values[cut:],
+                            self.raws[n:], self.parsed_at)  # fmt: skip
+        return head, tail
+
+    @staticmethod
+    def concat(batches: list[RequestBatch]) -> RequestBatch:
+        first = batches[0]
+        sizes = [b.indptr[-1] for b in batches]
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        indptr = np.concatenate(
+            [[0]] + [b.indptr[1:] + s for b, s in zip(batches, starts, strict=True)]
+        )
+        return RequestBatch(
+            first.task, first.key,
+            [e for b in batches for e in b.event_ids], [t for b in batches for t in b.ts],
+            indptr.astype(np.int64), np.concatenate([b.indices for b in batches]),
+            np.concatenate([b.values for b in batches]), [r for b in batches for r in b.raws],
+            first.parsed_at,
+        )  # fmt: skip
+
+
+def prediction_records(batch: RequestBatch, scores, follow: Following, serve_run: str,
+                       now_ms: int, max_age_ms: int = MAX_REQUEST_AGE_MS,
+                       trace: dict | None = None) -> list[str]:  # fmt: skip
+    """One JSON prediction per request: its score, the model (run and version) that made it,
+    the model's age (``now_ms`` minus the newest update it holds) and the request's latency
+    (``null`` when its ``ts`` is out of range, :func:`request_latency`).
+
+    >>> f = Following(run="r1", since_ms=900, shard_versions={0: 4})
+    >>> b = RequestBatch("ctr", "ctr#0", ["q1"], [990], np.array([0, 0]), np.array([], int),
+    ...                  np.array([]), [b"{}"])
+    >>> prediction_records(b, np.array([0.25]), f, "s1", now_ms=1_000)
+    ['{"event_id":"q1","task":"ctr","score":0.25,"model_version":4,"model_run":"r1",\
+"model_age_ms":100,"latency_ms":10,"served_at":1000,"serve_run":"s1"}']
+    """
+    head = f',"task":{json.dumps(batch.task)},"score":'
+    age = now_ms - follow.since_ms if follow.since_ms else None
+    mid = (
+        f',"model_version":{follow.model_version},"model_run":{json.dumps(follow.run)},'
+        f'"model_age_ms":{json.dumps(age)},"latency_ms":'
+    )
+    tail = f',"served_at":{now_ms},"serve_run":{json.dumps(serve_run)}'
+    tail += f',"trace":{json.dumps(trace, separators=(",", ":"))}}}' if trace else "}"
+    return [
+        f'{{"event_id":{json.dumps(event_id)}{head}{score!r}{mid}'
+        f"{json.dumps(request_latency(ts, now_ms, max_age_ms))}{tail}"
+        for event_id, ts, score in zip(batch.event_ids, batch.ts, scores.tolist(), strict=True)
+    ]
