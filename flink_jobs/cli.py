@@ -62,6 +62,11 @@ def _topics(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     cfg = generate.config_from_args(args)
     result = generate.generate(cfg)
+    if cfg.requests:
+        print(f"sent {result.events:,} requests to {cfg.topic} in {result.seconds:.1f}s "
+              f"({result.events / max(result.seconds, 1e-9):,.0f}/s); end offsets "
+              f"{result.offsets_flag() or '(none)'}")  # fmt: skip
+        return 0
     print(
         f"wrote {result.events:,} events ({result.malformed:,} malformed) to {cfg.topic} in "
         f"{result.seconds:.1f}s; end offsets {result.offsets_flag() or '(none)'}"

@@ -37,22 +37,10 @@ def _request_docs(train_events: int, count: int) -> list[dict]:
 
 def _send_requests(kafka: KafkaConfig, docs: list[dict], rate: float) -> threading.Thread:
     """Send ``docs`` without labels to ``requests`` at ``rate``/s, ``ts`` = send time."""
-    from connectors.admin import producer
+    from flink_jobs.generate import send_requests
 
-    def send() -> None:
-        prod = producer(kafka, linger_ms=0)
-        start = time.monotonic()
-        for i, doc in enumerate(docs):
-            ahead = start + i / rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-            request = {k: v for k, v in doc.items() if k != "label"}
-            request["ts"] = int(time.time() * 1000)
-            prod.send("requests", key=doc["event_id"].encode(), value=json.dumps(request).encode())
-        prod.flush()
-        prod.close()
-
-    thread = threading.Thread(target=send, name="demo-requests", daemon=True)
+    thread = threading.Thread(target=send_requests, args=(kafka, "requests", docs, rate),
+                              name="demo-requests", daemon=True)  # fmt: skip
     thread.start()
     return thread
 

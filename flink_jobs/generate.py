@@ -1,4 +1,6 @@
-"""``streamshard generate``: write a synthetic stream with a known true model to Kafka."""
+"""``streamshard generate``: write a synthetic stream with a known true model to Kafka, or
+(``--requests N --rate R``) prediction requests stamped with the wall clock as they are sent,
+at a steady rate: a load test of ``serve``."""
 
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class GenerateConfig:
     progress: bool = False
     stamp_now: bool = False  # ts = the time each event is sent, not the synthetic clock
     batch: int = 1  # events per Kafka record (> 1: NDJSON, for train --input-format ndjson)
+    requests: bool = False  # requests to serve (no label, ts = send time), not events
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,57 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+REQUEST_LINGER_MS = 5  # a load generator's batching: ~5 records per produce request at 1,000/s
+
+
+def send_requests(kafka: KafkaConfig, topic: str, docs, rate: float | None,
+                  progress: _Progress | None = None) -> GenerateResult:  # fmt: skip
+    """Send each of ``docs`` as a request (its ``label`` dropped, keyed by ``event_id``) with
+    ``ts`` the wall clock when it is handed to the producer, at a steady ``rate`` per second
+    (``None``: as fast as the producer goes); wait for every ack.
+
+    The producer lingers ``REQUEST_LINGER_MS``, which the requests' latency includes: the
+    embedded broker spends about a millisecond of CPU per produce request, so one request per
+    record would be the broker's load, not the job's."""
+    from connectors.admin import producer
+
+    prod = producer(kafka, acks=1, linger_ms=REQUEST_LINGER_MS)
+    futures, sent = [], 0
+    start = time.monotonic()
+    try:
+        for doc in docs:
+            if rate:
+                ahead = start + sent / rate - time.monotonic()
+                if ahead > 0.001:  # sleep in steps of a millisecond or more
+                    time.sleep(ahead)
+            request = {k: v for k, v in doc.items() if k != "label"}
+            request["ts"] = int(time.time() * 1000)
+            futures.append(prod.send(topic, key=request["event_id"].encode(),
+                                     value=json.dumps(request).encode()))  # fmt: skip
+            sent += 1
+            if progress is not None and sent % 1000 == 0:
+                progress.update(sent)
+        prod.flush()
+        ends: dict[int, int] = {}
+        for future in futures:
+            meta = future.get(timeout=30)
+            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+    finally:
+        if progress is not None:
+            progress.close()
+        prod.close()
+    return GenerateResult(sent, 0, ends, time.monotonic() - start)
+
+
 def generate(cfg: GenerateConfig) -> GenerateResult:
     """Produce the stream, chunk by chunk, waiting for every ack; throttle to ``rate``."""
     from connectors.admin import create_topics, producer
 
     create_topics(cfg.kafka, [cfg.topic], cfg.partitions)
+    if cfg.requests:
+        docs = (doc for doc, _ in CtrStream(cfg.settings).events())
+        progress = _Progress(cfg.settings.events, cfg.progress)
+        return send_requests(cfg.kafka, cfg.topic, docs, cfg.rate, progress)
     stream = CtrStream(cfg.settings)
     bad_rng = np.random.default_rng(cfg.settings.seed + 7)
     prod = producer(cfg.kafka, acks="all", linger_ms=20, batch_size=512 * 1024)
@@ -141,8 +190,14 @@ def generate(cfg: GenerateConfig) -> GenerateResult:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="ctr", choices=SCENARIOS)
-    parser.add_argument("--events", type=int, required=True, metavar="N")
-    parser.add_argument("--topic", default="events")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--events", type=int, metavar="N", help="N labelled training events")
+    what.add_argument(
+        "--requests", type=int, metavar="N",
+        help="N prediction requests for serve: no label, ts = the time each is sent (with "
+        "--rate R, a steady load test); topic 'requests' unless --topic",
+    )  # fmt: skip
+    parser.add_argument("--topic", help="default 'events' ('requests' with --requests)")
     parser.add_argument("--partitions", type=int, default=1, help="when creating the topic")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--rate", type=float, metavar="R", help="events per second (default: max)")
@@ -172,8 +227,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> GenerateConfig:
     from connectors.errors import ConfigError
 
-    if args.events < 0:
-        raise ConfigError(f"--events must be >= 0, got {args.events}")
+    requests = args.requests is not None
+    count = args.requests if requests else args.events
+    if count < 0:
+        raise ConfigError(f"--{'requests' if requests else 'events'} must be >= 0, got {count}")
+    if requests and (args.malformed or args.batch != 1 or args.truth):
+        raise ConfigError("--requests takes none of --malformed, --batch, --truth")
     if args.batch < 1:
         raise ConfigError(f"--batch must be >= 1 events per record, got {args.batch}")
     if args.rate is not None and args.rate <= 0:
@@ -182,7 +241,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         raise ConfigError(f"--malformed must be a fraction in [0, 1], got {args.malformed}")
     try:
         settings = CtrSettings(
-            events=args.events,
+            events=count,
             seed=args.seed,
             base_rate=args.base_rate,
             drift_at=args.drift_at,
@@ -193,7 +252,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
     return GenerateConfig(
         kafka=kafka_config(args),
         settings=settings,
-        topic=args.topic,
+        topic=args.topic or ("requests" if requests else "events"),
         partitions=args.partitions,
         rate=args.rate,
         truth_path=args.truth,
@@ -201,4 +260,5 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         progress=sys.stderr.isatty(),
         stamp_now=args.now,
         batch=args.batch,
+        requests=requests,
     )

@@ -156,6 +156,22 @@ def test_generate_now_stamps_the_send_time(kafka, topic_name):
     assert len(stamps) == 20 and all(before <= ts <= int(time.time() * 1000) for ts in stamps)
 
 
+def test_generate_requests_is_a_steady_load_stamped_as_sent(kafka, topic_name):
+    before = int(time.time() * 1000)
+    out = streamshard("generate", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                      topic_name, "--requests", "400", "--rate", "2000")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"sent 400 requests to {topic_name}"), out.stdout
+    records = read_records(kafka, topic_name, count=400)
+    docs = [json.loads(r.value) for r in records]
+    assert len(docs) == 400 and not any("label" in d for d in docs)
+    assert [r.key.decode() for r in records] == [d["event_id"] for d in docs]
+    stamps = [d["ts"] for d in docs]
+    assert stamps == sorted(stamps) and before <= stamps[0]
+    # 400 at 2,000/s take 200 ms: paced, not sent at once
+    assert 150 <= stamps[-1] - stamps[0] <= 2_000, stamps[-1] - stamps[0]
+
+
 def test_tail_shows_a_binary_model_update_as_its_json(kafka, topic_name):
     import numpy as np
 

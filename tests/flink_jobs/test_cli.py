@@ -57,6 +57,9 @@ def test_bad_flags_give_one_line_and_status_2(args):
     [
         ["generate", "--events", "-1"],
         ["generate", "--events", "5", "--malformed", "2"],
+        ["generate", "--requests", "5", "--malformed", "0.1"],
+        ["serve", "--ingest-window", "0"],
+        ["serve", "--max-request-age", "0"],
         ["validate", "--stop-at-offsets", "0:5"],
         ["validate", "--start", "yesterday"],
         ["train", "--ingest-window", "0"],
