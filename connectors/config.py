@@ -142,6 +142,24 @@ class KafkaConfig:
         """Properties for Flink's Kafka connector (Java client names), bootstrap included."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.properties}
 
+    def librdkafka_config(self) -> dict[str, str]:
+        """Configuration for confluent-kafka (librdkafka) clients: the properties
+        :meth:`kafka_python_kwargs` knows, whose names are librdkafka's too.
+
+        >>> KafkaConfig("b:9092", {"security.protocol": "SASL_SSL", "sasl.jaas.config":
+        ...     'x username="u" password="p";', "linger.ms": "3"}).librdkafka_config()
+        {'bootstrap.servers': 'b:9092', 'security.protocol': 'SASL_SSL', 'sasl.username': 'u', \
+'sasl.password': 'p'}
+        """
+        conf = {"bootstrap.servers": self.bootstrap_servers}
+        conf.update({k: v for k, v in self.properties.items() if k in _KAFKA_PYTHON_NAMES})
+        jaas = self.properties.get("sasl.jaas.config", "")
+        for key in ("username", "password"):
+            marker = f'{key}="'
+            if marker in jaas and f"sasl.{key}" not in conf:
+                conf[f"sasl.{key}"] = jaas.split(marker, 1)[1].split('"', 1)[0]
+        return conf
+
     def kafka_python_kwargs(self) -> dict[str, object]:
         """Keyword arguments for kafka-python clients; unknown Java-only names are left out."""
         kwargs: dict[str, object] = {"bootstrap_servers": self.bootstrap_servers.split(",")}

@@ -128,9 +128,10 @@ def event_batches(
     **options,
 ):
     """A DataStream of ``Row(task, lines, partitions, offsets)``: the raw records of
-    ``topic`` (declared as table ``name``; from the earliest offset, below ``stop_offsets``
-    when given; ``options`` are consumer properties) gathered per bucket for ``window_ms`` milliseconds of processing time, in the
-    order they were read, with the partition and offset of each (for the dead letters).
+    ``topic`` (declared as table ``name``, with the consumer properties ``options``; from the
+    earliest offset, below ``stop_offsets`` when given) gathered per bucket for ``window_ms``
+    milliseconds of processing time, in the order they were read, with the partition and
+    offset of each (for the dead letters).
 
     ``buckets`` spreads the events over that many window keys (by partition and offset), so
     that with parallelism > 1 the gathering and the parsing after it run on every subtask.
