@@ -56,6 +56,7 @@ class ServeConfig:
     init_model: str | None = None
     clip: float | None = DEFAULT_CLIP  # the training run's --clip-features
     ingest_window_ms: int = 5
+    linger_ms: int = 5  # the predictions sink's producer
     max_request_age_ms: int = MAX_REQUEST_AGE_MS
     trace: bool = False
     stop_offsets: dict | None = None
@@ -120,8 +121,13 @@ def build(env, cfg: ServeConfig):
     )
     predictions.sink_to(
         kafka_sink(
-            cfg.kafka, cfg.predictions_topic, cfg.delivery, f"{cfg.run_id}-pred", low_latency=True
-        )
+            cfg.kafka,
+            cfg.predictions_topic,
+            cfg.delivery,
+            f"{cfg.run_id}-pred",
+            low_latency=True,
+            linger_ms=cfg.linger_ms,
+        )  # fmt: skip
     ).name("predictions-sink").uid("predictions-sink")
     parsed.get_side_output(DEAD_LETTERS).union(predictions.get_side_output(DEAD_LETTERS)).sink_to(
         kafka_sink(cfg.kafka, cfg.dead_letter_topic, cfg.delivery, f"{cfg.run_id}-dlq")
@@ -223,6 +229,7 @@ def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) ->
             "replicas": cfg.replicas,
             "max_pending": cfg.max_pending,
             "ingest_window_ms": cfg.ingest_window_ms,
+            "linger_ms": cfg.linger_ms,
             "max_request_age_ms": cfg.max_request_age_ms,
             "delivery": cfg.delivery,
             "init_model": cfg.init_model,
@@ -274,6 +281,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ingest-window", type=int, default=5, metavar="MS",
         help="gather the requests of MS milliseconds into one batch before Python (default 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--linger", type=int, default=5, metavar="MS",
+        help="the predictions producer's linger.ms (default 5: fewer produce requests for "
+        "the broker, the same latency; docs/benchmarks.md)",
     )  # fmt: skip
     parser.add_argument(
         "--max-request-age", type=float, default=MAX_REQUEST_AGE_MS / 1000, metavar="S",
@@ -332,6 +344,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
         clip=clip_from_args(args),
         ingest_window_ms=args.ingest_window,
+        linger_ms=args.linger,
         max_request_age_ms=int(args.max_request_age * 1000),
         trace=args.trace,
         stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,

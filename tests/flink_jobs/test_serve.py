@@ -105,6 +105,7 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     )  # a tombstone, not UTF-8
     # phase 2 also asks task a again: after the hostile updates it must still be served by a
     phase2 = requests("b", "b2", 300, seed=35) + requests("a", "a2", 100, seed=36)
+    phase2[-1]["ts"] -= 400 * 86_400_000  # a year-old request: answered, no absurd latency
     total = len(phase1) + len(bad) + len(phase2)
     produce(kafka, req_t, [(d["event_id"].encode(), json.dumps(d).encode()) for d in phase1])
     produce(kafka, req_t, [(b"bad", b) for b in bad])
@@ -209,8 +210,13 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
             lo, hi = indptr[i], indptr[i + 1]
             expected = sigmoid(np.array([w[indices[lo:hi]] @ values[lo:hi] + w[-1]]))[0]
             assert abs(p["score"] - expected) <= 1e-9
-            assert p["latency_ms"] >= 0
+            if p["event_id"] == phase2[-1]["event_id"]:
+                assert p["latency_ms"] is None
+            else:
+                assert 0 <= p["latency_ms"] < 300_000
+            assert p["model_age_ms"] >= 0
     # requests that waited were answered by a model that existed (b's, version >= 1)
     assert {by_id[k]["model_run"] for k in answered_b1} == {"run-b"}
     assert max(p["model_version"] for p in by_id.values() if p["task"] == "b") == 5
     assert summary["distinct_event_ids"] == summary["predictions"]
+    assert summary["ts_out_of_range"] == 1
