@@ -295,6 +295,22 @@ def _serving_html(serving: dict | None) -> str:
         ("latency p50 / p95 / p99 (ms), request ts to prediction",
          " / ".join(_cell("{:,.0f}", lat.get(k)) for k in ("p50", "p95", "p99"))),
     ]  # fmt: skip
+    if serving.get("seconds"):
+        items.append(("predictions/s (job's whole run)",
+                      f"{serving.get('predictions', 0) / serving['seconds']:,.0f}"))  # fmt: skip
+    if serving.get("ts_out_of_range"):
+        items.append(("answered with ts out of range (no latency)",
+                      f"{serving['ts_out_of_range']:,}"))  # fmt: skip
+
+    def p50_p99(d: dict) -> str:
+        return " / ".join(_cell("{:,.0f}", d.get(k)) for k in ("p50", "p99"))
+
+    if serving.get("model_age_ms"):
+        items.append(("model age p50 / p99 (ms since its newest update)",
+                      p50_p99(serving["model_age_ms"])))  # fmt: skip
+    for window in serving.get("latency_over_time") or []:
+        items.append((f"latency p50 / p99 (ms) from {window['from_s']:.0f} s "
+                      f"({window['predictions']:,} predictions)", p50_p99(window)))  # fmt: skip
     if serving.get("auc") is not None:
         items.append(("AUC of the served predictions", f"{serving['auc']:.4f}"))
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in items)

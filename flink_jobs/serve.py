@@ -222,6 +222,7 @@ def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) ->
         # requests whose ts was too old or in the future: answered, no latency reported
         "ts_out_of_range": sum(p.get("latency_ms") is None for p in predictions),
         "model_age_ms": percentiles("model_age_ms"),
+        "latency_over_time": latency_over_time(predictions),
         "model_versions": len(versions),
         "tasks": sorted({p["task"] for p in predictions}),
         "settings": {
@@ -241,6 +242,31 @@ def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) ->
         "_predictions": predictions,
         "_dead_letters": dead_letters,
     }
+
+
+def latency_over_time(predictions: list[dict], window_ms: int = 10_000) -> list[dict]:
+    """Latency p50/p99 and count per ``window_ms`` of ``served_at`` (from the first).
+
+    >>> preds = [{"served_at": t, "latency_ms": t % 7} for t in range(0, 20_000, 100)]
+    >>> [(w["from_s"], w["predictions"]) for w in latency_over_time(preds)]
+    [(0.0, 100), (10.0, 100)]
+    """
+    import numpy as np
+
+    if not predictions:
+        return []
+    served = np.array([p["served_at"] for p in predictions], np.int64)
+    latency = np.array([np.nan if p.get("latency_ms") is None else p["latency_ms"]
+                        for p in predictions], float)  # fmt: skip
+    bucket = (served - served.min()) // window_ms
+    out = []
+    for b in np.unique(bucket):
+        x = latency[(bucket == b) & ~np.isnan(latency)]
+        row = {"from_s": float(b * window_ms / 1000), "predictions": int((bucket == b).sum())}
+        if x.size:
+            row.update(p50=float(np.percentile(x, 50)), p99=float(np.percentile(x, 99)))
+        out.append(row)
+    return out
 
 
 def run(cfg: ServeConfig, on_running=None) -> dict | None:

@@ -76,12 +76,27 @@ def test_report_shows_settings_truth_serving_and_plain_names(tmp_path):
     settings = {"consistency": "bounded:2", "workers": 2, "shards": 4, "max_in_flight": 64}
     docs = [{"type": "settings", "run": "r1", "time": 0, "settings": settings}]
     docs += metric_docs("r1", tasks=("ctr",))
-    serving = {"requests": 300, "predictions": 300, "dead_letters": 0, "auc": 0.8123,
-               "latency_ms": {"p50": 12.0, "p95": 40.0, "p99": 95.0}}  # fmt: skip
+    serving = {
+        "requests": 300,
+        "predictions": 300,
+        "dead_letters": 0,
+        "auc": 0.8123,
+        "latency_ms": {"p50": 12.0, "p95": 40.0, "p99": 95.0},
+        "seconds": 10.0,
+        "ts_out_of_range": 3,
+        "model_age_ms": {"p50": 850.0, "p99": 2100.0},
+        "latency_over_time": [
+            {"from_s": 0.0, "predictions": 200, "p50": 11.0, "p99": 90.0},
+            {"from_s": 10.0, "predictions": 100},
+        ],
+    }
+    # fmt: skip
     page = check_report(write_report(docs, tmp_path, truth={"auc": 0.85, "log_loss": 0.24},
                                      serving=serving).parent)  # fmt: skip
     assert "<td>true model</td><td></td><td>0.8500</td><td>0.2400</td>" in page
     assert "<h2>Serving</h2>" in page and "0.8123" in page and "12 / 40 / 95" in page
+    assert "850 / 2,100" in page and "11 / 90" in page and ">30<" in page  # age, over time, /s
+    assert "from 10 s (100 predictions)" in page
     assert "<th>consistency</th><td>bounded:2</td>" in page
     assert (
         "from the first to the last prediction" in page
