@@ -81,9 +81,9 @@ def python_execution_mode(s: FlinkSettings, on_cluster: bool) -> str:
     anyway, so thread mode (Python inside the JVM, no Beam/gRPC hop) loses no parallelism
     and made a training run 15-50% faster here (README). On a cluster, process mode gives
     each slot its own interpreter (no shared GIL) and keeps a Python crash out of the
-    TaskManager. Every job defaults to ``process``: in thread mode about one training run
-    in eight here never produced output (job running, nothing accounted for in 400 s; not
-    diagnosed), and the serving test did not pass in it.
+    TaskManager. Training and validation default to ``process``: in thread mode about one
+    training run in eight here never produced output (job running, nothing accounted for in
+    400 s; not diagnosed). ``serve`` defaults to ``thread`` for latency (decision 0008).
     """
     if s.execution_mode != "auto":
         return s.execution_mode
