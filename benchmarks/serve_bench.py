@@ -39,6 +39,7 @@ from connectors.snapshot import Snapshot, save  # noqa: E402
 from connectors.synthetic import CtrSettings, CtrStream  # noqa: E402
 from flink_jobs.generate import send_requests  # noqa: E402
 from flink_jobs.procs import descendants  # noqa: E402
+from flink_jobs.serve import latency_over_time  # noqa: E402
 from operators.local import OnlineLogistic  # noqa: E402
 from operators.logistic import sigmoid  # noqa: E402
 
@@ -199,11 +200,8 @@ def steady(tmp, model_dir, rate: int, seconds: int, delivery: str, extra) -> dic
         timed = [(p, at) for p, at in run.reader.received if p["event_id"].startswith("e-")]
     sent = [p["served_at"] - p["latency_ms"] for p, _ in timed]
     t0 = min(sent)
-    over_time = []
-    for lo in range(0, seconds, max(1, seconds // 6)):
-        window = [p["latency_ms"] for (p, _), s in zip(timed, sent, strict=True)
-                  if lo * 1000 <= s - t0 < (lo + max(1, seconds // 6)) * 1000]  # fmt: skip
-        over_time.append({"from_s": lo, **pct(window, (50, 99))})
+    window_s = max(1, seconds // 6)
+    over_time = latency_over_time([p for p, _ in timed], window_s * 1000)
     return {
         "config": f"steady {rate:,}/s, {delivery}",
         "offered_per_s": rate,
@@ -294,7 +292,7 @@ def report(loop_rate: float, runs: list[dict]) -> str:
              for k, v in r["stages_ms"].items()],
         )  # fmt: skip
         text += "\nServe latency over time (p50 / p99 ms): " + ", ".join(
-            f"{w['from_s']} s: {fmt_pct(w)}" for w in r["over_time"] if w.get("p50") is not None
+            f"{w['from_s']:.0f} s: {fmt_pct(w)}" for w in r["over_time"] if w.get("p50") is not None
         )
         text += (f"\n\nModel age at prediction (ms since the newest update it holds; no trainer "
                  f"runs here, so this is the snapshot's age) p50 "

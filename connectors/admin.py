@@ -138,11 +138,8 @@ def produce(
         prod.close()
 
 
-def consumer(cfg: KafkaConfig, topic: str, committed_only: bool = True,
-             fetch_max_wait_ms: int = 500) -> KafkaConsumer:  # fmt: skip
-    """A group-less consumer assigned to every partition of ``topic``, from the beginning;
-    an idle fetch waits ``fetch_max_wait_ms`` (the embedded broker always waits that long,
-    ``connectors.flink_kafka.LATENCY_FETCH_MAX_WAIT_MS``)."""
+def consumer(cfg: KafkaConfig, topic: str, committed_only: bool = True) -> KafkaConsumer:
+    """A group-less consumer assigned to every partition of ``topic``, from the beginning."""
     check_reachable(cfg)
     try:
         cons = KafkaConsumer(
@@ -150,7 +147,6 @@ def consumer(cfg: KafkaConfig, topic: str, committed_only: bool = True,
             enable_auto_commit=False,
             group_id=None,
             isolation_level="read_committed" if committed_only else "read_uncommitted",
-            fetch_max_wait_ms=fetch_max_wait_ms,
         )
     except (KafkaError, OSError) as exc:
         raise _unreachable(cfg, exc) from exc
@@ -172,6 +168,8 @@ class FastReader:
     ``poll(timeout_s)`` returns the values read (at most 10,000)."""
 
     def __init__(self, cfg: KafkaConfig, topic: str, fetch_max_wait_ms: int = 100):
+        # an idle fetch waits fetch_max_wait_ms: the embedded broker always waits that long
+        # (connectors.flink_kafka.LATENCY_FETCH_MAX_WAIT_MS)
         from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
         from confluent_kafka import TopicPartition as Partition
 

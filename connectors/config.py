@@ -153,12 +153,19 @@ class KafkaConfig:
         """
         conf = {"bootstrap.servers": self.bootstrap_servers}
         conf.update({k: v for k, v in self.properties.items() if k in _KAFKA_PYTHON_NAMES})
+        for key, value in self._jaas_credentials().items():
+            conf.setdefault(f"sasl.{key}", value)
+        return conf
+
+    def _jaas_credentials(self) -> dict[str, str]:
+        """``username`` and ``password`` of ``sasl.jaas.config``, those it names."""
         jaas = self.properties.get("sasl.jaas.config", "")
+        found = {}
         for key in ("username", "password"):
             marker = f'{key}="'
-            if marker in jaas and f"sasl.{key}" not in conf:
-                conf[f"sasl.{key}"] = jaas.split(marker, 1)[1].split('"', 1)[0]
-        return conf
+            if marker in jaas:
+                found[key] = jaas.split(marker, 1)[1].split('"', 1)[0]
+        return found
 
     def kafka_python_kwargs(self) -> dict[str, object]:
         """Keyword arguments for kafka-python clients; unknown Java-only names are left out."""
@@ -169,12 +176,6 @@ class KafkaConfig:
                 kwargs[target] = value.lower() == "https"
             elif target:
                 kwargs[target] = value
-        jaas = self.properties.get("sasl.jaas.config", "")
-        for key, target in (
-            ("username", "sasl_plain_username"),
-            ("password", "sasl_plain_password"),
-        ):
-            marker = f'{key}="'
-            if marker in jaas and target not in kwargs:
-                kwargs[target] = jaas.split(marker, 1)[1].split('"', 1)[0]
+        for key, value in self._jaas_credentials().items():
+            kwargs.setdefault(f"sasl_plain_{key}", value)
         return kwargs

@@ -173,10 +173,11 @@ def run_bounded(cfg: ServeConfig, expected: int, on_running=None) -> dict:
     try:
         last_check, running = 0.0, False
         while len(predictions) + len(dead_letters) < expected:
+            # poll waits up to 0.2 s for records: that paces the loop, which shares the cores
+            # of the job it watches
             while got := preds.poll(0.2):  # drain what is there
                 predictions += preds_mine(got)
             dead_letters += dead_mine(dead.poll(0))
-            time.sleep(0.2)  # pace the loop: the driver shares the cores of the job it watches
             now = time.monotonic()
             if now - last_check > (2 if running else 0.3):
                 last_check = now
