@@ -46,7 +46,7 @@ def load(name: str) -> tuple[list[dict], np.ndarray]:
     return xs, np.array(ys)
 
 
-def ours(xs, ys, bits=20, batch_size=100, warmup=True, standardize=True, **hyper) -> float:
+def ours(xs, ys, bits=20, batch_size=1000, warmup=True, standardize=True, **hyper) -> float:
     """Progressive AUC of the job's learner with the job's mini-batches."""
     hyper = {**DEFAULTS, **hyper}
     model = OnlineLogistic(bits, standardize=standardize, **hyper)

@@ -129,6 +129,7 @@ def end_to_end(kafka, topic: str, events: int, cfg: dict, tmp: str, broker_pid: 
     ``cfg["cluster"]`` submitted to the local standalone cluster); summary plus update volume
     and staleness read back from its topics."""
     from connectors.admin import read_records
+    from connectors.messages import decode_update
 
     tag = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{topic}-{cfg['label']}")
     summary_path = Path(tmp) / f"{tag}.json"
@@ -164,7 +165,7 @@ def end_to_end(kafka, topic: str, events: int, cfg: dict, tmp: str, broker_pid: 
     summary = json.loads(summary_path.read_text())
     task = summary["tasks"]["ctr"]
     updates = [r.value for r in read_records(kafka, f"{tag}-upd", timeout=600, idle=5)]
-    coords = sum(len(json.loads(v)["indices"]) for v in updates)
+    coords = sum(len(decode_update(v).indices) for v in updates)
     records = read_records(kafka, f"{tag}-pred", None if cfg.get("batched") else
                            summary["events"], timeout=900, idle=10)  # fmt: skip
     preds = [json.loads(line) for r in records for line in r.value.splitlines()]

@@ -18,6 +18,8 @@ from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 from connectors.errors import ConfigError
 from flink_jobs.cluster import PROJECT
 
+THREAD_BOOT = PROJECT / "flink_jobs" / "thread_boot"  # sitecustomize.py for thread mode
+
 STATE_BACKENDS = ("hashmap", "rocksdb")
 EXECUTION_MODES = ("auto", "process", "thread")
 CHECKPOINT_MODES = {
@@ -36,7 +38,7 @@ class FlinkSettings:
     checkpoint_mode: str = "exactly-once"
     state_backend: str = "hashmap"
     checkpoint_dir: str | None = None
-    execution_mode: str = "process"  # or thread, or auto: see python_execution_mode()
+    execution_mode: str = "auto"  # or thread, or process: see python_execution_mode()
     python_executable: str = sys.executable
     bundle_size: int = 1000
     bundle_time_ms: int = 100
@@ -75,15 +77,15 @@ class FlinkSettings:
 
 
 def python_execution_mode(s: FlinkSettings, on_cluster: bool) -> str:
-    """``auto``: ``thread`` on the local mini-cluster, ``process`` on a cluster.
+    """``auto`` (the default of ``train`` and ``validate``): ``thread`` on the local
+    mini-cluster, ``process`` on a cluster.
 
     Locally PyFlink's loopback mode runs every Python function inside this one process
     anyway, so thread mode (Python inside the JVM, no Beam/gRPC hop) loses no parallelism
-    and made a training run 15-50% faster here (README). On a cluster, process mode gives
-    each slot its own interpreter (no shared GIL) and keeps a Python crash out of the
-    TaskManager. Training and validation default to ``process``: in thread mode about one
-    training run in eight here never produced output (job running, nothing accounted for in
-    400 s; not diagnosed). ``serve`` defaults to ``thread`` for latency (decision 0008).
+    and made a training run 2-3x faster here (decision 0006). On a cluster, process mode
+    gives each slot its own interpreter (no shared GIL) and keeps a Python crash out of the
+    TaskManager. Thread mode's start-up deadlock is prevented by ``THREAD_BOOT``.
+    ``serve`` defaults to ``thread`` for latency (decision 0008).
     """
     if s.execution_mode != "auto":
         return s.execution_mode
@@ -96,11 +98,14 @@ def flink_configuration(s: FlinkSettings, on_cluster: bool = False) -> Configura
         # thread mode runs Python inside the JVM, which must find the venv's packages and this
         # project (an editable install's .pth file is not read from PYTHONPATH); set before
         # ``Configuration()``, whose first call starts the gateway JVM with this environment
+        # ``THREAD_BOOT``'s sitecustomize imports the jobs' modules on pemja's main interpreter
+        # thread, before any operator opens: a start-up deadlock otherwise (its docstring)
         path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        for entry in (str(PROJECT), sysconfig.get_paths()["purelib"]):
+        for entry in (str(PROJECT), sysconfig.get_paths()["purelib"], str(THREAD_BOOT)):
             if entry not in path:
                 path.insert(0, entry)
         os.environ["PYTHONPATH"] = os.pathsep.join(path)
+        os.environ["STREAMSHARD_THREAD_BOOT"] = "1"
     conf = Configuration()
     conf.set_string("python.executable", s.python_executable)
     conf.set_string("python.client.executable", s.python_executable)

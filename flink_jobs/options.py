@@ -97,7 +97,7 @@ def add_flink_args(
     parser: argparse.ArgumentParser,
     bundle_time_ms: int = 100,
     buffer_timeout_ms: int = 100,
-    execution_mode: str = "process",
+    execution_mode: str = "auto",
 ) -> None:
     group = parser.add_argument_group("Flink")
     group.add_argument("--parallelism", type=int, default=1, help="default operator parallelism")
@@ -114,8 +114,8 @@ def add_flink_args(
         "--execution-mode",
         default=execution_mode,
         choices=["auto", "process", "thread"],
-        help=f"Python execution mode (default {execution_mode}; thread is faster on the local "
-        "mini-cluster but a run can stall; auto: thread locally, process on a cluster)",
+        help=f"Python execution mode (default {execution_mode}; auto: thread on the local "
+        "mini-cluster, where it is 2-3x faster, process on a cluster)",
     )
     group.add_argument(
         "--flink-option",

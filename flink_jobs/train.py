@@ -61,7 +61,7 @@ class TrainConfig:
     bits: int = 20
     shards: int = 4
     workers: int = 2
-    batch_size: int = 100
+    batch_size: int = 1000
     batch_timeout_ms: int = 200
     ingest_window_ms: int = 50
     consistency: str = "async"
@@ -525,12 +525,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ps = parser.add_argument_group("parameter server")
     ps.add_argument("--shards", type=int, default=4)
     ps.add_argument("--workers", type=int, default=2)
-    ps.add_argument("--batch-size", type=int, default=100)
+    ps.add_argument("--batch-size", type=int, default=1000)
     ps.add_argument(
         "--warmup",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="a worker's mini-batches grow 1, 2, 4, ... up to --batch-size (default)",
+        help="a worker's mini-batches grow from 1 by an eighth each up to --batch-size (default)",
     )
     ps.add_argument(
         "--batch-timeout",

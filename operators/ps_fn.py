@@ -84,13 +84,13 @@ class PsSettings:
     bits: int = 20
     shards: int = 4
     workers: int = 2
-    batch_size: int = 100
+    batch_size: int = 1000
     batch_timeout_ms: int = 200
     consistency: str = "async"
     optimizer: str = "ftrl"
     hyper: tuple = (("alpha", 0.2), ("beta", 1.0), ("l1", 0.0), ("l2", 0.0))
     standardize: bool = True  # online standardization of numeric coordinates (--standardize)
-    warmup: bool = True  # mini-batch sizes double from 1 up to batch_size (--warmup)
+    warmup: bool = True  # mini-batch sizes grow from 1 up to batch_size (--warmup)
     update_threshold: float = 0.0
     input_topic: str = "events"
     fail_marker: str | None = None

@@ -140,7 +140,7 @@ def test_cluster_stop_without_a_cluster_says_so(tmp_path):
 
 @pytest.mark.parametrize(
     "command, shown",
-    [("train", ["--batch-size BATCH_SIZE", "(default 100)", "--shards SHARDS", "(default 4)"]),
+    [("train", ["--batch-size BATCH_SIZE", "(default 1000)", "--shards SHARDS", "(default 4)"]),
      ("generate", ["--seed SEED", "(default 42)"]),
      ("serve", ["--max-pending", "(default 10000)"])],
 )  # fmt: skip

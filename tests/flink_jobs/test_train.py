@@ -19,7 +19,7 @@ from flink_jobs import train
 from operators.local import OnlineLogistic
 from operators.logistic import dimension
 from operators.metrics import roc_auc
-from operators.ps import Replica
+from operators.ps import Replica, batch_size_at
 from tests.cli_helpers import SCRIPT, streamshard
 from tests.txn import committed_records
 
@@ -93,8 +93,9 @@ def warm_start_snapshot(root, seed=99, events=2000):
 
 
 def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_path):
-    # 1% malformed: 39 dead letters and 3907 good events, mini-batches of 1, 2, ..., 64 (127
-    # events), then 42 of 90: whole batches, as --batch-timeout 0 trains no partial one
+    # 1% malformed: 39 dead letters and 3907 good events, warm-up mini-batches growing from 1
+    # (766 events in 39 of them), then 34 of 90: whole batches, as --batch-timeout 0 trains no
+    # partial one
     events = 3946
     fill_topic(kafka, topic_name, events, seed=21, malformed_every=100)
     # both engines warm-start from the same snapshot (train --init-model)
@@ -155,11 +156,11 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
     assert flink_scores.keys() == local_scores.keys()
     diff = max(abs(flink_scores[k] - local_scores[k]) for k in local_scores)
     assert diff <= 1e-6
-    # the warm-up: mini-batches of 1, 2, 4, ..., 64, then 90; the warm start took: they
-    # were scored by the snapshot, not by zeros
+    # the warm-up: mini-batches of 1, 1, ..., 2, ..., growing by an eighth to 90; the warm
+    # start took: they were scored by the snapshot, not by zeros
     clocks = [json.loads(r.value)["clock"] for r in preds]
-    assert [clocks.count(c) for c in range(9)] == [1, 2, 4, 8, 16, 32, 64, 90, 90]
-    first = [json.loads(r.value) for r in preds if json.loads(r.value)["clock"] < 7]
+    assert [clocks.count(c) for c in range(45)] == [batch_size_at(c, 90) for c in range(45)]
+    first = [json.loads(r.value) for r in preds if json.loads(r.value)["clock"] < 16]
     assert np.std([p["score"] for p in first]) > 0.01
 
     # final weights: the snapshot, then the run's model updates (absolute, last one wins)

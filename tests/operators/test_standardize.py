@@ -26,21 +26,24 @@ def _batch(rng, rows=20, bits=6):
     return prepare(np.array(indptr), np.array(idx), np.array(val), bits)
 
 
-def test_warmup_doubles_to_the_batch_size_and_off_is_constant():
-    assert [batch_size_at(c, 50) for c in range(8)] == [1, 2, 4, 8, 16, 32, 50, 50]
-    assert batch_size_at(10**9, 50) == 50  # no giant shift for a long-lived worker
+def test_warmup_grows_by_an_eighth_to_the_batch_size_and_off_is_constant():
+    sizes = [batch_size_at(c, 50) for c in range(40)]
+    assert sizes[:8] == [1, 1, 1, 1, 1, 1, 2, 2] and sizes[33:] == [48, 50, 50, 50, 50, 50, 50]
+    assert sizes == sorted(sizes)  # never shrinks
+    assert all(b <= a * 1.125 + 1 for a, b in zip(sizes[:-1], sizes[1:], strict=True))  # by 1/8
+    assert batch_size_at(10**9, 50) == 50  # no giant power for a long-lived worker
     assert [batch_size_at(c, 50, warmup=False) for c in range(3)] == [50, 50, 50]
 
 
 def test_plan_batches_waits_for_a_full_batch_unless_flushed_and_obeys_consistency():
     always = lambda clock: True  # noqa: E731
     assert plan_batches(0, 0, 100, True, always, flush=True) == []
-    assert plan_batches(2, 1, 100, True, always, flush=False) == [2]
-    assert plan_batches(3, 2, 100, True, always, flush=False) == []  # batch 2 wants 4
-    assert plan_batches(3, 2, 100, True, always, flush=True) == [3]
-    assert plan_batches(250, 9, 100, True, always, flush=False) == [100, 100]
-    assert plan_batches(250, 9, 100, True, lambda c: c < 10, flush=True) == [100]
-    assert plan_batches(250, 9, 100, True, lambda c: False, flush=True) == []
+    assert plan_batches(2, 6, 100, True, always, flush=False) == [2]  # batch 6 holds 2
+    assert plan_batches(3, 6, 100, True, always, flush=False) == [2]  # batch 7 wants 2 more
+    assert plan_batches(3, 6, 100, True, always, flush=True) == [2, 1]
+    assert plan_batches(250, 50, 100, True, always, flush=False) == [100, 100]
+    assert plan_batches(250, 50, 100, True, lambda c: c < 51, flush=True) == [100]
+    assert plan_batches(250, 50, 100, True, lambda c: False, flush=True) == []
 
 
 def test_moments_merge_like_numpy_over_the_concatenation():
