@@ -41,6 +41,20 @@ def batch_size_at(clock: int, batch_size: int, warmup: bool = True) -> int:
     return max(1, min(batch_size, 9**c // 8**c))
 
 
+def whole_batches(limit: int, batch_size: int, warmup: bool = True) -> tuple[int, int]:
+    """``(events, mini-batches)``: the most events, up to ``limit``, that one worker cuts into
+    whole mini-batches only (a run with ``--batch-timeout 0`` trains no partial one).
+
+    >>> whole_batches(4100, 100)
+    (4064, 72)
+    """
+    events = clock = 0
+    while events + batch_size_at(clock, batch_size, warmup) <= limit:
+        events += batch_size_at(clock, batch_size, warmup)
+        clock += 1
+    return events, clock
+
+
 def plan_batches(count: int, clock: int, batch_size: int, warmup: bool, may_start, flush: bool):
     """Sizes of the mini-batches to cut now from ``count`` buffered examples, the first one
     number ``clock``: full ones while ``may_start(clock)`` allows, and a partial last one
