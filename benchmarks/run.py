@@ -499,8 +499,9 @@ def main(argv=None) -> int:
                          for r in single + services if "error" not in r)  # fmt: skip
     notes = (
         "\nSettings (mini-batches of 100 unless said; every contender test-then-train):\n"
-        f"{settings}\n- streamshard train: its defaults (FTRL alpha 0.05, checkpoints every "
-        "2 s, exactly-once predictions and metrics); events/s steady = the evaluator's rate "
+        f"{settings}\n- streamshard train: its defaults (FTRL alpha 0.2, mini-batches of "
+        "1,000 after a warm-up, Python in thread mode, checkpoints every 2 s, exactly-once "
+        "predictions and metrics); events/s steady = the evaluator's rate "
         "from first to last prediction. The service writes at-least-once.\n\n"
         f"River runs on the first {river_events:,} events only: its `learn_one` walks the "
         "whole weight dictionary on every event (docs/benchmarks.md), so its rate falls as the "
