@@ -207,8 +207,9 @@ def test_training_survives_taskmanager_and_python_worker_kills(
                 request.addfinalizer(lambda orphan=orphan: _kill_quietly(orphan))
             added = streamshard("cluster", "add-taskmanager", env=cluster)  # the replacement
             assert added.returncode == 0, added.stderr
-        else:
-            (pid,) = python_workers(tm)
+        else:  # the job's Python worker (polled: a restored task starts it when it opens)
+            pid = wait_for(lambda: next(iter(python_workers(taskmanagers_of(jid)[0])), None),
+                           120, "the job's Python worker")  # fmt: skip
         recoveries.append({"victim": victim, "at_events": n, **kill_and_recover(jid, pid)})
     assert killed.wait(timeout=1500) == 0, (tmp_path / "killed.log").read_text()[-3000:]
     doc = json.loads((tmp_path / "killed.json").read_text())
