@@ -29,7 +29,7 @@ from connectors import datasets  # noqa: E402
 from connectors.hashing import hash_batch  # noqa: E402
 from operators.local import OnlineLogistic  # noqa: E402
 from operators.metrics import roc_auc  # noqa: E402
-from operators.ps import batch_size_at  # noqa: E402
+from operators.ps import DEFAULT_BATCH_SIZE, batch_size_at  # noqa: E402
 
 SYNTHETIC_DEFAULT = {"events": 200_000, "seed": 7}
 SYNTHETIC = dict(SYNTHETIC_DEFAULT)  # --synthetic-events, --seed
@@ -46,7 +46,9 @@ def load(name: str) -> tuple[list[dict], np.ndarray]:
     return xs, np.array(ys)
 
 
-def ours(xs, ys, bits=20, batch_size=1000, warmup=True, standardize=True, **hyper) -> float:
+def ours(
+    xs, ys, bits=20, batch_size=DEFAULT_BATCH_SIZE, warmup=True, standardize=True, **hyper
+) -> float:
     """Progressive AUC of the job's learner with the job's mini-batches."""
     hyper = {**DEFAULTS, **hyper}
     model = OnlineLogistic(bits, standardize=standardize, **hyper)

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import md_table, write  # noqa: E402
 from benchmarks.usage import TreeUsage, per_event_us  # noqa: E402
-from operators.ps import whole_batches  # noqa: E402
+from operators.ps import DEFAULT_BATCH_SIZE, whole_batches  # noqa: E402
 
 DATA = ROOT / "benchmarks" / ".data"
 SCRIPT = str(Path(sys.executable).with_name("streamshard"))
@@ -52,7 +52,6 @@ BITS = 20
 # 1.08 / 0.94 / 0.55, cost 0.0056 / 0.0027 / 0.0011 (README)
 FILTER_EPS = 0.005
 FILTER_EVENTS = 20_000  # the filter pair's stream (at most the whole stream)
-BATCH_SIZE = 1_000  # train's default --batch-size
 
 
 def data_file(events: int) -> Path:
@@ -232,7 +231,7 @@ def end_to_end_configs(quick: bool, events: int, prefix: int) -> list[dict]:
     # both runs are deterministic and the AUC difference is the filter's alone (the numpy
     # learner gives the same AUCs); async runs move AUC by more than 0.002 between repeats
     # (whole mini-batches only: with no batch timeout a partial last one is never trained)
-    pair_events, _ = whole_batches(min(events, max(prefix, FILTER_EVENTS)), BATCH_SIZE)
+    pair_events, _ = whole_batches(min(events, max(prefix, FILTER_EVENTS)), DEFAULT_BATCH_SIZE)
     pair = {"workers": 1, "shards": 4, "consistency": "sync", "batch_timeout": 0,
             "events": pair_events}  # fmt: skip
     batched = {**headline, "batched": BATCH_EVENTS, "label": f"2w 4s async, all {events:,}, "

@@ -37,7 +37,7 @@ from flink_jobs.options import (
 )
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
 from operators.optim import make_optimizer
-from operators.ps import DEFAULT_MAX_TASKS, Consistency, batch_size_at
+from operators.ps import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, Consistency, batch_size_at
 
 HYPER = ("alpha", "beta", "l1", "l2", "lr")
 # how long model updates are gathered before the workers get them (one record per window):
@@ -61,7 +61,7 @@ class TrainConfig:
     bits: int = 20
     shards: int = 4
     workers: int = 2
-    batch_size: int = 1000
+    batch_size: int = DEFAULT_BATCH_SIZE
     batch_timeout_ms: int = 200
     ingest_window_ms: int = 50
     consistency: str = "async"
@@ -525,7 +525,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ps = parser.add_argument_group("parameter server")
     ps.add_argument("--shards", type=int, default=4)
     ps.add_argument("--workers", type=int, default=2)
-    ps.add_argument("--batch-size", type=int, default=1000)
+    ps.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     ps.add_argument(
         "--warmup",
         action=argparse.BooleanOptionalAction,

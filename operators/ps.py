@@ -20,6 +20,7 @@ import numpy as np
 from operators.optim import B_M2, B_MEAN, ROWS
 
 BLOCK = 4096  # the default; `train --block-size` chooses (see the README's measurements)
+DEFAULT_BATCH_SIZE = 1000  # `train --batch-size` (decision 0009)
 
 
 def shard_width(dim: int, shards: int) -> int:
@@ -30,7 +31,7 @@ def batch_size_at(clock: int, batch_size: int, warmup: bool = True) -> int:
     """The size of mini-batch number ``clock``: with ``warmup`` it grows by an eighth per
     mini-batch from 1 (``floor(1.125**clock)``, in integers) up to ``batch_size``, so a young
     model takes many small steps (with 1,000: 59 steps over the first ~8,000 events, where
-    doubling took 10 over 1,023; decision 0007).
+    doubling took 10 over 1,023; decision 0009).
 
     >>> [batch_size_at(k, 1000) for k in (0, 5, 6, 10, 20, 40, 58, 59)]
     [1, 1, 2, 3, 10, 111, 926, 1000]
@@ -49,9 +50,8 @@ def whole_batches(limit: int, batch_size: int, warmup: bool = True) -> tuple[int
     (4064, 72)
     """
     events = clock = 0
-    while events + batch_size_at(clock, batch_size, warmup) <= limit:
-        events += batch_size_at(clock, batch_size, warmup)
-        clock += 1
+    while events + (size := batch_size_at(clock, batch_size, warmup)) <= limit:
+        events, clock = events + size, clock + 1
     return events, clock
 
 

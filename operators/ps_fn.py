@@ -54,6 +54,7 @@ from operators.logistic import (
 from operators.optim import make_rule
 from operators.ps import (
     BLOCK,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_TASKS,
     Consistency,
     DenseRange,
@@ -84,7 +85,7 @@ class PsSettings:
     bits: int = 20
     shards: int = 4
     workers: int = 2
-    batch_size: int = 1000
+    batch_size: int = DEFAULT_BATCH_SIZE
     batch_timeout_ms: int = 200
     consistency: str = "async"
     optimizer: str = "ftrl"
