@@ -27,6 +27,20 @@ def shard_width(dim: int, shards: int) -> int:
     return -(-dim // shards)
 
 
+def timer_lapsed(at: int | None, now: int, period_ms: int) -> bool:
+    """Whether a keyed function must register a new processing-time timer: none is pending
+    (``at`` is None), or the one recorded for ``at`` is more than a period overdue, lost in a
+    restore (its flag in state came back, the timer did not fire; a function that trusted
+    the flag would never set another).
+
+    >>> timer_lapsed(None, 5_000, 200), timer_lapsed(5_100, 5_000, 200)
+    (True, False)
+    >>> timer_lapsed(4_900, 5_000, 200), timer_lapsed(4_700, 5_000, 200)
+    (False, True)
+    """
+    return at is None or at < now - period_ms
+
+
 def batch_size_at(clock: int, batch_size: int, warmup: bool = True) -> int:
     """The size of mini-batch number ``clock``: with ``warmup`` it grows by an eighth per
     mini-batch from 1 (``floor(1.125**clock)``, in integers) up to ``batch_size``, so a young

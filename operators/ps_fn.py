@@ -67,6 +67,7 @@ from operators.ps import (
     shard_width,
     split_by_shard,
     state_digest,
+    timer_lapsed,
 )
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
@@ -558,14 +559,21 @@ class WorkerFunction(KeyedCoProcessFunction):
         if 0 < count < size and self.s.batch_timeout_ms > 0:
             now = ctx.timer_service().current_processing_time()
             at = self.timer_at.value()
-            if at is None or at < now - self.s.batch_timeout_ms:  # none, or lost in a restore
+            if timer_lapsed(at, now, self.s.batch_timeout_ms):
                 at = now + self.s.batch_timeout_ms
                 ctx.timer_service().register_processing_time_timer(at)
                 self.timer_at.update(at)
 
+    def _cancel_timer(self, ctx) -> None:
+        at = self.timer_at.value()
+        if at is not None:
+            ctx.timer_service().delete_processing_time_timer(at)
+            self.timer_at.clear()
+
     def _timer(self, ctx):
         self.timer_at.clear()
-        self.due.update(True)
+        if self.buffered.value():  # else a timer that outlived its partial batch
+            self.due.update(True)
         task = ctx.get_current_key().rsplit("#", 1)[0]
         yield from self._drain(ctx, self._meta(task), flush=True)
 
@@ -594,6 +602,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             self.buffered.update(count - n)
             if n == count:
                 self.due.clear()
+            self._cancel_timer(ctx)  # the partial batch it timed has been trained
         if not flush:
             self._time_partial(ctx, count - n)
 
@@ -853,7 +862,8 @@ class EvaluatorFunction(KeyedProcessFunction):
         self.journal = runtime_context.get_list_state(
             ListStateDescriptor("evaluator-journal", PICKLED)
         )
-        self.dirty = runtime_context.get_state(ValueStateDescriptor("dirty", Types.BOOLEAN()))
+        # when the pending emission's timer fires (None: no emission pending)
+        self.emit_at = runtime_context.get_state(ValueStateDescriptor("emit-at", Types.LONG()))
         self.copies = WorkingCopies(compact_every=64)
 
     def _prequential(self, task: str, meta: tuple) -> Working:
@@ -891,13 +901,14 @@ class EvaluatorFunction(KeyedProcessFunction):
                 self.journal.add(entry)
             work.stamp = added
             self.meta.update((added, journaled))
-        if not self.dirty.value():
-            self.dirty.update(True)
-            now = ctx.timer_service().current_processing_time()
+        now = ctx.timer_service().current_processing_time()
+        at = self.emit_at.value()
+        if timer_lapsed(at, now, self.emit_every_ms):
             ctx.timer_service().register_processing_time_timer(now + self.emit_every_ms)
+            self.emit_at.update(now + self.emit_every_ms)
 
     def on_timer(self, timestamp, ctx):
-        self.dirty.clear()
+        self.emit_at.clear()
         meta = self.meta.value()
         if meta is not None:
             doc = self._prequential(ctx.get_current_key(), meta).copy.cumulative()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.admin import read_records
+from connectors.admin import create_topics, read_records
 from connectors.messages import decode_update
 from flink_jobs.procs import descendants
 from tests.cli_helpers import SCRIPT, standalone_cluster, streamshard
@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.kafka]
 
 REST_PORT = 18082
 EVENTS = 100_000
+FEED_RATE = 1_000  # events/s: 100 s of stream, and the three kills and recoveries fit in it
 
 
 @pytest.fixture(scope="module")
@@ -151,19 +152,24 @@ def test_training_survives_taskmanager_and_python_worker_kills(
     cluster, kafka, topic_name, tmp_path, capsys, request
 ):
     source = f"{topic_name}-events"
-    out = streamshard(
-        "generate", "--events", str(EVENTS), "--seed", "8", "--topic", source,
-        "--partitions", "2", "--bootstrap-servers", kafka.bootstrap_servers, env=cluster,
-    )  # fmt: skip
+    generate = [SCRIPT, "generate", "--events", str(EVENTS), "--seed", "8", "--partitions", "2",
+                "--bootstrap-servers", kafka.bootstrap_servers]  # fmt: skip
+    # the whole stream at once for the reference; the job's copy is fed at a steady pace (the
+    # same seed and partitions: the same events at the same offsets), so that every kill lands
+    # mid-run however fast the job trains
+    out = subprocess.run([*generate, "--topic", f"{source}-all"], env={**os.environ, **cluster},
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     stop_at = re.search(r"end offsets (\S+)", out.stdout).group(1)  # no re-read of the whole topic
     reference = subprocess.Popen(  # the undisturbed reference, on the same events
         [SCRIPT, "train", "--engine", "local", "--bootstrap-servers", kafka.bootstrap_servers,
-         "--input-topic", source, "--hash-bits", "18", "--stop-at-offsets", stop_at,
+         "--input-topic", f"{source}-all", "--hash-bits", "18", "--stop-at-offsets", stop_at,
          "--batch-size", "100", "--summary-json", str(tmp_path / "reference.json")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     request.addfinalizer(reference.kill)
+
+    create_topics(kafka, [source], partitions=2)  # the job starts before the feed
 
     def submit(run: str) -> subprocess.Popen:
         log = open(tmp_path / f"{run}.log", "w")
@@ -175,9 +181,7 @@ def test_training_survives_taskmanager_and_python_worker_kills(
              "--predictions-topic", f"{source}-{run}-pred",
              "--dead-letter-topic", f"{source}-{run}-dlq", "--run-id", run,
              "--hash-bits", "18", "--shards", "4", "--workers", "2", "--parallelism", "1",
-             # mini-batches of 100: at the default 1,000 the job trains the 100,000 events in
-             # seconds after the first restart, before the later kills can land mid-run
-             "--batch-size", "100",
+             "--batch-size", "100",  # as the reference's
              "--stop-at-offsets", stop_at, "--checkpoint-interval", "3000",
              "--delivery", "exactly-once", "--summary-json", str(tmp_path / f"{run}.json")],
             env={**os.environ, **cluster}, stdout=log, stderr=subprocess.STDOUT,
@@ -187,6 +191,11 @@ def test_training_survives_taskmanager_and_python_worker_kills(
     jid = wait_for(
         lambda: next((j["jid"] for j in rest_json("/jobs/overview")["jobs"]
                       if j["state"] == "RUNNING"), None), 300, "the job")  # fmt: skip
+    feed_log = tmp_path / "feed.log"
+    feed = subprocess.Popen([*generate, "--topic", source, "--rate", str(FEED_RATE)],
+                            env={**os.environ, **cluster}, stdout=subprocess.DEVNULL,
+                            stderr=open(feed_log, "w"))  # fmt: skip
+    request.addfinalizer(feed.kill)
 
     def at_least(n):
         def check():
@@ -210,7 +219,9 @@ def test_training_survives_taskmanager_and_python_worker_kills(
         else:  # the job's Python worker (polled: a restored task starts it when it opens)
             pid = wait_for(lambda: next(iter(python_workers(taskmanagers_of(jid)[0])), None),
                            120, "the job's Python worker")  # fmt: skip
-        recoveries.append({"victim": victim, "at_events": n, **kill_and_recover(jid, pid)})
+        recoveries.append({"victim": victim, "at_events": n, "mid_feed": feed.poll() is None,
+                           **kill_and_recover(jid, pid)})  # fmt: skip
+    assert feed.wait(timeout=300) == 0, feed_log.read_text()[-3000:]
     assert killed.wait(timeout=1500) == 0, (tmp_path / "killed.log").read_text()[-3000:]
     doc = json.loads((tmp_path / "killed.json").read_text())
     assert reference.wait(timeout=600) == 0, reference.stderr.read()[-3000:]
