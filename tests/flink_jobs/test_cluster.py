@@ -189,8 +189,9 @@ def test_savepoint_and_rescale_keep_the_state(cluster, kafka, topic_name):
 # ---- secrets ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("command", ["validate", "train"])
 def test_no_secret_reaches_a_log_the_job_config_or_a_command_line(
-    cluster, kafka, topic_name, tmp_path
+    cluster, kafka, topic_name, tmp_path, command
 ):
     import os
     import subprocess
@@ -212,10 +213,16 @@ def test_no_secret_reaches_a_log_the_job_config_or_a_command_line(
     docs = [doc for doc, _ in CtrStream(CtrSettings(events=300, seed=5)).events()]
     create_topics(kafka, [topic_name])
     produce(kafka, topic_name, [(d["event_id"].encode(), encode(d)) for d in docs])
+    outputs = {  # each job's own topics; the output holds one record per event
+        "validate": ["--output-topic", f"{topic_name}-valid"],
+        "train": ["--predictions-topic", f"{topic_name}-valid", "--hash-bits", "14",
+                  "--updates-topic", f"{topic_name}-updates", "--run-id", topic_name[-8:],
+                  "--metrics-topic", f"{topic_name}-metrics"],
+    }  # fmt: skip
     job = subprocess.Popen(
-        [SCRIPT, "submit", "validate", "--jobmanager", f"127.0.0.1:{REST_PORT}", "--",
+        [SCRIPT, "submit", command, "--jobmanager", f"127.0.0.1:{REST_PORT}", "--",
          "--bootstrap-servers", kafka.bootstrap_servers, "--kafka-properties-file", str(props),
-         "--input-topic", topic_name, "--output-topic", f"{topic_name}-valid",
+         "--input-topic", topic_name, *outputs[command],
          "--dead-letter-topic", f"{topic_name}-dlq", "--stop-at-offsets", "0=300"],
         env={**os.environ, **cluster}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -238,7 +245,9 @@ def test_no_secret_reaches_a_log_the_job_config_or_a_command_line(
     (job_id,) = [
         j["jid"]
         for j in json.load(urllib.request.urlopen(f"{base}/jobs/overview"))["jobs"]
-        if j["name"] == "streamshard-validate" and j["state"] == "FINISHED"
+        # train's driver cancels the job once every event is counted (its feedback source
+        # never ends)
+        if j["name"] == f"streamshard-{command}" and j["state"] in ("FINISHED", "CANCELED")
     ][-1:]
     for path in (f"/jobs/{job_id}/config", f"/jobs/{job_id}", f"/jobs/{job_id}/plan",
                  "/jobmanager/config", f"/jobs/{job_id}/checkpoints/config"):  # fmt: skip
