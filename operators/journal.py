@@ -39,8 +39,13 @@ Examples
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+# a working copy not asked for in this long is dropped (a task that went quiet: its dense
+# arrays are megabytes per key); the next record of its key rebuilds it from state
+IDLE_EVICT_S = 600.0
 
 
 @dataclass
@@ -50,11 +55,25 @@ class Working:
 
 
 class WorkingCopies:
-    """Per key, the working copy and the stamp of the state it reflects."""
+    """Per key, the working copy and the stamp of the state it reflects; copies idle for
+    ``idle_s`` are dropped (looked for at most every ``idle_s / 2``)."""
 
-    def __init__(self, compact_every: int = 512):
+    def __init__(self, compact_every: int = 512, idle_s: float = IDLE_EVICT_S,
+                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
         self.compact_every = compact_every
+        self.idle_s, self._clock = idle_s, clock
         self._work: dict = {}
+        self._used: dict = {}  # key -> when its copy was last asked for
+        self._swept = clock()
+
+    def __contains__(self, key) -> bool:
+        return key in self._work
+
+    def evict_idle(self, now: float) -> None:
+        """Drop the copies not asked for in the last ``idle_s`` seconds."""
+        for key in [k for k, used in self._used.items() if now - used > self.idle_s]:
+            del self._work[key], self._used[key]
+        self._swept = now
 
     def get(
         self,
@@ -66,6 +85,10 @@ class WorkingCopies:
     ) -> Working:
         """The working copy of ``key``, rebuilt (``build()`` from the compacted blocks, then
         ``replay`` of every journal entry) unless the cached one is at ``stamp``."""
+        now = self._clock()
+        if now - self._swept >= self.idle_s / 2:
+            self.evict_idle(now)
+        self._used[key] = now
         work = self._work.get(key)
         if work is None or work.stamp != stamp:
             copy = build()

@@ -91,6 +91,25 @@ def test_a_stale_stamp_rebuilds_and_a_current_one_does_not():
     assert len(built) == 2
 
 
+def test_an_idle_copy_is_dropped_and_rebuilt_from_state_when_asked_for_again():
+    now = [0.0]
+    copies = WorkingCopies(idle_s=600, clock=lambda: now[0])
+    built = []
+
+    def build():
+        built.append(1)
+        return DenseRange(("w",), 0, 8, 4)
+
+    copies.get("quiet", 3, build, list, None)
+    now[0] = 400  # a sweep (every idle_s / 2): nothing idle long enough
+    copies.get("busy", 3, build, list, None)
+    now[0] = 750  # the next sweep: "quiet" idle 750 s, "busy" 350 s: only "quiet" goes
+    copies.get("busy", 3, build, list, None)
+    assert "quiet" not in copies and "busy" in copies and len(built) == 2
+    copies.get("quiet", 3, build, list, None)  # same stamp, but gone: rebuilt
+    assert "quiet" in copies and len(built) == 3
+
+
 @pytest.mark.parametrize("names", [("w",), ("z", "n", "sent")])
 def test_a_thin_block_is_stored_sparse_and_loads_back_exactly(names):
     rng = np.random.default_rng(7)
