@@ -36,7 +36,7 @@ from flink_jobs.options import (
     flink_settings,
     kafka_config,
 )
-from operators.serving import MAX_REQUEST_AGE_MS
+from operators.serving import MAX_REQUEST_AGE_MS, MAX_WAIT_MS
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class ServeConfig:
     ingest_window_ms: int = 5
     linger_ms: int = 5  # the predictions sink's producer
     max_request_age_ms: int = MAX_REQUEST_AGE_MS
+    max_wait_ms: int = MAX_WAIT_MS
     trace: bool = False
     stop_offsets: dict | None = None
     max_events: int | None = None
@@ -78,6 +79,7 @@ class ServeConfig:
             init_model=self.init_model,
             clip=self.clip,
             max_request_age_ms=self.max_request_age_ms,
+            max_wait_ms=self.max_wait_ms,
             trace=self.trace,
         )
 
@@ -233,6 +235,7 @@ def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) ->
             "ingest_window_ms": cfg.ingest_window_ms,
             "linger_ms": cfg.linger_ms,
             "max_request_age_ms": cfg.max_request_age_ms,
+            "max_wait_ms": cfg.max_wait_ms,
             "delivery": cfg.delivery,
             "init_model": cfg.init_model,
             "follow_run": cfg.follow_run,
@@ -303,6 +306,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="requests a replica holds while no model is known; more go to dead-letters",
     )
+    parser.add_argument(
+        "--max-wait", type=float, default=MAX_WAIT_MS / 1000, metavar="S",
+        help="a request held S seconds with no model for its task goes to dead-letters "
+        f"(default {MAX_WAIT_MS // 1000})",
+    )  # fmt: skip
     parser.add_argument("--init-model", metavar="DIR", help="start from this snapshot")
     add_clip_argument(parser, "as the training run did")
     parser.add_argument(
@@ -352,6 +360,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise ConfigError(f"--ingest-window must be >= 1 ms, got {args.ingest_window}")
     if not args.max_request_age > 0:
         raise ConfigError(f"--max-request-age must be > 0 s, got {args.max_request_age}")
+    if not args.max_wait > 0:
+        raise ConfigError(f"--max-wait must be > 0 s, got {args.max_wait}")
     if args.max_events is not None and args.max_events < 1:
         raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
     if args.init_model:
@@ -373,6 +383,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         ingest_window_ms=args.ingest_window,
         linger_ms=args.linger,
         max_request_age_ms=int(args.max_request_age * 1000),
+        max_wait_ms=max(1, int(args.max_wait * 1000)),
         trace=args.trace,
         stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
         max_events=args.max_events,

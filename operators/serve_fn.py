@@ -27,9 +27,16 @@ from connectors.events import DEFAULT_CLIP, decode_event
 from connectors.hashing import clip_values, hash_batch
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
-from operators.ps import BLOCK, Replica
+from operators.ps import BLOCK, Replica, timer_lapsed
 from operators.ps_fn import PICKLED, _MapView, assign_journaled, replica_copy, worker_of
-from operators.serving import MAX_REQUEST_AGE_MS, Following, RequestBatch, prediction_records
+from operators.serving import (
+    MAX_REQUEST_AGE_MS,
+    MAX_WAIT_MS,
+    Following,
+    RequestBatch,
+    expire_waiting,
+    prediction_records,
+)
 
 DEAD_LETTERS = OutputTag("serve-dead-letters", Types.STRING())
 
@@ -47,6 +54,7 @@ class ServeSettings:
     init_model: str | None = None
     clip: float | None = DEFAULT_CLIP  # as the training run's --clip-features
     max_request_age_ms: int = MAX_REQUEST_AGE_MS
+    max_wait_ms: int = MAX_WAIT_MS  # a request waiting this long for a model: dead-lettered
     trace: bool = False  # predictions carry when their batch was parsed and scored
 
 
@@ -82,7 +90,8 @@ class ParseRequests(ProcessFunction):
 class ServeFunction(KeyedCoProcessFunction):
     """One serving replica of a task, keyed by ``task#replica``. Input 1: requests; input 2:
     model updates. Requests that come before any model wait in state, at most
-    ``max_pending`` of them; beyond that they go to the dead letters with the reason."""
+    ``max_pending`` of them and for at most ``max_wait_ms``; beyond either they go to the dead
+    letters with the reason."""
 
     def __init__(self, s: ServeSettings):
         self.s = s
@@ -101,6 +110,8 @@ class ServeFunction(KeyedCoProcessFunction):
         self.copies = WorkingCopies()  # a cache of the replica state, see operators/journal.py
         self.pending = runtime_context.get_list_state(ListStateDescriptor("waiting", PICKLED))
         self.waiting = runtime_context.get_state(ValueStateDescriptor("waiting-n", Types.LONG()))
+        # when the timer that expires the oldest waiting requests fires
+        self.expire_at = runtime_context.get_state(ValueStateDescriptor("expire-at", Types.LONG()))
 
     def _meta(self, task: str) -> dict:
         meta = self.meta.value()
@@ -138,8 +149,11 @@ class ServeFunction(KeyedCoProcessFunction):
         room = max(0, self.s.max_pending - waiting)
         held, refused = batch.split(min(room, len(batch)))
         if len(held):
-            self.pending.add(held)
+            now = ctx.timer_service().current_processing_time()
+            self.pending.add((now, held))
             self.waiting.update(waiting + len(held))
+            if timer_lapsed(self.expire_at.value(), now, self.s.max_wait_ms):
+                self._expire_at(ctx, now + self.s.max_wait_ms)
         for raw in refused.raws:
             reason = (f"no model yet for task {batch.task!r} and {self.s.max_pending} requests "
                       f"already wait (--max-pending {self.s.max_pending})")  # fmt: skip
@@ -166,10 +180,40 @@ class ServeFunction(KeyedCoProcessFunction):
         follow.applied(update.run, update.shard, update.version, update.ts, update.offset)
         self.meta.update(meta)
         if self.waiting.value():
-            waiting = RequestBatch.concat(list(self.pending.get()))
+            waiting = RequestBatch.concat([batch for _, batch in self._held()])
             self.pending.clear()
             self.waiting.clear()
             yield from self._answer(waiting, meta, key)
+
+    def _held(self) -> list:
+        """The waiting requests, ``(held at ms, batch)`` in arrival order."""
+        return list(self.pending.get() or [])
+
+    def _expire_at(self, ctx, at: int) -> None:
+        ctx.timer_service().register_processing_time_timer(at)
+        self.expire_at.update(at)
+
+    def on_timer(self, timestamp, ctx):
+        """Requests that waited ``max_wait_ms`` for a model go to the dead letters."""
+        self.expire_at.clear()
+        if not self.waiting.value():
+            return  # answered meanwhile
+        now = ctx.timer_service().current_processing_time()
+        expired, kept = expire_waiting(self._held(), now, self.s.max_wait_ms)
+        if kept:
+            self.pending.update(kept)
+            self.waiting.update(sum(len(batch) for _, batch in kept))
+            self._expire_at(ctx, kept[0][0] + self.s.max_wait_ms)
+        else:
+            self.pending.clear()
+            self.waiting.clear()
+        seconds = self.s.max_wait_ms / 1000
+        for batch in expired:
+            reason = (f"no model for task {batch.task!r} within {seconds:g} s "
+                      f"(--max-wait {seconds:g})")  # fmt: skip
+            for raw in batch.raws:
+                yield DEAD_LETTERS, dead_letter(raw, reason, topic=self.s.requests_topic,
+                                                step="serve", run=self.s.run_id)  # fmt: skip
 
     def _answer(self, batch: RequestBatch, meta: dict, key: str):
         scored_at = time.time()

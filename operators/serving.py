@@ -112,6 +112,7 @@ class Following:
 
 
 MAX_REQUEST_AGE_MS = 10 * 60 * 1000  # a request older than this is a replay, not a live one
+MAX_WAIT_MS = 60 * 1000  # a request waits this long for a first model, then is dead-lettered
 
 
 def request_latency(ts: int, now_ms: int, max_age_ms: int = MAX_REQUEST_AGE_MS,
@@ -215,3 +216,18 @@ def prediction_records(batch: RequestBatch, scores, follow: Following, serve_run
         f"{json.dumps(request_latency(ts, now_ms, max_age_ms))}{tail}"
         for event_id, ts, score in zip(batch.event_ids, batch.ts, scores.tolist(), strict=True)
     ]
+
+
+def expire_waiting(held: list, now_ms: int, max_wait_ms: int) -> tuple[list, list]:
+    """Of the request batches waiting for a model, ``(held at ms, batch)`` in arrival order:
+    the batches that have waited ``max_wait_ms`` or more (to the dead letters), and the
+    entries of the rest.
+
+    >>> expire_waiting([(1_000, "b1"), (4_000, "b2")], now_ms=61_000, max_wait_ms=60_000)
+    (['b1'], [(4000, 'b2')])
+    >>> expire_waiting([(1_000, "b1")], now_ms=60_999, max_wait_ms=60_000)
+    ([], [(1000, 'b1')])
+    """
+    expired = [batch for at, batch in held if now_ms - at >= max_wait_ms]
+    kept = [(at, batch) for at, batch in held if now_ms - at < max_wait_ms]
+    return expired, kept

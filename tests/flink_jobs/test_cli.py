@@ -60,6 +60,7 @@ def test_bad_flags_give_one_line_and_status_2(args):
         ["generate", "--requests", "5", "--malformed", "0.1"],
         ["serve", "--ingest-window", "0"],
         ["serve", "--max-request-age", "0"],
+        ["serve", "--max-wait", "0"],
         ["validate", "--stop-at-offsets", "0:5"],
         ["validate", "--start", "yesterday"],
         ["train", "--ingest-window", "0"],

@@ -4,6 +4,7 @@ Task ``a`` is served from a snapshot (``--init-model``); task ``b`` has no model
 first requests arrive, so they wait in state (up to ``--max-pending``; the rest go to the
 dead letters), and is then served from model updates written by this test, so the weights
 of every version are known and every score can be checked against the version it names.
+Task ``c`` never gets a model: its requests go to the dead letters after ``--max-wait``.
 """
 
 import dataclasses
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.flink, pytest.mark.kafka]
 
 BITS = 12
 PENDING = 200
+MAX_WAIT_S = 20  # b's requests wait a few seconds for its first update, c's for ever
 
 
 def versions_of(seed: int, count: int, batch: int = 200) -> list[np.ndarray]:
@@ -95,6 +97,7 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     # task b: five versions; phase 1 requests come before any of them
     w_b = versions_of(seed=32, count=5)
     phase1 = requests("a", "a1", 300, seed=33) + requests("b", "b1", 300, seed=34)
+    phase1 += requests("c", "c1", 50, seed=37)
     bad = (
         [b'{"event_id": "x1"', b'{"event_id": "x2", "ts": 1, "features": []}']
         + [
@@ -131,6 +134,8 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
             str(tmp_path / "models"),
             "--max-pending",
             str(PENDING),
+            "--max-wait",
+            str(MAX_WAIT_S),
             "--delivery",
             "exactly-once",
             "--checkpoint-dir",
@@ -184,15 +189,19 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     for p in preds.docs:
         assert p["event_id"] not in by_id, f"answered twice: {p['event_id']}"
         by_id[p["event_id"]] = p
-    dead_ids = [json.loads(d["payload"]).get("event_id") for d in dead.docs if d["step"] == "serve"]
+    served = [d for d in dead.docs if d["step"] == "serve"]
+    dead_ids = [json.loads(d["payload"]).get("event_id") for d in served]
     answered_b1 = {k for k in by_id if k.startswith("b1-")}
+    c_ids = {d["event_id"] for d in phase1 if d["task"] == "c"}
     # every request exactly once: answered, or dead-lettered with its reason
     assert len(by_id) == 300 + PENDING + 400 == summary["predictions"]
     assert {p["model_run"] for p in by_id.values() if p["task"] == "a"} == {"run-a"}
-    assert len(dead.docs) == overflow + len(bad) == summary["dead_letters"]
-    assert len(answered_b1) == PENDING and len(dead_ids) == overflow
-    assert answered_b1.isdisjoint(dead_ids)
-    assert all("no model yet" in d["reason"] for d in dead.docs if d["step"] == "serve")
+    assert len(dead.docs) == overflow + len(c_ids) + len(bad) == summary["dead_letters"]
+    assert len(answered_b1) == PENDING and len(dead_ids) == len(set(dead_ids)) == overflow + 50
+    assert answered_b1.isdisjoint(dead_ids) and c_ids <= set(dead_ids)
+    for d, event_id in zip(served, dead_ids, strict=True):  # b's overflow at once, c's expired
+        expected = f"within {MAX_WAIT_S} s" if event_id in c_ids else "no model yet"
+        assert expected in d["reason"], d
     decode = [d for d in dead.docs if d["step"] == "decode"]
     assert all(d["reason"] for d in decode) and len(decode) == len(bad)
     assert any("tombstone" in d["reason"] for d in decode)
