@@ -86,6 +86,19 @@ def add_clip_argument(parser: argparse.ArgumentParser, why: str) -> None:
     )  # fmt: skip
 
 
+def add_task_arguments(parser, verb: str, default_max: int, cost: str = "") -> None:
+    """``--tasks A,B`` and ``--max-tasks N``: which tasks a job admits (``TaskGate``)."""
+    parser.add_argument(
+        "--tasks", metavar="A,B,...",
+        help=f"{verb} only these tasks; events of others go to dead-letters",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-tasks", type=int, metavar="N",
+        help=f"{verb} at most N tasks, admitted as they arrive; events of the rest go to "
+        f"dead-letters (default: the number of --tasks, else {default_max}{cost})",
+    )  # fmt: skip
+
+
 def clip_from_args(args: argparse.Namespace) -> float | None:
     """The clipping limit of ``--clip-features`` (None: no clipping)."""
     if not args.clip_features >= 0:

@@ -32,10 +32,12 @@ from flink_jobs.options import (
     add_clip_argument,
     add_flink_args,
     add_kafka_args,
+    add_task_arguments,
     clip_from_args,
     flink_settings,
     kafka_config,
 )
+from operators.ps import DEFAULT_MAX_TASKS
 from operators.serving import MAX_REQUEST_AGE_MS, MAX_WAIT_MS
 
 
@@ -59,6 +61,8 @@ class ServeConfig:
     linger_ms: int = 5  # the predictions sink's producer
     max_request_age_ms: int = MAX_REQUEST_AGE_MS
     max_wait_ms: int = MAX_WAIT_MS
+    tasks: tuple | None = None  # the tasks it may serve (None: any)
+    max_tasks: int = DEFAULT_MAX_TASKS
     trace: bool = False
     stop_offsets: dict | None = None
     max_events: int | None = None
@@ -80,6 +84,8 @@ class ServeConfig:
             clip=self.clip,
             max_request_age_ms=self.max_request_age_ms,
             max_wait_ms=self.max_wait_ms,
+            tasks=self.tasks,
+            max_tasks=self.max_tasks,
             trace=self.trace,
         )
 
@@ -312,6 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {MAX_WAIT_MS // 1000})",
     )  # fmt: skip
     parser.add_argument("--init-model", metavar="DIR", help="start from this snapshot")
+    add_task_arguments(parser, "serve", DEFAULT_MAX_TASKS)
     add_clip_argument(parser, "as the training run did")
     parser.add_argument(
         "--ingest-window", type=int, default=5, metavar="MS",
@@ -351,7 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    from flink_jobs.train import check_init_model
+    from flink_jobs.train import check_init_model, task_limits
 
     for name in ("replicas", "max_pending"):
         if getattr(args, name) < 1:
@@ -366,6 +373,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
     if args.init_model:
         check_init_model(args.init_model, args.hash_bits)
+    tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
     cfg = ServeConfig(
         kafka=kafka_config(args),
         flink=flink_settings(args),
@@ -384,6 +392,8 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         linger_ms=args.linger,
         max_request_age_ms=int(args.max_request_age * 1000),
         max_wait_ms=max(1, int(args.max_wait * 1000)),
+        tasks=tasks,
+        max_tasks=max_tasks,
         trace=args.trace,
         stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
         max_events=args.max_events,

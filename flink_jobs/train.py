@@ -30,6 +30,7 @@ from flink_jobs.options import (
     add_clip_argument,
     add_flink_args,
     add_kafka_args,
+    add_task_arguments,
     clip_from_args,
     fail_marker_from_args,
     flink_settings,
@@ -550,14 +551,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ps.add_argument("--consistency", default="async", help="async | bounded:TAU | sync")
     add_clip_argument(ps, "so one huge value cannot make a shard reject a whole push; serve "
                       "must use the same X")  # fmt: skip
-    ps.add_argument("--tasks", metavar="A,B,...",
-                    help="train only these tasks; events of others go to dead-letters")  # fmt: skip
-    ps.add_argument(
-        "--max-tasks", type=int, metavar="N",
-        help=f"train at most N tasks, admitted as they arrive; events of the rest go to "
-        f"dead-letters (default: the number of --tasks, else {DEFAULT_MAX_TASKS}; each task "
-        "costs about 176 MiB at 2^20 features, 57 with --no-standardize)",
-    )  # fmt: skip
+    add_task_arguments(ps, "train", DEFAULT_MAX_TASKS, "; each task costs about 176 MiB at "
+                       "2^20 features, 57 with --no-standardize")  # fmt: skip
     ps.add_argument(
         "--update-threshold",
         type=float,

@@ -27,7 +27,7 @@ from connectors.events import DEFAULT_CLIP, decode_event
 from connectors.hashing import clip_values, hash_batch
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
-from operators.ps import BLOCK, Replica, timer_lapsed
+from operators.ps import BLOCK, DEFAULT_MAX_TASKS, Replica, TaskGate, timer_lapsed
 from operators.ps_fn import PICKLED, _MapView, assign_journaled, replica_copy, worker_of
 from operators.serving import (
     MAX_REQUEST_AGE_MS,
@@ -55,16 +55,24 @@ class ServeSettings:
     clip: float | None = DEFAULT_CLIP  # as the training run's --clip-features
     max_request_age_ms: int = MAX_REQUEST_AGE_MS
     max_wait_ms: int = MAX_WAIT_MS  # a request waiting this long for a model: dead-lettered
+    tasks: tuple | None = None  # the tasks it may serve (``--tasks``; None: any)
+    max_tasks: int = DEFAULT_MAX_TASKS  # at most this many of them (``--max-tasks``)
     trace: bool = False  # predictions carry when their batch was parsed and scored
 
 
 class ParseRequests(ProcessFunction):
     """Decode, validate and hash a batch of raw requests ``Row(task, lines, partitions,
     offsets)`` (gathered by ``connectors.ingest``; ``label`` optional); emit one
-    :class:`RequestBatch` per serving key; bad lines to ``DEAD_LETTERS``."""
+    :class:`RequestBatch` per serving key; bad lines, and requests of tasks the gate
+    refuses (``operators.ps.TaskGate``: each task costs a replica's dense copy and state), to
+    ``DEAD_LETTERS``."""
 
     def __init__(self, s: ServeSettings):
         self.s = s
+
+    def open(self, runtime_context):
+        allowed = frozenset(self.s.tasks) if self.s.tasks is not None else None
+        self.gate = TaskGate(allowed, self.s.max_tasks)
 
     def process_element(self, value, ctx):
         chunks: dict[str, list] = {}
@@ -74,6 +82,11 @@ class ParseRequests(ProcessFunction):
             except DecodeError as exc:
                 yield DEAD_LETTERS, dead_letter(line, exc.reason, self.s.requests_topic,
                                                 partition, offset, run=self.s.run_id)  # fmt: skip
+                continue
+            refused = self.gate.refuse(event.task)
+            if refused:
+                yield DEAD_LETTERS, dead_letter(line, refused, self.s.requests_topic, partition,
+                                                offset, "admit", run=self.s.run_id)  # fmt: skip
                 continue
             key = f"{event.task}#{worker_of(event.event_id, self.s.replicas)}"
             chunks.setdefault(key, []).append((event, line))

@@ -5,6 +5,7 @@ first requests arrive, so they wait in state (up to ``--max-pending``; the rest 
 dead letters), and is then served from model updates written by this test, so the weights
 of every version are known and every score can be checked against the version it names.
 Task ``c`` never gets a model: its requests go to the dead letters after ``--max-wait``.
+Task ``d`` comes fourth with ``--max-tasks 3``: refused, its requests dead-lettered at once.
 """
 
 import dataclasses
@@ -97,7 +98,7 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     # task b: five versions; phase 1 requests come before any of them
     w_b = versions_of(seed=32, count=5)
     phase1 = requests("a", "a1", 300, seed=33) + requests("b", "b1", 300, seed=34)
-    phase1 += requests("c", "c1", 50, seed=37)
+    phase1 += requests("c", "c1", 50, seed=37) + requests("d", "d1", 5, seed=38)
     bad = (
         [b'{"event_id": "x1"', b'{"event_id": "x2", "ts": 1, "features": []}']
         + [
@@ -136,6 +137,8 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
             str(PENDING),
             "--max-wait",
             str(MAX_WAIT_S),
+            "--max-tasks",
+            "3",
             "--delivery",
             "exactly-once",
             "--checkpoint-dir",
@@ -196,7 +199,11 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     # every request exactly once: answered, or dead-lettered with its reason
     assert len(by_id) == 300 + PENDING + 400 == summary["predictions"]
     assert {p["model_run"] for p in by_id.values() if p["task"] == "a"} == {"run-a"}
-    assert len(dead.docs) == overflow + len(c_ids) + len(bad) == summary["dead_letters"]
+    d_ids = {d["event_id"] for d in phase1 if d["task"] == "d"}
+    admit = [d for d in dead.docs if d["step"] == "admit"]
+    assert {json.loads(d["payload"])["event_id"] for d in admit} == d_ids and len(admit) == 5
+    assert all("--max-tasks 3 already admitted a,b,c" in d["reason"] for d in admit), admit[0]
+    assert len(dead.docs) == overflow + len(c_ids) + 5 + len(bad) == summary["dead_letters"]
     assert len(answered_b1) == PENDING and len(dead_ids) == len(set(dead_ids)) == overflow + 50
     assert answered_b1.isdisjoint(dead_ids) and c_ids <= set(dead_ids)
     for d, event_id in zip(served, dead_ids, strict=True):  # b's overflow at once, c's expired
