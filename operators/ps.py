@@ -180,6 +180,11 @@ class TaskGate:
     max_tasks: int = DEFAULT_MAX_TASKS
     admitted: set = field(default_factory=set)
 
+    @classmethod
+    def of(cls, tasks, max_tasks: int) -> TaskGate:
+        """The gate of ``--tasks`` (a sequence of names, or None: any) and ``--max-tasks``."""
+        return cls(frozenset(tasks) if tasks is not None else None, max_tasks)
+
     def refuse(self, task: str) -> str | None:
         """None if ``task`` is admitted (now or before), else the reason it is refused."""
         if task in self.admitted:

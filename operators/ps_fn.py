@@ -109,8 +109,7 @@ class PsSettings:
     batch_predictions: bool = False  # one prediction record per mini-batch (NDJSON)
 
     def task_gate(self) -> TaskGate:
-        allowed = frozenset(self.tasks) if self.tasks is not None else None
-        return TaskGate(allowed, self.max_tasks)
+        return TaskGate.of(self.tasks, self.max_tasks)
 
     @property
     def dim(self) -> int:
@@ -279,6 +278,13 @@ class _Digests:
         sha, position = digest
         return json.dumps({"run": self.run_id, "kind": self.kind, "key": key, "when": when,
                            "digest": sha, **position, "pid": os.getpid()})  # fmt: skip
+
+
+def arm_timer(ctx, due_state, at: int) -> None:
+    """Register a processing-time timer for ``at`` and record ``at`` in ``due_state``, the
+    value state ``timer_lapsed`` reads: the two always change together."""
+    ctx.timer_service().register_processing_time_timer(at)
+    due_state.update(at)
 
 
 def fan_out_updates(workers: int, dim: int | None = None):
@@ -560,9 +566,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             now = ctx.timer_service().current_processing_time()
             at = self.timer_at.value()
             if timer_lapsed(at, now, self.s.batch_timeout_ms):
-                at = now + self.s.batch_timeout_ms
-                ctx.timer_service().register_processing_time_timer(at)
-                self.timer_at.update(at)
+                arm_timer(ctx, self.timer_at, now + self.s.batch_timeout_ms)
 
     def _cancel_timer(self, ctx) -> None:
         at = self.timer_at.value()
@@ -902,10 +906,8 @@ class EvaluatorFunction(KeyedProcessFunction):
             work.stamp = added
             self.meta.update((added, journaled))
         now = ctx.timer_service().current_processing_time()
-        at = self.emit_at.value()
-        if timer_lapsed(at, now, self.emit_every_ms):
-            ctx.timer_service().register_processing_time_timer(now + self.emit_every_ms)
-            self.emit_at.update(now + self.emit_every_ms)
+        if timer_lapsed(self.emit_at.value(), now, self.emit_every_ms):
+            arm_timer(ctx, self.emit_at, now + self.emit_every_ms)
 
     def on_timer(self, timestamp, ctx):
         self.emit_at.clear()

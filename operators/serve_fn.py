@@ -28,7 +28,14 @@ from connectors.hashing import clip_values, hash_batch
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
 from operators.ps import BLOCK, DEFAULT_MAX_TASKS, Replica, TaskGate, timer_lapsed
-from operators.ps_fn import PICKLED, _MapView, assign_journaled, replica_copy, worker_of
+from operators.ps_fn import (
+    PICKLED,
+    _MapView,
+    arm_timer,
+    assign_journaled,
+    replica_copy,
+    worker_of,
+)
 from operators.serving import (
     MAX_REQUEST_AGE_MS,
     MAX_WAIT_MS,
@@ -71,8 +78,7 @@ class ParseRequests(ProcessFunction):
         self.s = s
 
     def open(self, runtime_context):
-        allowed = frozenset(self.s.tasks) if self.s.tasks is not None else None
-        self.gate = TaskGate(allowed, self.s.max_tasks)
+        self.gate = TaskGate.of(self.s.tasks, self.s.max_tasks)
 
     def process_element(self, value, ctx):
         chunks: dict[str, list] = {}
@@ -166,7 +172,7 @@ class ServeFunction(KeyedCoProcessFunction):
             self.pending.add((now, held))
             self.waiting.update(waiting + len(held))
             if timer_lapsed(self.expire_at.value(), now, self.s.max_wait_ms):
-                self._expire_at(ctx, now + self.s.max_wait_ms)
+                arm_timer(ctx, self.expire_at, now + self.s.max_wait_ms)
         for raw in refused.raws:
             reason = (f"no model yet for task {batch.task!r} and {self.s.max_pending} requests "
                       f"already wait (--max-pending {self.s.max_pending})")  # fmt: skip
@@ -202,10 +208,6 @@ class ServeFunction(KeyedCoProcessFunction):
         """The waiting requests, ``(held at ms, batch)`` in arrival order."""
         return list(self.pending.get() or [])
 
-    def _expire_at(self, ctx, at: int) -> None:
-        ctx.timer_service().register_processing_time_timer(at)
-        self.expire_at.update(at)
-
     def on_timer(self, timestamp, ctx):
         """Requests that waited ``max_wait_ms`` for a model go to the dead letters."""
         self.expire_at.clear()
@@ -216,7 +218,7 @@ class ServeFunction(KeyedCoProcessFunction):
         if kept:
             self.pending.update(kept)
             self.waiting.update(sum(len(batch) for _, batch in kept))
-            self._expire_at(ctx, kept[0][0] + self.s.max_wait_ms)
+            arm_timer(ctx, self.expire_at, kept[0][0] + self.s.max_wait_ms)
         else:
             self.pending.clear()
             self.waiting.clear()
