@@ -51,6 +51,14 @@ from operators.logistic import (
     prepare,
     standardized_push,
 )
+from operators.loop import (
+    answer_to_wait,
+    awaited_clock,
+    duplicate_push,
+    from_rolled_back_timeline,
+    must_train,
+    open_barrier,
+)
 from operators.optim import make_rule
 from operators.ps import (
     BLOCK,
@@ -74,7 +82,9 @@ PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 COUNTS = OutputTag("counts", PICKLED)
 PREDICTIONS = OutputTag("predictions", PICKLED)  # a mini-batch's scores, for the evaluator
-PREDICTION_LINES = OutputTag("prediction-lines", Types.STRING())  # to train-predictions
+# a mini-batch's train-predictions records, in one array: split into Kafka records on the Java
+# side (connectors.ingest.split_batches), so Python makes one call per mini-batch, not per event
+PREDICTION_RECORDS = OutputTag("prediction-records", Types.BASIC_ARRAY(Types.STRING()))
 DIGESTS = OutputTag("digests", Types.STRING())
 
 
@@ -469,12 +479,7 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _take(self, key: str, update) -> bool:
         """Apply one update to the replica; False if it must be ignored."""
         mine = update.clock.get(key, -1)
-        if mine >= (self.clock.value() or 0):
-            # it reflects a push of mine this timeline has not made: an update a failed
-            # attempt wrote after the checkpoint we restarted from (the feedback topic is not
-            # rolled back). Taking it would score re-trained examples with weights that have
-            # already learned their labels; the shard sends its update again once it has
-            # applied the push again.
+        if from_rolled_back_timeline(mine, self.clock.value() or 0):
             return False
         meta = self._meta(update.task)
         work = self._replica(key, meta)
@@ -502,9 +507,10 @@ class WorkerFunction(KeyedCoProcessFunction):
         """A sync shard waits for this worker's push of ``update.waiting``: train what is
         buffered now, or, with nothing buffered, push an empty mini-batch for that clock."""
         clock = self.clock.value() or 0
-        if clock != update.waiting:
+        answer = answer_to_wait(clock, update.waiting, self.buffered.value() or 0)
+        if answer is None:
             return
-        if self.buffered.value():
+        if answer == "train":
             self.due.update(True)
             yield from self._drain(ctx, self._meta(update.task), flush=True)
             return
@@ -584,7 +590,7 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _drain(self, ctx, meta: dict, flush: bool):
         count, clock = self.buffered.value() or 0, self.clock.value() or 0
         flush = flush or bool(self.due.value())
-        if not count or (count < self.s.batch_size_at(clock) and not flush):
+        if not must_train(count, self.s.batch_size_at(clock), flush):
             return  # nothing to train: skip reading the buffered examples
         progress = self._progress(meta)  # no update arrives during a drain
         applied = [mine for _, mine in progress]
@@ -640,8 +646,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         event_ids = [ex[3] for ex in batch]
         lines = prediction_lines(task, key, event_ids, labels.astype(np.int64), scores,
                                  version, staleness, clock, self.s.batch_predictions)  # fmt: skip
-        for line in lines:
-            yield PREDICTION_LINES, line
+        yield PREDICTION_RECORDS, lines
         yield (
             PREDICTIONS,
             (
@@ -742,7 +747,7 @@ class ShardFunction(KeyedProcessFunction):
         _, task, shard, worker, clock, idx, g = push
         self.fault.tick()
         meta = self._meta(task, shard)
-        if clock <= meta["clock"].get(worker, -1):
+        if duplicate_push(clock, meta["clock"].get(worker, -1)):
             meta["duplicates_skipped"] += 1  # already applied once: never twice
             self.meta.update(meta)
             return
@@ -755,18 +760,18 @@ class ShardFunction(KeyedProcessFunction):
     def _hold(self, meta, task, shard, worker, clock, idx, g):
         held = self.held.value() or {}
         held.setdefault(clock, {})[worker] = (idx, g)
-        while len(held.get(meta["next_clock"], ())) >= self.s.workers:
-            ready = held.pop(meta["next_clock"])
-            workers = sorted(ready)
-            uniq, summed = self.server.optimizer.combine([ready[w] for w in workers])
-            pushes = [(w, meta["next_clock"]) for w in workers]
+        ready, held, meta["next_clock"] = open_barrier(held, meta["next_clock"], self.s.workers)
+        for round_clock, round_pushes in ready:
+            workers = sorted(round_pushes)
+            uniq, summed = self.server.optimizer.combine([round_pushes[w] for w in workers])
+            pushes = [(w, round_clock) for w in workers]
             yield from self._apply(meta, task, shard, pushes, uniq, summed)
-            meta["next_clock"] += 1
         self.held.update(held)
-        if held.get(meta["next_clock"]) and meta.get("waited") != meta["next_clock"]:
-            meta["waited"] = meta["next_clock"]  # say once per clock who is awaited
+        awaited = awaited_clock(held, meta["next_clock"], meta.get("waited"))
+        if awaited is not None:
+            meta["waited"] = awaited  # say once per clock who is awaited
             empty = (np.zeros(0, np.int64), np.zeros(0))
-            yield self._update(meta, task, shard, empty, [], waiting=meta["next_clock"])
+            yield self._update(meta, task, shard, empty, [], waiting=awaited)
 
     def _work(self, meta, task, shard) -> Working:
         """The shard's dense working copy (rebuilt from blocks + journal when stale)."""
