@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 
@@ -39,13 +39,15 @@ _FIELDS = {"event_id", "ts", "task", "label", "features"}
 _TASK_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # length checked before
 
 
-@dataclass(frozen=True)
-class Event:
-    """A decoded, validated event. ``label`` is ``None`` for a serving request."""
+class Event(NamedTuple):
+    """A decoded, validated event. ``label`` is ``None`` for a serving request.
+
+    A named tuple, not a frozen dataclass: one is made per event, and a frozen dataclass's
+    ``__init__`` (a ``object.__setattr__`` per field) cost a tenth of the decoder's time."""
 
     event_id: str
     ts: int
-    features: dict[str, str | float] = field(repr=False)
+    features: dict[str, str | float]
     label: int | None = None
     task: str = DEFAULT_TASK
 
@@ -122,6 +124,10 @@ class _MaybeHugeInteger(Exception):
 
 def _validate(doc: object, require_label: bool, fast: bool) -> Event:
     """``fast``: parsed by orjson (no lone surrogates possible; huge integers became floats)."""
+    if fast and type(doc) is dict:
+        event = _plain_event(doc, require_label)
+        if event is not None:
+            return event
     if not isinstance(doc, dict):
         raise DecodeError(f"expected a JSON object, got {_type_name(doc)}")
     unknown = sorted(set(doc) - _FIELDS)
@@ -190,6 +196,39 @@ def _check_unicode(event_id: str, task: str, features: dict) -> None:
 
 
 _MISSING = object()
+
+
+def _plain_event(doc: dict, require_label: bool) -> Event | None:
+    """The event of a common, valid document parsed by orjson, checked with as few Python
+    operations as the rules allow; None if any rule may be broken (:func:`_validate` then
+    checks field by field and names the reason).
+
+    >>> _plain_event({"event_id": "e", "ts": 1, "label": 0, "features": {"a": 1}}, True).task
+    'default'
+    >>> _plain_event({"event_id": "e", "ts": 1, "label": True, "features": {}}, True) is None
+    True
+    """
+    event_id, ts, label = doc.get("event_id"), doc.get("ts"), doc.get("label")
+    task, features = doc.get("task", DEFAULT_TASK), doc.get("features")
+    if (
+        doc.keys() <= _FIELDS
+        and type(event_id) is str
+        and 0 < len(event_id) <= MAX_ID_CHARS
+        and type(ts) is int
+        and ts >= 0
+        and type(task) is str
+        and 0 < len(task) <= MAX_NAME_CHARS
+        and (
+            (type(label) is int and (label == 0 or label == 1))
+            or (label is None and not require_label)
+        )
+        and type(features) is dict
+        and len(features) <= MAX_FEATURES
+        and _plainly_valid(features)
+        and _TASK_NAME.fullmatch(task)
+    ):
+        return Event(event_id, ts, features, label, task)
+    return None
 
 
 def _validate_features(features: object, fast: bool = False) -> dict[str, str | float]:

@@ -97,3 +97,35 @@ def test_surrogate_pairs_pass():
 def test_finite_numbers_pass():
     doc = {**GOOD, "features": {"a": 0, "b": -1.5e300, "c": 2**53}}
     assert all(math.isfinite(v) for v in decode_event(enc(doc)).features.values())
+
+
+def test_the_fast_path_accepts_exactly_what_the_field_by_field_checks_accept():
+    import random
+
+    from connectors.events import _plain_event, _validate
+
+    rng = random.Random(7)
+    odd = [None, True, False, 0, 1, 2, -1, 1.0, 2**60, 1e300, "", "x" * 300, "a/b", ".x",
+           [], {}, {"a": []}, {"": 1}, {"a": None}, {"a": "y" * 2000}, {"a": 2**54}]  # fmt: skip
+    fields = [*GOOD, "extra"]
+    agreed = accepted = 0
+    for _ in range(5_000):
+        doc = json.loads(json.dumps(GOOD))
+        for _ in range(rng.randint(1, 3)):
+            name = rng.choice(fields)
+            if rng.random() < 0.2:
+                doc.pop(name, None)
+            else:
+                doc[name] = rng.choice(odd)
+        for require_label in (True, False):
+            fast = _plain_event(doc, require_label)
+            try:
+                slow = _validate(doc, require_label, fast=False)
+            except DecodeError:
+                slow = None
+            if fast is not None:  # the fast path may decline, never accept what is refused
+                assert fast == slow, doc
+                accepted += 1
+            agreed += (fast is None) == (slow is None)
+    # every valid document takes the fast path (594 of these 10,000 cases)
+    assert accepted > 500 and agreed == 10_000
