@@ -358,6 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    from connectors.hashing import check_bits
     from flink_jobs.train import check_init_model, task_limits
 
     for name in ("replicas", "max_pending"):
@@ -371,6 +372,10 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise ConfigError(f"--max-wait must be > 0 s, got {args.max_wait}")
     if args.max_events is not None and args.max_events < 1:
         raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
+    try:
+        check_bits(args.hash_bits)  # the replicas are 2**bits floats each
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if args.init_model:
         check_init_model(args.init_model, args.hash_bits)
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)

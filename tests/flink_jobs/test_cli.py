@@ -104,6 +104,7 @@ def test_submit_keeps_secrets_off_the_command_line(tmp_path):
         (["export", "--model", "/nonexistent", "--out", "x.joblib"], "no such directory"),
         (["submit", "train", "--jobmanager", "127.0.0.1:1"], "no Flink REST API at"),
         (["submit", "train", "--jobmanager", "nohostport"], "--jobmanager must be HOST:PORT"),
+        (["serve", "--hash-bits", "40"], "hash bits must be an integer in [1, 30], got 40"),
         (["topics", "list", "--kafka-property", "security.protocol=NOPE"],
          "security.protocol must be one of"),
     ],
