@@ -31,14 +31,16 @@ def test_headline_trains_on_the_whole_stream_and_the_rest_on_the_prefix():
     assert (head[0]["workers"], head[0]["shards"], head[0]["consistency"]) == (2, 4, "async")
     one = [c for c in configs if c.get("one_sync")]
     assert len(one) == 1 and (one[0]["workers"], one[0]["shards"]) == (1, 1)
+    assert one[0]["events"] == 100_000  # the sync run: past its warm-up, capped at 200,000
     batched = [c for c in configs if c.get("batched")]
     assert len(batched) == 1 and batched[0]["events"] == 100_000  # the whole stream, batched
     rest = [c for c in configs if not c.get("headline") and not c.get("batched")]
     pair = [c for c in rest if c.get("filter_base") or c.get("eps")]
     # whole mini-batches of 1,000 after the warm-up's 8,306 events: no partial one is left
     assert len(pair) == 2 and all(c["events"] == 19_306 for c in pair)
-    assert all(c["events"] == 10_000 for c in rest if c not in pair)
+    assert all(c["events"] == 10_000 for c in rest if c not in pair + one)
     full = end_to_end_configs(quick=False, events=1_000_000, prefix=20_000)
+    assert next(c for c in full if c.get("one_sync"))["events"] == 200_000
     assert len(full) == len(configs) + 11  # the grid: 2 x 2 x 3 less the 1w 1s sync run
     assert len({c["label"] for c in full}) == len(full)
 
