@@ -34,6 +34,7 @@ from flink_jobs.options import (
     add_kafka_args,
     add_task_arguments,
     clip_from_args,
+    fail_marker_from_args,
     flink_settings,
     kafka_config,
 )
@@ -68,6 +69,7 @@ class ServeConfig:
     max_events: int | None = None
     summary_json: str | None = None
     timeout_s: float | None = None
+    fail_marker: str | None = None  # tests only (--inject-failure)
     job_name: str = "streamshard-serve"
 
     def serve_settings(self):
@@ -87,6 +89,8 @@ class ServeConfig:
             tasks=self.tasks,
             max_tasks=self.max_tasks,
             trace=self.trace,
+            fail_marker=self.fail_marker,
+            checkpoint_dir=self.flink.checkpoint_dir,
         )
 
 
@@ -339,6 +343,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="predictions carry when their batch was parsed and scored (where latency goes)",
     )  # fmt: skip
     parser.add_argument("--follow-run", metavar="RUN", help="serve this training run only")
+    parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
     parser.add_argument("--requests-topic", default="requests")
     parser.add_argument("--updates-topic", default="model-updates")
     parser.add_argument("--predictions-topic", default="predictions")
@@ -381,7 +386,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
     cfg = ServeConfig(
         kafka=kafka_config(args),
-        flink=flink_settings(args),
+        flink=(flink := flink_settings(args)),
         bits=args.hash_bits,
         replicas=args.replicas,
         max_pending=args.max_pending,
@@ -404,6 +409,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_events=args.max_events,
         summary_json=args.summary_json,
         timeout_s=args.timeout,
+        fail_marker=fail_marker_from_args(args, flink),
     )
     if args.run_id:
         from dataclasses import replace

@@ -1,6 +1,6 @@
-"""Test-only failure injection (the hidden ``--inject-failure MARKER`` flag of ``train`` and
-``validate``): an operator throws once, after the job's first completed checkpoint, so a test
-can check what a restart from that checkpoint keeps, loses and repeats.
+"""Test-only failure injection (the hidden ``--inject-failure MARKER`` flag of ``train``,
+``validate`` and ``serve``): an operator throws once, after the job's first completed
+checkpoint, so a test can check what a restart from that checkpoint keeps, loses and repeats.
 
 >>> import tempfile, pathlib
 >>> root = pathlib.Path(tempfile.mkdtemp())

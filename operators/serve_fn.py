@@ -25,6 +25,7 @@ from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import DEFAULT_CLIP, decode_event
 from connectors.hashing import clip_values, hash_batch
+from operators.faults import FailOnce
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
 from operators.ps import BLOCK, DEFAULT_MAX_TASKS, Replica, TaskGate, timer_lapsed
@@ -65,6 +66,8 @@ class ServeSettings:
     tasks: tuple | None = None  # the tasks it may serve (``--tasks``; None: any)
     max_tasks: int = DEFAULT_MAX_TASKS  # at most this many of them (``--max-tasks``)
     trace: bool = False  # predictions carry when their batch was parsed and scored
+    fail_marker: str | None = None  # tests only: --inject-failure (operators.faults)
+    checkpoint_dir: str | None = None
 
 
 class ParseRequests(ProcessFunction):
@@ -114,6 +117,8 @@ class ServeFunction(KeyedCoProcessFunction):
 
     def __init__(self, s: ServeSettings):
         self.s = s
+        # tests only (--inject-failure): throw once a batch answered after a checkpoint
+        self.fault = FailOnce(s.fail_marker, s.checkpoint_dir, after=1)
 
     def open(self, runtime_context):
         from connectors.snapshot import load_models
@@ -163,6 +168,7 @@ class ServeFunction(KeyedCoProcessFunction):
         meta = self._meta(batch.task)
         if meta["follow"].has_model:
             yield from self._answer(batch, meta, batch.key)
+            self.fault.tick()  # tests only: fails after the answers left, before a checkpoint
             return
         waiting = self.waiting.value() or 0
         room = max(0, self.s.max_pending - waiting)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from connectors.admin import consumer, create_topics, produce
+from connectors.admin import consumer, create_topics, produce, read_records
 from connectors.hashing import hash_batch
 from connectors.messages import ModelUpdate
 from connectors.snapshot import from_updates, save
@@ -236,3 +236,63 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     assert max(p["model_version"] for p in by_id.values() if p["task"] == "b") == 5
     assert summary["distinct_event_ids"] == summary["predictions"]
     assert summary["ts_out_of_range"] == 1
+
+
+def test_serve_answers_every_request_once_across_a_failure(kafka, topic_name, tmp_path):
+    """Exactly-once predictions across a restart: the job throws at its first request batch
+    after a completed checkpoint (hidden ``--inject-failure``) and Flink restores it from that
+    checkpoint while requests keep coming. In the committed view every request is answered
+    once, by the model it had."""
+    from operators.faults import completed_checkpoint
+    from tests.txn import committed_records
+
+    req_t, upd_t, pred_t, dlq_t = (f"{topic_name}-{x}" for x in ("req", "upd", "pred", "dlq"))
+    create_topics(kafka, [req_t, upd_t, pred_t, dlq_t], partitions=1)
+    weights = versions_of(seed=41, count=2)
+    ts = int(time.time() * 1000)
+    snap = from_updates([update("a", "run-a", v + 1, w, ts + v) for v, w in enumerate(weights)],
+                        BITS)[0]  # fmt: skip
+    save(snap, tmp_path / "models")
+    phases = [requests("a", f"p{i}", 500, seed=50 + i) for i in range(3)]
+    total = sum(map(len, phases))
+    marker, ckpt = tmp_path / "failed-once", f"file://{tmp_path}/ckpt"
+
+    def send(docs):
+        produce(kafka, req_t, [(d["event_id"].encode(), json.dumps(d).encode()) for d in docs])
+
+    send(phases[0])
+    job = subprocess.Popen(
+        [SCRIPT, "serve", "--bootstrap-servers", kafka.bootstrap_servers,
+         "--requests-topic", req_t, "--updates-topic", upd_t, "--predictions-topic", pred_t,
+         "--dead-letter-topic", dlq_t, "--hash-bits", str(BITS),
+         "--init-model", str(tmp_path / "models"), "--delivery", "exactly-once",
+         "--checkpoint-dir", ckpt, "--checkpoint-interval", "1000",
+         "--max-events", str(total), "--inject-failure", str(marker), "--timeout", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: completed_checkpoint(ckpt), "a completed checkpoint")
+        send(phases[1])  # its first batch is answered, then fails (unless phase 0's did)
+        wait_for(marker.exists, "the injected failure")
+        send(phases[2])  # read by the restored job
+        out, err = job.communicate(timeout=400)
+    finally:
+        job.kill()
+    assert job.returncode == 0, err[-4000:]
+
+    # the embedded broker hands aborted transactions to read_committed readers: the committed
+    # view comes from the transaction markers (tests/txn.py)
+    committed = [json.loads(r.value) for r in committed_records(kafka, pred_t, total + 1, idle=5)]
+    written = read_records(kafka, pred_t, count=2 * total, timeout=10, idle=3, committed_only=False)
+    assert len(written) > total, "the failure came before any answer it could have doubled"
+    ids = [p["event_id"] for p in committed]
+    assert len(ids) == len(set(ids)), "a request answered twice"
+    assert set(ids) == {d["event_id"] for phase in phases for d in phase}
+    assert not committed_records(kafka, dlq_t, 1, timeout=5, idle=2)
+    docs = {d["event_id"]: d for phase in phases for d in phase}
+    indptr, indices, values = hash_batch([docs[i]["features"] for i in ids], BITS)
+    margins = [snap.weights[indices[lo:hi]] @ values[lo:hi] + snap.weights[-1]
+               for lo, hi in zip(indptr[:-1], indptr[1:], strict=True)]  # fmt: skip
+    expected = sigmoid(np.array(margins))
+    assert np.abs(np.array([p["score"] for p in committed]) - expected).max() <= 1e-9
+    assert {(p["model_run"], p["model_version"]) for p in committed} == {("run-a", 2)}
