@@ -180,24 +180,3 @@ def offset_filter(stop_offsets: Mapping[int, int] | None) -> str:
         return ""
     kept = [f"(part = {int(p)} AND off < {int(o)})" for p, o in sorted(stop_offsets.items())]
     return "WHERE " + (" OR ".join(kept) or "FALSE")
-
-
-def split_batches(t_env, batches, name: str):
-    """A DataStream of strings: the elements of ``batches`` (a DataStream of string arrays,
-    one per mini-batch) one by one, split on the Java side by a SQL ``UNNEST``.
-
-    The mirror of the gathering windows: a Python function that hands its output over one
-    record per event makes one call into Java per record (about 15 µs each, under the one
-    interpreter's lock in thread mode); one array per mini-batch makes one call. The
-    ``rebalance`` ends the Python operator's chain, so the split and the sink after it run in
-    a task thread of their own, beside the Python operators rather than inside their calls.
-    """
-    from pyflink.datastream import DataStream
-    from pyflink.table import DataTypes
-    from pyflink.table.types import _to_java_data_type
-
-    t_env.create_temporary_view(name, t_env.from_data_stream(batches.rebalance()))
-    split = t_env.sql_query(f"SELECT record FROM {name} CROSS JOIN UNNEST({name}.f0) AS r(record)")
-    # a one-column table converted to its atomic type: plain strings for a string sink
-    j_strings = t_env._j_tenv.toDataStream(split._j_table, _to_java_data_type(DataTypes.STRING()))
-    return DataStream(j_strings)

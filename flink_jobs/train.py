@@ -141,13 +141,13 @@ def build(env, cfg: TrainConfig):
     from pyflink.common import Types
 
     from connectors.flink_kafka import kafka_sink
-    from connectors.ingest import event_batches, split_batches, table_env, update_batches
+    from connectors.ingest import event_batches, table_env, update_batches
     from operators.ps_fn import (
         COUNTS,
         DEAD_LETTERS,
         DIGESTS,
         PICKLED,
-        PREDICTION_RECORDS,
+        PREDICTION_LINES,
         PREDICTIONS,
         EvaluatorFunction,
         ParseFunction,
@@ -202,9 +202,8 @@ def build(env, cfg: TrainConfig):
 
     batches = workers.get_side_output(PREDICTIONS)
     # the workers write the prediction records themselves: a mini-batch enters Python once
-    # more (the evaluator), not twice; each leaves Python as one array of records
-    records = split_batches(t_env, workers.get_side_output(PREDICTION_RECORDS), "train_predictions")
-    records.sink_to(
+    # more (the evaluator), not twice
+    workers.get_side_output(PREDICTION_LINES).sink_to(
         kafka_sink(cfg.kafka, cfg.predictions_topic, cfg.delivery, f"{cfg.run_id}-pred")
     ).name("train-predictions-sink").uid("train-predictions-sink")
 

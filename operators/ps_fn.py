@@ -82,9 +82,8 @@ PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 COUNTS = OutputTag("counts", PICKLED)
 PREDICTIONS = OutputTag("predictions", PICKLED)  # a mini-batch's scores, for the evaluator
-# a mini-batch's train-predictions records, in one array: split into Kafka records on the Java
-# side (connectors.ingest.split_batches), so Python makes one call per mini-batch, not per event
-PREDICTION_RECORDS = OutputTag("prediction-records", Types.BASIC_ARRAY(Types.STRING()))
+# to train-predictions, one record each (decision 0010: why not one array per mini-batch)
+PREDICTION_LINES = OutputTag("prediction-lines", Types.STRING())
 DIGESTS = OutputTag("digests", Types.STRING())
 
 
@@ -646,7 +645,8 @@ class WorkerFunction(KeyedCoProcessFunction):
         event_ids = [ex[3] for ex in batch]
         lines = prediction_lines(task, key, event_ids, labels.astype(np.int64), scores,
                                  version, staleness, clock, self.s.batch_predictions)  # fmt: skip
-        yield PREDICTION_RECORDS, lines
+        for line in lines:
+            yield PREDICTION_LINES, line
         yield (
             PREDICTIONS,
             (
