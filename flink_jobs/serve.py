@@ -33,10 +33,12 @@ from flink_jobs.options import (
     add_flink_args,
     add_kafka_args,
     add_task_arguments,
+    check_init_model,
     clip_from_args,
     fail_marker_from_args,
     flink_settings,
     kafka_config,
+    task_limits,
 )
 from operators.ps import DEFAULT_MAX_TASKS
 from operators.serving import MAX_REQUEST_AGE_MS, MAX_WAIT_MS
@@ -364,7 +366,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
     from connectors.hashing import check_bits
-    from flink_jobs.train import check_init_model, task_limits
 
     for name in ("replicas", "max_pending"):
         if getattr(args, name) < 1:

@@ -31,10 +31,12 @@ from flink_jobs.options import (
     add_flink_args,
     add_kafka_args,
     add_task_arguments,
+    check_init_model,
     clip_from_args,
     fail_marker_from_args,
     flink_settings,
     kafka_config,
+    task_limits,
 )
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
 from operators.optim import make_optimizer
@@ -625,30 +627,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5)
 
 
-def task_limits(tasks: str | None, max_tasks: int | None) -> tuple[tuple | None, int]:
-    """``--tasks a,b`` and ``--max-tasks N`` checked: names in the decoder's alphabet, and
-    an allow-list no longer than the limit (which defaults to the list's length, else 8).
-
-    >>> task_limits("ctr,fraud", None)
-    (('ctr', 'fraud'), 2)
-    >>> task_limits(None, None)
-    (None, 8)
-    """
-    from connectors.events import valid_task_name
-
-    if max_tasks is not None and max_tasks < 1:
-        raise ConfigError(f"--max-tasks must be >= 1, got {max_tasks}")
-    if tasks is None:
-        return None, max_tasks or DEFAULT_MAX_TASKS
-    names = tuple(dict.fromkeys(t.strip() for t in tasks.split(",") if t.strip()))
-    bad = [t for t in names if not valid_task_name(t)]
-    if not names or bad:
-        raise ConfigError(f"--tasks must be task names ([A-Za-z0-9_.-], 1-128), got {tasks!r}")
-    if max_tasks is not None and len(names) > max_tasks:
-        raise ConfigError(f"--tasks names {len(names)} tasks but --max-tasks is {max_tasks}")
-    return names, max_tasks or len(names)
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for name in ("shards", "workers", "batch_size", "window", "block_size", "max_in_flight"):
         if getattr(args, name) < 1:
@@ -719,18 +697,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         block=args.block_size,
     )
     return replace(cfg, run_id=args.run_id) if args.run_id else cfg
-
-
-def check_init_model(path: str, bits: int) -> None:
-    """Refuse, with one line, a warm start that cannot work (bad snapshot, other hashing)."""
-    from connectors.snapshot import load_models
-
-    for task, snap in load_models(path).items():
-        if snap.bits != bits:
-            raise ConfigError(
-                f"--init-model {path}: task {task!r} was hashed with 2**{snap.bits} features, "
-                f"this run with --hash-bits {bits}"
-            )
 
 
 def print_summary(summary: dict) -> None:

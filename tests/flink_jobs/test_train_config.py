@@ -33,7 +33,7 @@ def test_max_in_flight_reaches_the_workers_settings():
 
 def test_task_limits_are_checked():
     from connectors.errors import ConfigError
-    from flink_jobs.train import task_limits
+    from flink_jobs.options import task_limits
 
     assert task_limits("a,b,a", None) == (("a", "b"), 2)
     assert task_limits(None, 3) == (None, 3)
