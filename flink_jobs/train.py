@@ -144,6 +144,8 @@ def build(env, cfg: TrainConfig):
 
     from connectors.flink_kafka import kafka_sink
     from connectors.ingest import event_batches, table_env, update_batches
+    from operators.evaluate_fn import EvaluatorFunction
+    from operators.parse_fn import ParseFunction
     from operators.ps_fn import (
         COUNTS,
         DEAD_LETTERS,
@@ -151,8 +153,6 @@ def build(env, cfg: TrainConfig):
         PICKLED,
         PREDICTION_LINES,
         PREDICTIONS,
-        EvaluatorFunction,
-        ParseFunction,
         ShardFunction,
         WorkerFunction,
         fan_out_updates,

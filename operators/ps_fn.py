@@ -1,5 +1,7 @@
-"""PyFlink adapters of the parameter server: they move records in and out of Flink state and
-call the pure classes of ``operators/ps.py``, ``logistic.py`` and ``evaluation.py``.
+"""PyFlink adapters of the parameter server, the worker and the shard: they move records in
+and out of Flink state and call the pure code of ``operators/ps.py``, ``loop.py`` and
+``logistic.py``. The parser before them is ``parse_fn.py``, the evaluator after them
+``evaluate_fn.py``.
 
 Records between operators are tuples (pickled across the Python/Java bridge):
 
@@ -16,9 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,6 @@ from pyflink.datastream import (
     KeyedCoProcessFunction,
     KeyedProcessFunction,
     OutputTag,
-    ProcessFunction,
 )
 from pyflink.datastream.state import (
     ListStateDescriptor,
@@ -35,12 +34,11 @@ from pyflink.datastream.state import (
     ValueStateDescriptor,
 )
 
-from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
-from connectors.events import DEFAULT_CLIP, decode_event, split_record
-from connectors.hashing import clip_values, hash_batch, pack_rows, stack_packed
+from connectors.events import DEFAULT_CLIP
+from connectors.hashing import stack_packed
 from connectors.messages import ModelUpdate, decode_update
-from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, Prequential
+from operators.evaluation import REJECTED_COUNT
 from operators.faults import FailOnce
 from operators.journal import Working, WorkingCopies
 from operators.logistic import (
@@ -141,60 +139,6 @@ def initial_models(s: PsSettings) -> dict:
     from connectors.snapshot import load_models
 
     return load_models(s.init_model) if s.init_model else {}
-
-
-def worker_of(event_id: str, workers: int) -> int:
-    return zlib.crc32(event_id.encode()) % workers
-
-
-class ParseFunction(ProcessFunction):
-    """Decode, validate and hash a batch of raw events ``Row(task, lines, partitions,
-    offsets)`` (gathered by ``connectors.ingest``); emit one chunk of examples per worker key;
-    bad lines to ``DEAD_LETTERS`` with their partition and offset."""
-
-    def __init__(self, s: PsSettings):
-        self.s = s
-        self.gate = None
-
-    def open(self, runtime_context) -> None:
-        # the tasks admitted so far, in this subtask; after a restart admission starts again
-        # from the checkpoint's offsets (docs/architecture.md, "Tasks")
-        self.gate = self.s.task_gate()
-
-    def process_element(self, value, ctx):
-        events, seen = [], 0
-        topic = self.s.input_topic
-        for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
-            for index, raw in split_record(line, self.s.ndjson):
-                seen += 1
-                try:
-                    event = decode_event(raw)
-                except DecodeError as exc:
-                    letter = dead_letter(raw, exc.reason, topic, partition, offset, index=index)
-                    yield DEAD_LETTERS, letter
-                    continue
-                refused = self.gate.refuse(event.task)
-                if refused:
-                    letter = dead_letter(raw, refused, topic, partition, offset, "admit",
-                                         index=index)  # fmt: skip
-                    yield DEAD_LETTERS, letter
-                else:
-                    events.append(event)
-        if len(events) < seen:
-            yield COUNTS, ("count", DEAD_LETTER_COUNT, seen - len(events))
-        # the whole batch hashed in one call; each row as bytes: a tuple with two small numpy
-        # arrays pickles 25x slower, and an example is pickled on its way into the worker and
-        # into its state
-        indptr, indices, values = hash_batch([event.features for event in events], self.s.bits)
-        rows = pack_rows(indptr, indices, clip_values(values, self.s.clip))
-        chunks: dict[str, list] = {}
-        for event, row in zip(events, rows, strict=True):
-            key = f"{event.task}#{worker_of(event.event_id, self.s.workers)}"
-            chunks.setdefault(key, []).append(
-                ("ex", event.task, key, event.event_id, event.label, event.ts, *row)
-            )
-        for key, chunk in chunks.items():
-            yield ("exs", chunk[0][1], key, chunk)
 
 
 class _MapView:
@@ -846,85 +790,6 @@ class ShardFunction(KeyedProcessFunction):
             rows=meta.get("rows", 0) if offset is not None else None,
             bits=self.s.bits,
         ).to_bytes()
-
-
-class EvaluatorFunction(KeyedProcessFunction):
-    """Prequential metrics per task (and counters), emitted as JSON to ``metrics``.
-
-    A task's ``Prequential`` (a 1 MB score histogram and the open window's predictions) is
-    kept like the shards' blocks (``operators/journal.py``): a working copy in memory, a
-    journal entry per mini-batch of predictions in keyed state, and the whole object written
-    every ``compact_every`` entries. Pickling it whole on every mini-batch took a third of
-    the job's Python time in thread mode.
-    """
-
-    def __init__(self, window: int, run_id: str, emit_every_ms: int = 1000):
-        self.window = window
-        self.run_id = run_id
-        self.emit_every_ms = emit_every_ms
-
-    def open(self, runtime_context):
-        # a counter's total, or a task's pickled Prequential as of its last compaction
-        self.state = runtime_context.get_state(ValueStateDescriptor("evaluator", PICKLED))
-        # a task's (batches added, journal entries) since the start
-        self.meta = runtime_context.get_state(ValueStateDescriptor("evaluator-meta", PICKLED))
-        self.journal = runtime_context.get_list_state(
-            ListStateDescriptor("evaluator-journal", PICKLED)
-        )
-        # when the pending emission's timer fires (None: no emission pending)
-        self.emit_at = runtime_context.get_state(ValueStateDescriptor("emit-at", Types.LONG()))
-        self.copies = WorkingCopies(compact_every=64)
-
-    def _prequential(self, task: str, meta: tuple) -> Working:
-        added, journaled = meta
-        return self.copies.get(
-            task,
-            added,
-            lambda: self._compacted(task),
-            lambda: list(self.journal.get() or []) if journaled else [],
-            lambda ev, entry: ev.add(*entry),  # windows it closes were emitted before
-        )
-
-    def _compacted(self, task: str) -> Prequential:
-        packed = self.state.value()
-        return pickle.loads(packed) if packed else Prequential(task, self.window)
-
-    def process_element(self, record, ctx):
-        if record[0] == "count":
-            self.state.update((self.state.value() or 0) + record[2])
-        else:
-            _, task, _, _, labels, scores, version, staleness, _ = record
-            added, journaled = self.meta.value() or (0, 0)
-            work = self._prequential(task, (added, journaled))
-            entry = (labels, scores, version, staleness, time.time())
-            for window in work.copy.add(*entry):
-                yield json.dumps({**window, "run": self.run_id, "time": int(time.time() * 1000)})
-            added, journaled = added + 1, journaled + 1
-            if journaled >= self.copies.compact_every:
-                # as bytes: process mode's state cache would keep (and later commit) the
-                # object itself, which goes on changing
-                self.state.update(pickle.dumps(work.copy))
-                self.journal.clear()
-                journaled = 0
-            else:
-                self.journal.add(entry)
-            work.stamp = added
-            self.meta.update((added, journaled))
-        now = ctx.timer_service().current_processing_time()
-        if timer_lapsed(self.emit_at.value(), now, self.emit_every_ms):
-            arm_timer(ctx, self.emit_at, now + self.emit_every_ms)
-
-    def on_timer(self, timestamp, ctx):
-        self.emit_at.clear()
-        meta = self.meta.value()
-        if meta is not None:
-            doc = self._prequential(ctx.get_current_key(), meta).copy.cumulative()
-        else:
-            name = ctx.get_current_key()
-            doc = {"type": "counter", "name": name, "count": int(self.state.value() or 0)}
-        doc["time"] = int(time.time() * 1000)
-        doc["run"] = self.run_id
-        yield json.dumps(doc)
 
 
 def prediction_lines(task, worker, event_ids, labels, scores, version, staleness, clock,

@@ -28,6 +28,7 @@ from connectors.hashing import clip_values, hash_batch
 from operators.faults import FailOnce
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
+from operators.parse_fn import worker_of
 from operators.ps import BLOCK, DEFAULT_MAX_TASKS, Replica, TaskGate, timer_lapsed
 from operators.ps_fn import (
     PICKLED,
@@ -35,7 +36,6 @@ from operators.ps_fn import (
     arm_timer,
     assign_journaled,
     replica_copy,
-    worker_of,
 )
 from operators.serving import (
     MAX_REQUEST_AGE_MS,

@@ -21,6 +21,8 @@ import sys
 
 if os.environ.get("STREAMSHARD_THREAD_BOOT") == "1" and not sys.orig_argv:
     try:
+        import operators.evaluate_fn  # noqa: F401
+        import operators.parse_fn  # noqa: F401
         import operators.ps_fn  # noqa: F401  (numpy, scikit-learn, scipy)
         import operators.serve_fn  # noqa: F401
         import operators.validate_fn  # noqa: F401
