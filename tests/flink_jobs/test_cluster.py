@@ -229,9 +229,11 @@ def test_no_secret_reaches_a_log_the_job_config_or_a_command_line(
     # every process's command line, read again and again while the job is submitted and runs
     scans = 0
     while job.poll() is None:
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        # os.listdir, not Path.glob: glob stats each entry, and a process that ends between
+        # the listing and the stat raises from inside the glob
+        for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                assert secret.encode() not in cmdline.read_bytes(), cmdline
+                assert secret.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes(), pid
             except OSError:
                 pass  # the process ended meanwhile
         scans += 1
