@@ -30,6 +30,22 @@ def must_train(buffered: int, batch_size: int, flush: bool) -> bool:
     return buffered > 0 and (buffered >= batch_size or flush)
 
 
+def state_pieces(count: int, size: int) -> list[tuple[int, int]]:
+    """How a worker stores ``count`` examples it cannot train yet: as ``(start, stop)``
+    slices of at most ``size`` examples, one keyed-state entry (one pickle) each.
+
+    A mini-batch that takes part of an entry writes the entry's rest back, so the entry's
+    size bounds what one mini-batch pickles again; a gathered chunk can hold tens of
+    thousands of examples (records of many events), far more than one mini-batch.
+
+    >>> state_pieces(1000, 256)
+    [(0, 256), (256, 512), (512, 768), (768, 1000)]
+    >>> state_pieces(3, 256), state_pieces(0, 256)
+    ([(0, 3)], [])
+    """
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
 def from_rolled_back_timeline(reflected: int, clock: int) -> bool:
     """Whether a model update must be ignored because it reflects a push this worker has not
     made on its present timeline: ``reflected`` is the last of the worker's clocks the update

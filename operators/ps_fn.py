@@ -56,6 +56,7 @@ from operators.loop import (
     from_rolled_back_timeline,
     must_train,
     open_barrier,
+    state_pieces,
 )
 from operators.optim import make_rule
 from operators.ps import (
@@ -83,6 +84,8 @@ PREDICTIONS = OutputTag("predictions", PICKLED)  # a mini-batch's scores, for th
 # to train-predictions, one record each (decision 0010: why not one array per mini-batch)
 PREDICTION_LINES = OutputTag("prediction-lines", Types.STRING())
 DIGESTS = OutputTag("digests", Types.STRING())
+# examples per keyed-state entry of a worker's buffer (operators/loop.state_pieces)
+STATE_PIECE = 256
 
 
 @dataclass(frozen=True)
@@ -504,8 +507,10 @@ class WorkerFunction(KeyedCoProcessFunction):
         rest, self.incoming = self.incoming, []
         if rest:
             head, tail = self.span.value() or (0, 0)
-            self.chunks.put(tail, rest)  # one state entry (one pickle) per chunk
-            self.span.update((head, tail + 1))
+            for start, stop in state_pieces(len(rest), STATE_PIECE):
+                self.chunks.put(tail, rest[start:stop])  # one pickle per piece
+                tail += 1
+            self.span.update((head, tail))
 
     def _time_partial(self, ctx, count: int) -> None:
         """Start the batch timeout of a partial mini-batch (unless one runs). A chunk, or a

@@ -7,6 +7,7 @@ from operators.loop import (
     from_rolled_back_timeline,
     must_train,
     open_barrier,
+    state_pieces,
 )
 
 
@@ -55,3 +56,11 @@ def test_a_worker_trains_whole_mini_batches_and_partial_ones_only_when_flushed()
         True,
     ]
     assert [must_train(n, 100, flush=True) for n in (0, 1)] == [False, True]
+
+
+def test_state_pieces_cover_the_examples_in_order_and_bound_each_entry():
+    for count in (0, 1, 255, 256, 257, 10_000):
+        pieces = state_pieces(count, 256)
+        covered = [i for start, stop in pieces for i in range(start, stop)]
+        assert covered == list(range(count))
+        assert all(0 < stop - start <= 256 for start, stop in pieces)
