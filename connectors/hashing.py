@@ -81,27 +81,6 @@ def stack_rows(
     return indptr, indices, values
 
 
-def pack_row(indices: np.ndarray, values: np.ndarray) -> tuple[bytes, bytes]:
-    """A hashed row as ``(int64 bytes, float64 bytes)``: pickles far faster than arrays.
-
-    Examples
-    --------
-    >>> packed = pack_row(np.array([3, 9]), np.array([1.0, -2.5]))
-    >>> [a.tolist() for a in stack_packed([packed, packed])]
-    [[0, 2, 4], [3, 9, 3, 9], [1.0, -2.5, 1.0, -2.5]]
-    """
-    return np.asarray(indices, np.int64).tobytes(), np.asarray(values, np.float64).tobytes()
-
-
-def stack_packed(rows: list[tuple[bytes, bytes]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stack rows made by :func:`pack_row` into CSR arrays ``(indptr, indices, values)``."""
-    lengths = np.fromiter((len(idx) // 8 for idx, _ in rows), np.int64, count=len(rows))
-    indptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-    indices = np.frombuffer(b"".join(idx for idx, _ in rows), np.int64)
-    values = np.frombuffer(b"".join(val for _, val in rows), np.float64)
-    return indptr, indices, values
-
-
 def hash_batch(
     batch: Iterable[Mapping[str, str | float]], bits: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,25 +114,6 @@ def _hasher(bits: int):
     from sklearn.feature_extraction import FeatureHasher
 
     return FeatureHasher(n_features=1 << check_bits(bits), input_type="dict")
-
-
-def pack_rows(
-    indptr: np.ndarray, indices: np.ndarray, values: np.ndarray
-) -> list[tuple[bytes, bytes]]:
-    """Split CSR arrays into one :func:`pack_row` per row.
-
-    Examples
-    --------
-    >>> pack_rows(*hash_batch([{"a": 1.0}, {"b": "x"}], bits=20)) == [
-    ...     pack_row(*hash_features({"a": 1.0}, 20)), pack_row(*hash_features({"b": "x"}, 20))]
-    True
-    """
-    index_bytes = np.asarray(indices, np.int64).tobytes()
-    value_bytes = np.asarray(values, np.float64).tobytes()
-    bounds = (np.asarray(indptr, np.int64) * 8).tolist()
-    return [
-        (index_bytes[lo:hi], value_bytes[lo:hi]) for lo, hi in zip(bounds, bounds[1:], strict=False)
-    ]
 
 
 def clip_values(values: np.ndarray, limit: float | None = DEFAULT_CLIP) -> np.ndarray:

@@ -4,14 +4,17 @@ examples per worker key out, every bad record to the dead letters with its reaso
 from __future__ import annotations
 
 import zlib
+from dataclasses import replace
 
+import numpy as np
 from pyflink.datastream import ProcessFunction
 
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event, split_record
-from connectors.hashing import clip_values, hash_batch, pack_rows
+from connectors.hashing import clip_values, hash_batch
 from operators.evaluation import DEAD_LETTER_COUNT
+from operators.examples import Examples
 from operators.ps_fn import COUNTS, DEAD_LETTERS, PsSettings
 
 
@@ -54,16 +57,19 @@ class ParseFunction(ProcessFunction):
                     events.append(event)
         if len(events) < seen:
             yield COUNTS, ("count", DEAD_LETTER_COUNT, seen - len(events))
-        # the whole batch hashed in one call; each row as bytes: a tuple with two small numpy
-        # arrays pickles 25x slower, and an example is pickled on its way into the worker and
-        # into its state
-        indptr, indices, values = hash_batch([event.features for event in events], self.s.bits)
-        rows = pack_rows(indptr, indices, clip_values(values, self.s.clip))
-        chunks: dict[str, list] = {}
-        for event, row in zip(events, rows, strict=True):
+        # grouped by worker key, then the whole batch hashed in one call; each key's share
+        # leaves as one Examples (columns: one small pickle into the worker and its state)
+        groups: dict[str, list] = {}
+        for event in events:
             key = f"{event.task}#{worker_of(event.event_id, self.s.workers)}"
-            chunks.setdefault(key, []).append(
-                ("ex", event.task, key, event.event_id, event.label, event.ts, *row)
-            )
-        for key, chunk in chunks.items():
-            yield ("exs", chunk[0][1], key, chunk)
+            groups.setdefault(key, []).append(event)
+        ordered = [event for group in groups.values() for event in group]
+        indptr, indices, values = hash_batch([event.features for event in ordered], self.s.bits)
+        labels = np.fromiter((event.label for event in ordered), np.int8, len(ordered))
+        every = Examples("", [event.event_id for event in ordered], labels, indptr, indices,
+                         clip_values(values, self.s.clip))  # fmt: skip
+        start = 0
+        for key, group in groups.items():
+            task, stop = group[0].task, start + len(group)
+            yield ("exs", task, key, replace(every.rows(start, stop), task=task))
+            start = stop

@@ -5,9 +5,8 @@ and out of Flink state and call the pure code of ``operators/ps.py``, ``loop.py`
 
 Records between operators are tuples (pickled across the Python/Java bridge):
 
-- examples ``("exs", task, worker_key, [example, ...])``: one worker's share of a batch of
-  raw events; an example is ``("ex", task, worker_key, event_id, label, ts, indices,
-  values)`` (the hashed row packed as bytes, see ``connectors.hashing.pack_row``)
+- examples ``("exs", task, worker_key, Examples)``: one worker's share of a batch of raw
+  events, hashed, as columns (``operators/examples.py``)
 - push    ``("push", task, shard, worker_key, clock, indices, grads)``
 - batch   ``("pred", task, worker_key, event_ids, labels, scores, version, staleness, clock)``
 - count   ``("count", name, n)`` (dead letters, rejected pushes) for the evaluator
@@ -36,9 +35,9 @@ from pyflink.datastream.state import (
 
 from connectors.errors import DecodeError
 from connectors.events import DEFAULT_CLIP
-from connectors.hashing import stack_packed
 from connectors.messages import ModelUpdate, decode_update
 from operators.evaluation import REJECTED_COUNT
+from operators.examples import Examples
 from operators.faults import FailOnce
 from operators.journal import Working, WorkingCopies
 from operators.logistic import (
@@ -325,7 +324,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             ListStateDescriptor("replica-journal", PICKLED)
         )
         self.copies = WorkingCopies()  # a cache of the replica state, see operators/journal.py
-        self.incoming: list = []  # the chunk being received, while it is not yet in state
+        self.incoming: Examples | None = None  # the chunk being received, not yet in state
         self.init = initial_models(self.s)
         self.digests = _Digests(self.s, "worker")
         if self.s.rmw:
@@ -341,7 +340,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             "clock": clock,
             "buffered": self.buffered.value() or 0,
             "due": bool(self.due.value()),
-            "pending": [ex[3] for ex in self._buffered_examples()],
+            "pending": self._buffered_ids(),
         }
         meta = self.meta.value()
         if meta is None:
@@ -466,31 +465,31 @@ class WorkerFunction(KeyedCoProcessFunction):
         self.clock.update(clock + 1)
 
     # -- the examples ----------------------------------------------------------------------
-    def _buffered_examples(self) -> list:
-        """The buffered examples in arrival order (state holds them in chunks)."""
+    def _buffered_ids(self) -> list:
+        """The buffered examples' event ids in arrival order (state holds them in chunks)."""
         head, tail = self.span.value() or (0, 0)
-        return [ex for seq in range(head, tail) for ex in self.chunks.get(seq)]
+        return [i for seq in range(head, tail) for i in self.chunks.get(seq).event_ids]
 
-    def _take_buffered(self, n: int) -> list:
+    def _take_buffered(self, n: int) -> Examples:
         """The first ``n`` buffered examples, removed from state (reads only the chunks they
         are in; a chunk partly taken keeps its rest), then from the chunk being received."""
         head, tail = self.span.value() or (0, 0)
-        taken: list = []
-        while len(taken) < n and head < tail:
+        taken: list[Examples] = []
+        want = n
+        while want > 0 and head < tail:
             chunk = self.chunks.get(head)
-            want = n - len(taken)
-            taken.extend(chunk[:want])
+            taken.append(chunk.rows(0, want))
             if want < len(chunk):
-                self.chunks.put(head, chunk[want:])
+                self.chunks.put(head, chunk.rows(want, len(chunk)))
             else:
                 self.chunks.remove(head)
                 head += 1
+            want -= len(taken[-1])
         self.span.update((head, tail))
-        want = n - len(taken)
         if want > 0:
-            taken.extend(self.incoming[:want])
-            self.incoming = self.incoming[want:]
-        return taken
+            taken.append(self.incoming.rows(0, want))
+            self.incoming = self.incoming.rows(want, len(self.incoming))
+        return Examples.concat(taken)
 
     def _example(self, value, ctx):
         chunk = value[3]
@@ -504,11 +503,11 @@ class WorkerFunction(KeyedCoProcessFunction):
             yield from self._drain(ctx, self._meta(value[1]), flush=False)
         else:
             self._time_partial(ctx, count)
-        rest, self.incoming = self.incoming, []
-        if rest:
+        rest, self.incoming = self.incoming, None
+        if len(rest):
             head, tail = self.span.value() or (0, 0)
             for start, stop in state_pieces(len(rest), STATE_PIECE):
-                self.chunks.put(tail, rest[start:stop])  # one pickle per piece
+                self.chunks.put(tail, rest.rows(start, stop))  # one pickle per piece
                 tail += 1
             self.span.update((head, tail))
 
@@ -548,11 +547,11 @@ class WorkerFunction(KeyedCoProcessFunction):
         n = sum(sizes)
         if n:  # else the examples wait in state (unread); the next model update retries
             examples = self._take_buffered(n)
-            key, task = ctx.get_current_key(), examples[0][1]
+            key, task = ctx.get_current_key(), examples.task
             version, staleness = sum(v for v, _ in progress), clock - (min(applied) + 1)
             start = 0
             for size in sizes:
-                batch = examples[start : start + size]
+                batch = examples.rows(start, start + size)
                 yield from self._train(task, key, clock, batch, version, staleness, meta)
                 clock, staleness, start = clock + 1, staleness + 1, start + size
             self.meta.update(meta)
@@ -569,8 +568,8 @@ class WorkerFunction(KeyedCoProcessFunction):
         return [meta["shards"].get(s, (0, -1)) for s in range(self.s.shards)]
 
     def _train(self, task, key, clock, batch, version, staleness, meta):
-        indptr, indices, values = stack_packed([(ex[6], ex[7]) for ex in batch])
-        labels = np.array([ex[4] for ex in batch], np.float64)
+        indptr, indices, values = batch.indptr, batch.indices, batch.values
+        labels = batch.labels.astype(np.float64)
         work = self._replica(key, meta)
         rows = prepare(indptr, indices, values, self.s.bits)
         offset = -sum(meta.get("offsets", {}).values())  # the shards' centring
@@ -591,7 +590,7 @@ class WorkerFunction(KeyedCoProcessFunction):
                 work.copy.push(shard, clock, part_idx, mine)
                 self._journal_rmw(work, meta, ("p", shard, clock, part_idx, mine))
             yield ("push", task, shard, key, clock, part_idx, part_g)
-        event_ids = [ex[3] for ex in batch]
+        event_ids = batch.event_ids
         lines = prediction_lines(task, key, event_ids, labels.astype(np.int64), scores,
                                  version, staleness, clock, self.s.batch_predictions)  # fmt: skip
         for line in lines:

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.feature_extraction import FeatureHasher
 
-from connectors.hashing import _index_sign, hash_batch, hash_features, pack_row, pack_rows
+from connectors.hashing import _index_sign, hash_batch, hash_features, stack_rows
 
 
 def random_features(rng: random.Random) -> dict:
@@ -59,5 +59,6 @@ def test_batch_rows_equal_event_by_event_rows():
     # the training job hashes a batch at once, serving one event at a time: same rows
     rng = random.Random(7)
     batch = [random_features(rng) for _ in range(2000)]
-    expected = [pack_row(*hash_features(features, 18)) for features in batch]
-    assert pack_rows(*hash_batch(batch, 18)) == expected
+    expected = stack_rows(hash_features(features, 18) for features in batch)
+    got = hash_batch(batch, 18)
+    assert [a.tolist() for a in got] == [a.tolist() for a in expected]
