@@ -13,7 +13,7 @@ import pytest
 from connectors.admin import create_topics, produce, read_records
 from connectors.hashing import hash_batch
 from connectors.messages import ModelUpdate, decode_update
-from connectors.snapshot import Snapshot, load, save
+from connectors.snapshot import Snapshot, from_updates, load, save
 from connectors.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode
 from flink_jobs import train
 from operators.local import OnlineLogistic
@@ -262,8 +262,10 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
     preds = committed_records(kafka, f"{topic_name}-pred", count=events + 1, idle=3)
     ids = [json.loads(r.value)["event_id"] for r in preds]
     assert len(ids) == len(set(ids)) == events
+    sent = {r.key.decode() for r in read_records(kafka, topic_name, count=events, timeout=5)}
+    assert set(ids) == sent  # the very events sent, not merely as many
     clocks = {(json.loads(r.value)["worker"], json.loads(r.value)["clock"]) for r in preds}
-    assert len(clocks) == batches
+    assert clocks == {("ctr#0", c) for c in range(batches)}  # contiguous, none skipped
 
     # each shard's state applied every (worker, clock) push exactly once: its final update
     # (the last one it wrote, after the restart) counts them
@@ -280,17 +282,29 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
     # parity test shows equal to an undisturbed Flink run): not merely close, as it was
     # while restarted workers took the failed attempt's later updates from the feedback
     # topic and scored re-trained examples with weights that had seen their labels
-    local = train.run(
+    reference = train.local_run(
         train.TrainConfig(
             kafka=kafka,
             engine="local",
             input_topic=topic_name,
             bits=BITS,
+            workers=1,
+            shards=4,
             batch_size=100,
+            consistency="sync",
             max_events=events,
         )
     )
+    local = reference.summary
     assert abs(summary["tasks"]["ctr"]["auc"] - local["tasks"]["ctr"]["auc"]) <= 1e-4
+    # the shards' final state is a replay of each push exactly once: the weights the topic's
+    # updates end with (absolute values, the last one wins, the failed attempt's included)
+    # are the reference's
+    (snap,) = from_updates([decode_update(r.value) for r in read_records(
+        kafka, f"{topic_name}-updates", idle=3)], BITS)  # fmt: skip
+    local_w = reference.models["ctr"].weights_
+    assert np.count_nonzero(local_w) > 100
+    assert np.max(np.abs(snap.weights - local_w)) <= 1e-6
 
 
 def test_sync_with_two_workers_finishes_a_bounded_stream(kafka, topic_name, tmp_path):
