@@ -41,6 +41,9 @@ class Snapshot:
     # intercept of ``weights`` (a plain linear model); a predictor following the run's
     # updates unfolds it, since updates carry the intercept unfolded
     offsets: dict = field(default_factory=dict)
+    # shard -> the version of its oldest update read, where the updates before it were no
+    # longer on the topic (``from_updates``); not saved
+    gaps: dict = field(default_factory=dict)
 
     def unfolded(self) -> np.ndarray:
         """``weights`` as the run's model updates hold them: the centring not in the
@@ -167,30 +170,55 @@ def _offsets(directory: Path, doc: object) -> dict:
     return offsets
 
 
-def from_updates(updates, bits: int) -> list[Snapshot]:
+def from_updates(updates, bits: int, base: Snapshot | None = None) -> list[Snapshot]:
     """Materialize the latest weights of each task of the newest run from model updates
-    (``ModelUpdate`` objects in topic order; absolute values, so the last one wins)."""
+    (``ModelUpdate`` objects in topic order; absolute values, so the last one wins).
+
+    With ``base``, a snapshot of one run's task, start from its weights and apply only that
+    run's updates that are newer than it, shard by shard: the topic then needs to hold only
+    its tail. A shard whose oldest update read is not the next after what the weights
+    already hold (version 1 without a base) is listed in the snapshot's ``gaps``: the topic
+    no longer reaches back far enough, and the coordinates only the missing updates wrote
+    are absent."""
     from operators.ps import Replica
 
     updates = list(updates)
-    if not updates:
+    if base is None and not updates:
         return []
-    run = updates[-1].run
+    run = base.run if base is not None else updates[-1].run
     replicas: dict[str, Replica] = {}
     shards: dict[str, dict] = {}
     offsets: dict[str, dict] = {}
+    gaps: dict[str, dict] = {}
+    as_of: dict[str, int] = {}
+    read: set = set()  # (task, shard) of which an update was applied
+    if base is not None:
+        replicas[base.task] = Replica()
+        replicas[base.task].assign(np.arange(dimension(bits)), base.unfolded())
+        shards[base.task] = {
+            s: (v, base.clock.get(str(s), {})) for s, v in base.shard_versions.items()
+        }
+        offsets[base.task] = dict(base.offsets)
+        as_of[base.task] = base.as_of_ms
     for update in updates:
-        if update.run != run:
+        if update.run != run or (base is not None and update.task != base.task):
             continue
+        held = base.shard_versions.get(update.shard, 0) if base is not None else 0
+        if update.version <= held:
+            continue  # already in the base's weights
         if update.indices.size and update.indices.max() >= dimension(bits):
             raise SnapshotError(
                 f"update of task {update.task!r} has index {int(update.indices.max())}, "
                 f"beyond 2**{bits}: pass the run's --hash-bits"
             )
+        if (update.task, update.shard) not in read and update.version > held + 1:
+            gaps.setdefault(update.task, {})[update.shard] = update.version
+        read.add((update.task, update.shard))
         replicas.setdefault(update.task, Replica()).assign(update.indices, update.values)
         shards.setdefault(update.task, {})[update.shard] = (update.version, update.clock)
         if update.offset is not None:
             offsets.setdefault(update.task, {})[update.shard] = update.offset
+        as_of[update.task] = max(as_of.get(update.task, 0), update.ts)
     return [
         Snapshot(
             task=task,
@@ -201,10 +229,29 @@ def from_updates(updates, bits: int) -> list[Snapshot]:
             clock={str(s): c for s, (_, c) in sorted(shards[task].items())},
             run=run,
             shard_versions={s: v for s, (v, _) in sorted(shards[task].items())},
-            as_of_ms=max(u.ts for u in updates if u.run == run and u.task == task),
+            as_of_ms=as_of.get(task, 0),
+            gaps=dict(sorted(gaps.get(task, {}).items())),
         )
         for task, replica in sorted(replicas.items())
     ]
+
+
+def gap_warning(snap: Snapshot, topic: str) -> str | None:
+    """What to tell a user whose snapshot was built from a topic that lost its head.
+
+    >>> gap_warning(Snapshot("ctr", 4, 9, np.zeros(17), run="r", gaps={1: 5}), "updates")
+    "warning: topic 'updates' no longer holds run r's first updates of task ctr (shard 1 \
+starts at version 5): coordinates only those updates wrote are missing. Start from an \
+older snapshot (--init-model) or keep the topic's retention longer than a run."
+    """
+    if not snap.gaps:
+        return None
+    shards = ", ".join(f"shard {s} starts at version {v}" for s, v in snap.gaps.items())
+    return (
+        f"warning: topic {topic!r} no longer holds run {snap.run}'s first updates of task "
+        f"{snap.task} ({shards}): coordinates only those updates wrote are missing. Start "
+        "from an older snapshot (--init-model) or keep the topic's retention longer than a run."
+    )
 
 
 def _folded(weights: np.ndarray, offsets: dict) -> np.ndarray:
@@ -231,8 +278,11 @@ def load_models(path: str | Path) -> dict[str, Snapshot]:
     return models
 
 
-def from_topic(kafka, topic: str, bits: int, idle: float = 3.0) -> list[Snapshot]:
-    """The newest run's latest weights per task, read from a model-updates topic."""
+def from_topic(
+    kafka, topic: str, bits: int, idle: float = 3.0, base: Snapshot | None = None
+) -> list[Snapshot]:
+    """The newest run's latest weights per task, read from a model-updates topic; with
+    ``base``, that snapshot's run and task brought up to date (see :func:`from_updates`)."""
     from connectors.admin import read_records
     from connectors.errors import DecodeError
     from connectors.messages import decode_update
@@ -243,7 +293,7 @@ def from_topic(kafka, topic: str, bits: int, idle: float = 3.0) -> list[Snapshot
             updates.append(decode_update(record.value))
         except DecodeError:
             continue  # not a model update
-    snapshots = from_updates(updates, bits)
+    snapshots = from_updates(updates, bits, base)
     if not snapshots:
         raise SnapshotError(f"no model updates on topic {topic!r}")
     return snapshots

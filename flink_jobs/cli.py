@@ -16,7 +16,7 @@ from pathlib import Path
 
 from connectors.errors import DecodeError, StreamshardError
 from flink_jobs import generate, serve, train, validate
-from flink_jobs.options import Parser, add_kafka_args, kafka_config
+from flink_jobs.options import Parser, add_kafka_args, hash_bits_from_args, kafka_config
 
 EXIT_USAGE = 2
 
@@ -108,15 +108,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from connectors.hashing import check_bits
-    from connectors.snapshot import from_topic, save
+    from connectors.snapshot import from_topic, gap_warning, load, save
 
-    try:
-        check_bits(args.hash_bits)
-    except ValueError as exc:
-        raise StreamshardError(str(exc)) from exc
-    for snap in from_topic(kafka_config(args), args.updates_topic, args.hash_bits, args.idle):
+    hash_bits_from_args(args)
+    base = load(args.init_model) if args.init_model else None
+    kafka = kafka_config(args)
+    for snap in from_topic(kafka, args.updates_topic, args.hash_bits, args.idle, base):
         print(f"{save(snap, args.out)}  task {snap.task} version {snap.version} run {snap.run}")
+        warning = gap_warning(snap, args.updates_topic)
+        if warning:
+            print(warning, file=sys.stderr)
     return 0
 
 
@@ -335,6 +336,12 @@ def build_parser() -> Parser:
     p.add_argument("--hash-bits", type=int, default=20, help="the run's --hash-bits")
     p.add_argument(
         "--idle", type=float, default=3.0, help="seconds without records that end the read"
+    )
+    p.add_argument(
+        "--init-model",
+        metavar="DIR",
+        help="a snapshot of the run to bring up to date: only the topic's newer updates "
+        "are read (the topic may have lost the run's start)",
     )
     add_kafka_args(p)
     p.set_defaults(func=_snapshot)

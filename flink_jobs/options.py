@@ -212,6 +212,20 @@ def task_limits(tasks: str | None, max_tasks: int | None) -> tuple[tuple | None,
     return names, max_tasks or len(names)
 
 
+def hash_bits_from_args(args) -> int:
+    """``--hash-bits``, checked (its models have ``2**bits + 1`` floats), and the
+    ``--init-model`` snapshot, if any, checked against it."""
+    from connectors.hashing import check_bits
+
+    try:
+        check_bits(args.hash_bits)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if getattr(args, "init_model", None):
+        check_init_model(args.init_model, args.hash_bits)
+    return args.hash_bits
+
+
 def check_init_model(path: str, bits: int) -> None:
     """Refuse, with one line, a warm start that cannot work (bad snapshot, other hashing)."""
     from connectors.snapshot import load_models

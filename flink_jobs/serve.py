@@ -33,10 +33,10 @@ from flink_jobs.options import (
     add_flink_args,
     add_kafka_args,
     add_task_arguments,
-    check_init_model,
     clip_from_args,
     fail_marker_from_args,
     flink_settings,
+    hash_bits_from_args,
     kafka_config,
     task_limits,
 )
@@ -365,8 +365,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    from connectors.hashing import check_bits
-
     for name in ("replicas", "max_pending"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -378,12 +376,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise ConfigError(f"--max-wait must be > 0 s, got {args.max_wait}")
     if args.max_events is not None and args.max_events < 1:
         raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
-    try:
-        check_bits(args.hash_bits)  # the replicas are 2**bits floats each
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    if args.init_model:
-        check_init_model(args.init_model, args.hash_bits)
+    hash_bits_from_args(args)
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
     cfg = ServeConfig(
         kafka=kafka_config(args),

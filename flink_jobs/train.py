@@ -31,10 +31,10 @@ from flink_jobs.options import (
     add_flink_args,
     add_kafka_args,
     add_task_arguments,
-    check_init_model,
     clip_from_args,
     fail_marker_from_args,
     flink_settings,
+    hash_bits_from_args,
     kafka_config,
     task_limits,
 )
@@ -641,13 +641,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         Consistency.parse(args.consistency)
         hyper = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
         make_optimizer(args.optimizer, **hyper)
-        from connectors.hashing import check_bits
-
-        check_bits(args.hash_bits)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if args.init_model:
-        check_init_model(args.init_model, args.hash_bits)
+    hash_bits_from_args(args)
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
     if args.input_format == "ndjson" and args.max_events is not None:
         raise ConfigError("--input-format ndjson counts events inside records: bound the run "

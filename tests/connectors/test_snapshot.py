@@ -128,6 +128,22 @@ def test_snapshot_and_export_commands(kafka, topic_name, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "ctr-v7" in out.stdout
+    # versions 1-6 of shard 0 are not on the topic: the user is told
+    assert "no longer holds run r1's first updates of task ctr (shard 0 starts at version 7)" in (
+        out.stderr
+    )
+    # the snapshot plus the topic's tail: only updates newer than it are read
+    newer = ModelUpdate("r1", "ctr", 0, 8, {"ctr#0": 7}, idx[:1], np.array([42.0]))
+    produce(kafka, topic_name, [(None, newer.to_bytes())])
+    base = str(tmp_path / "ctr-v7")
+    args = ["snapshot", "--updates-topic", topic_name, "--out", str(tmp_path / "up")]
+    out = streamshard(*args, "--hash-bits", str(BITS), "--idle", "1", "--init-model", base, env=env)
+    assert out.returncode == 0 and "no longer holds" not in out.stderr, out.stderr
+    assert "ctr-v8" in out.stdout
+    up = load(tmp_path / "up" / "ctr-v8")
+    assert up.weights[idx[0]] == 42.0 and up.weights[idx[1:]].tolist() == vals[1:].tolist()
+    out = streamshard(*args, "--hash-bits", str(BITS + 1), "--init-model", base, env=env)
+    assert out.returncode == 2 and f"hashed with 2**{BITS} features" in out.stderr
     out = streamshard(
         "export",
         "--model",
@@ -180,3 +196,42 @@ def test_weights_must_be_finite_to_load(tmp_path):
     out = save(Snapshot(task="ctr", bits=BITS, version=3, weights=weights, clock={}), tmp_path)
     with pytest.raises(SnapshotError, match="not all finite"):
         load(out)
+
+
+def _update(run, shard, version, idx, vals, task="ctr", ts=0):
+    clock = {"ctr#0": version - 1}
+    return ModelUpdate(
+        run, task, shard, version, clock, np.array(idx), np.array(vals, float), ts=ts
+    )
+
+
+def test_a_topic_that_lost_a_runs_start_is_reported_as_a_gap():
+    whole = [_update("r", 0, 1, [1], [0.5]), _update("r", 0, 2, [2], [0.25])]
+    assert from_updates(whole, BITS)[0].gaps == {}
+    (tail,) = from_updates(whole[1:] + [_update("r", 1, 1, [3], [1.0])], BITS)
+    assert tail.gaps == {0: 2}  # shard 0's version 1 is gone; shard 1 is whole
+    assert tail.weights[1] == 0.0  # what only the lost update wrote is missing
+
+
+def test_a_snapshot_plus_the_topics_tail_equals_the_whole_topic():
+    updates = [
+        _update("r", 0, 1, [1, 2], [0.5, 0.25], ts=1),
+        _update("r", 1, 1, [40], [1.5], ts=2),
+        _update("r", 0, 2, [1], [0.75], ts=3),
+        _update("r", 1, 2, [41], [-1.0], ts=4),
+        _update("r", 0, 3, [2], [0.125], ts=5),
+    ]
+    (whole,) = from_updates(updates, BITS)
+    (base,) = from_updates(updates[:3], BITS)
+    # the topic has lost its first three updates; the snapshot holds them
+    (resumed,) = from_updates(updates[3:], BITS, base=base)
+    assert resumed.gaps == {} and resumed.version == whole.version == 5
+    assert resumed.weights.tolist() == whole.weights.tolist()
+    assert resumed.shard_versions == whole.shard_versions and resumed.as_of_ms == 5
+    # updates the snapshot already holds are not applied again, nor are other runs'
+    (again,) = from_updates(updates + [_update("other", 0, 9, [1], [9.0])], BITS, base=base)
+    assert again.weights.tolist() == whole.weights.tolist()
+    (short,) = from_updates(updates[4:], BITS, base=base)
+    assert short.gaps == {}  # shard 0 goes on from the base; shard 1 has nothing newer
+    (lost,) = from_updates(updates[4:] + [_update("r", 1, 3, [41], [2.0])], BITS, base=base)
+    assert lost.gaps == {1: 3}  # shard 1's version 2 is neither in the base nor on the topic
