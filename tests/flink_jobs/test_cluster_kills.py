@@ -259,3 +259,80 @@ def test_training_survives_taskmanager_and_python_worker_kills(
     for update in final.values():
         assert update.pushes_applied == len(clocks)
         assert update.clock == last
+
+
+VALIDATE_EVENTS = 30_000
+
+
+def test_validate_survives_a_taskmanager_kill(cluster, kafka, topic_name, tmp_path, request):
+    """kill -9 of the TaskManager running `validate` mid-stream: the job recovers by itself,
+    and the committed outputs hold every valid event once and every bad record once, read
+    until the topics are idle."""
+    from connectors.errors import DecodeError
+    from connectors.events import decode_event
+
+    source, out, dlq = (f"{topic_name}-{s}" for s in ("in", "valid", "dlq"))
+    generate = [SCRIPT, "generate", "--events", str(VALIDATE_EVENTS), "--seed", "9",
+                "--partitions", "2", "--malformed", "0.02",
+                "--bootstrap-servers", kafka.bootstrap_servers]  # fmt: skip
+    # the whole stream at once, for its end offsets and as the oracle; the job's copy is fed
+    # at a steady pace (the same seed: the same records at the same offsets)
+    whole = subprocess.run([*generate, "--topic", f"{source}-all"], env={**os.environ, **cluster},
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr
+    stop_at = re.search(r"end offsets (\S+)", whole.stdout).group(1)
+    create_topics(kafka, [source], partitions=2)
+    submit = subprocess.Popen(
+        [SCRIPT, "submit", "validate", "--jobmanager", f"127.0.0.1:{REST_PORT}", "--",
+         "--bootstrap-servers", kafka.bootstrap_servers, "--input-topic", source,
+         "--output-topic", out, "--dead-letter-topic", dlq, "--parallelism", "1",
+         "--checkpoint-interval", "2000", "--delivery", "exactly-once",
+         "--stop-at-offsets", stop_at],
+        env={**os.environ, **cluster}, stdout=open(tmp_path / "validate.log", "w"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    request.addfinalizer(submit.kill)
+    jid = wait_for(
+        lambda: next((j["jid"] for j in rest_json("/jobs/overview")["jobs"]
+                      if j["state"] == "RUNNING" and j["name"].startswith("streamshard-validate")),
+                     None), 300, "the validate job")  # fmt: skip
+    feed = subprocess.Popen([*generate, "--topic", source, "--rate", str(FEED_RATE)],
+                            env={**os.environ, **cluster}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    request.addfinalizer(feed.kill)
+
+    def written(n):
+        def check():
+            assert submit.poll() is None, (tmp_path / "validate.log").read_text()[-3000:]
+            return len(read_records(kafka, out, timeout=2, idle=1, committed_only=False)) >= n
+
+        return check
+
+    wait_for(written(8_000), 300, "8,000 valid events written")
+    wait_for(lambda: completed_checkpoints(jid) > 0, 120, "a checkpoint")
+    tm = taskmanagers_of(jid)[0]
+    for orphan in python_workers(tm):
+        request.addfinalizer(lambda orphan=orphan: _kill_quietly(orphan))
+    added = streamshard("cluster", "add-taskmanager", env=cluster)
+    assert added.returncode == 0, added.stderr
+    assert feed.poll() is None, "the feed ended before the kill"
+    recovery = kill_and_recover(jid, tm)
+    _, feed_err = feed.communicate(timeout=300)
+    assert feed.returncode == 0, feed_err[-3000:]
+    assert submit.wait(timeout=600) == 0, (tmp_path / "validate.log").read_text()[-3000:]
+    assert len(rest_json(f"/jobs/{jid}/exceptions")["exceptionHistory"]["entries"]) >= 1
+    print(f"\nvalidate recovery {json.dumps(recovery)}")
+
+    good, bad = set(), 0
+    for record in read_records(kafka, f"{source}-all", count=VALIDATE_EVENTS, timeout=60):
+        try:
+            good.add(decode_event(record.value).event_id)
+        except DecodeError:
+            bad += 1
+    assert len(good) + bad == VALIDATE_EVENTS and bad > 100
+    valid = committed_records(kafka, out, count=len(good) + 1, timeout=300, idle=5)
+    dead = committed_records(kafka, dlq, count=bad + 1, timeout=120, idle=5)
+    ids = [json.loads(r.value)["event_id"] for r in valid]
+    assert len(ids) == len(set(ids)), "an event written twice"
+    assert set(ids) == good
+    assert len(dead) == bad and all(json.loads(r.value)["reason"] for r in dead)
