@@ -1,6 +1,7 @@
 """The training job on a real standalone cluster survives kill -9 of two TaskManagers and of
 a Python worker: it recovers by itself, every event is predicted exactly once (committed view)
-and every push is applied exactly once per shard; the recovery times are measured.
+and every push is applied exactly once per shard; the recovery times are measured. The
+validate job survives kill -9 of its TaskManager with every record once in its outputs.
 
 The final AUC must be within 0.01 of an undisturbed run's on the same events. The undisturbed
 run here is the local reference (`train --engine local`: the same learner, sequential, run
