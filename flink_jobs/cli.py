@@ -14,9 +14,15 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from connectors.errors import DecodeError, StreamshardError
+from connectors.errors import ConfigError, DecodeError, StreamshardError
 from flink_jobs import generate, serve, train, validate
-from flink_jobs.options import Parser, add_kafka_args, hash_bits_from_args, kafka_config
+from flink_jobs.options import (
+    Parser,
+    add_kafka_args,
+    check_init_model,
+    checked_bits,
+    kafka_config,
+)
 
 EXIT_USAGE = 2
 
@@ -108,10 +114,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from connectors.snapshot import from_topic, gap_warning, load, save
+    from connectors.snapshot import from_topic, gap_warning, save
 
-    hash_bits_from_args(args)
-    base = load(args.init_model) if args.init_model else None
+    base = None
+    if args.init_model:  # loaded and verified once
+        models = check_init_model(args.init_model, checked_bits(args.hash_bits))
+        if len(models) > 1:
+            tasks = ", ".join(sorted(models))
+            raise ConfigError(f"--init-model {args.init_model}: holds the snapshots of "
+                              f"{len(models)} tasks ({tasks}); name one of them")  # fmt: skip
+        (base,) = models.values()
+    else:
+        checked_bits(args.hash_bits)
     kafka = kafka_config(args)
     for snap in from_topic(kafka, args.updates_topic, args.hash_bits, args.idle, base):
         print(f"{save(snap, args.out)}  task {snap.task} version {snap.version} run {snap.run}")

@@ -215,24 +215,33 @@ def task_limits(tasks: str | None, max_tasks: int | None) -> tuple[tuple | None,
 def hash_bits_from_args(args) -> int:
     """``--hash-bits``, checked (its models have ``2**bits + 1`` floats), and the
     ``--init-model`` snapshot, if any, checked against it."""
+    bits = checked_bits(args.hash_bits)
+    if getattr(args, "init_model", None):
+        check_init_model(args.init_model, bits)
+    return bits
+
+
+def checked_bits(bits: int) -> int:
+    """``--hash-bits``, or a one-line refusal."""
     from connectors.hashing import check_bits
 
     try:
-        check_bits(args.hash_bits)
+        check_bits(bits)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if getattr(args, "init_model", None):
-        check_init_model(args.init_model, args.hash_bits)
-    return args.hash_bits
+    return bits
 
 
-def check_init_model(path: str, bits: int) -> None:
-    """Refuse, with one line, a warm start that cannot work (bad snapshot, other hashing)."""
+def check_init_model(path: str, bits: int) -> dict:
+    """The ``--init-model`` snapshots by task, loaded and verified; refuse, with one line, a
+    warm start that cannot work (bad snapshot, other hashing)."""
     from connectors.snapshot import load_models
 
-    for task, snap in load_models(path).items():
+    models = load_models(path)
+    for task, snap in models.items():
         if snap.bits != bits:
             raise ConfigError(
                 f"--init-model {path}: task {task!r} was hashed with 2**{snap.bits} features, "
                 f"this run with --hash-bits {bits}"
             )
+    return models

@@ -144,6 +144,15 @@ def test_snapshot_and_export_commands(kafka, topic_name, tmp_path):
     assert up.weights[idx[0]] == 42.0 and up.weights[idx[1:]].tolist() == vals[1:].tolist()
     out = streamshard(*args, "--hash-bits", str(BITS + 1), "--init-model", base, env=env)
     assert out.returncode == 2 and f"hashed with 2**{BITS} features" in out.stderr
+    # a folder of snapshots as train --init-model reads it: of one task, its newest; of two
+    # tasks, refused (a snapshot brings one task up to date)
+    out = streamshard(*args, "--hash-bits", str(BITS), "--idle", "1", "--init-model",
+                      str(tmp_path / "up"), env=env)  # fmt: skip
+    assert out.returncode == 0 and "ctr-v8" in out.stdout, out.stderr
+    save(Snapshot("fraud", BITS, 1, np.zeros(2**BITS + 1)), tmp_path / "up")
+    out = streamshard(*args, "--hash-bits", str(BITS), "--init-model", str(tmp_path / "up"),
+                      env=env)  # fmt: skip
+    assert out.returncode == 2 and "2 tasks (ctr, fraud); name one of them" in out.stderr
     out = streamshard(
         "export",
         "--model",
