@@ -231,6 +231,85 @@ def _plain_event(doc: dict, require_label: bool) -> Event | None:
     return None
 
 
+def decode_events(raws: list, require_label: bool = True) -> list[Event | DecodeError]:
+    """:func:`decode_event` over a batch of records: for each, what it returns, or the
+    :class:`DecodeError` it raises. A batch of common, valid documents is checked as a whole
+    (each rule once over all of it, in loops that run in C: about a third of the per-record
+    checks' cost); any doubt sends the whole batch record by record, where each reason is
+    named.
+
+    >>> good = b'{"event_id": "e1", "ts": 5, "label": 1, "features": {"os": "ios"}}'
+    >>> [type(r).__name__ for r in decode_events([good, good])]
+    ['Event', 'Event']
+    >>> [type(r).__name__ for r in decode_events([good, b'{"event_id": 1}'])]
+    ['Event', 'DecodeError']
+    """
+    try:
+        events = _plain_events(raws, require_label)
+    except Exception:  # anything odd: the record-by-record path names it
+        events = None
+    if events is not None:
+        return events
+    out: list[Event | DecodeError] = []
+    for raw in raws:
+        try:
+            out.append(decode_event(raw, require_label))
+        except DecodeError as exc:
+            out.append(exc)
+    return out
+
+
+def _plain_events(raws: list, require_label: bool) -> list[Event] | None:
+    """The events of a batch whose every record :func:`_plain_event` would accept, checked
+    rule by rule over the whole batch; None if any record may break a rule."""
+    if not raws:
+        return []
+    longest = max(map(len, raws)) if set(map(type, raws)) == {bytes} else MAX_RECORD_BYTES + 1
+    if longest > MAX_RECORD_BYTES:
+        return None
+    docs = list(map(orjson.loads, raws))
+    if set(map(type, docs)) != {dict} or not all(map(_FIELDS.issuperset, docs)):
+        return None
+    get, many = dict.get, itertools.repeat
+    ids = list(map(get, docs, many("event_id")))
+    stamps = list(map(get, docs, many("ts")))
+    labels = list(map(get, docs, many("label")))
+    tasks = list(map(get, docs, many("task"), many(DEFAULT_TASK)))
+    features = list(map(get, docs, many("features")))
+    if set(map(type, ids)) != {str} or min(map(len, ids)) == 0 or max(map(len, ids)) > MAX_ID_CHARS:
+        return None
+    if set(map(type, stamps)) != {int} or min(stamps) < 0:
+        return None
+    kinds = set(map(type, labels))
+    if not (kinds == {int} or (not require_label and kinds <= {int, type(None)})):
+        return None
+    if not set(labels) <= {0, 1, None}:
+        return None
+    if set(map(type, tasks)) != {str} or not all(map(valid_task_name, set(tasks))):
+        return None
+    if set(map(type, features)) != {dict} or max(map(len, features)) > MAX_FEATURES:
+        return None
+    names = list(itertools.chain.from_iterable(features))
+    if names:
+        lengths = set(map(len, names))
+        if min(lengths) == 0 or max(lengths) > MAX_NAME_CHARS:
+            return None
+        values = list(itertools.chain.from_iterable(map(dict.values, features)))
+        kinds = set(map(type, values))
+        if not kinds <= _PLAIN_KINDS:
+            return None
+        # no text in a record is longer than the record: short records need no length check
+        if longest > MAX_VALUE_CHARS and str in kinds:
+            if max(map(len, filter(_is_str, values))) > MAX_VALUE_CHARS:
+                return None
+        if (
+            kinds - {str}
+            and max(map(abs, itertools.filterfalse(_is_str, values))) > MAX_INT_FEATURE
+        ):
+            return None
+    return list(map(Event, ids, stamps, features, labels, tasks))
+
+
 def _validate_features(features: object, fast: bool = False) -> dict[str, str | float]:
     if features is _MISSING:
         raise DecodeError("missing field 'features' (expected an object)")

@@ -10,8 +10,7 @@ import numpy as np
 from pyflink.datastream import ProcessFunction
 
 from connectors.deadletter import dead_letter
-from connectors.errors import DecodeError
-from connectors.events import decode_event, split_record
+from connectors.events import Event, decode_events, split_record
 from connectors.hashing import clip_values, hash_batch
 from operators.evaluation import DEAD_LETTER_COUNT
 from operators.examples import Examples
@@ -37,28 +36,36 @@ class ParseFunction(ProcessFunction):
         self.gate = self.s.task_gate()
 
     def process_element(self, value, ctx):
-        events, seen = [], 0
-        topic = self.s.input_topic
+        raws, where = [], []
         for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
             for index, raw in split_record(line, self.s.ndjson):
-                seen += 1
-                try:
-                    event = decode_event(raw)
-                except DecodeError as exc:
-                    letter = dead_letter(raw, exc.reason, topic, partition, offset, index=index)
-                    yield DEAD_LETTERS, letter
-                    continue
-                refused = self.gate.refuse(event.task)
-                if refused:
-                    letter = dead_letter(raw, refused, topic, partition, offset, "admit",
-                                         index=index)  # fmt: skip
-                    yield DEAD_LETTERS, letter
-                else:
-                    events.append(event)
-        if len(events) < seen:
-            yield COUNTS, ("count", DEAD_LETTER_COUNT, seen - len(events))
-        # grouped by worker key, then the whole batch hashed in one call; each key's share
-        # leaves as one Examples (columns: one small pickle into the worker and its state)
+                raws.append(raw)
+                where.append((partition, offset, index))
+        topic, events, refusals = self.s.input_topic, [], {}
+        decoded = decode_events(raws)
+        for raw, (partition, offset, index), event in zip(raws, where, decoded, strict=True):
+            if type(event) is not Event:
+                yield DEAD_LETTERS, dead_letter(raw, event.reason, topic, partition, offset,
+                                                index=index)  # fmt: skip
+                continue
+            if event.task not in refusals:  # a task's admission, once per batch
+                refusals[event.task] = self.gate.refuse(event.task)
+            refused = refusals[event.task]
+            if refused:
+                letter = dead_letter(raw, refused, topic, partition, offset, "admit", index=index)
+                yield DEAD_LETTERS, letter
+            else:
+                events.append(event)
+        if len(events) < len(raws):
+            yield COUNTS, ("count", DEAD_LETTER_COUNT, len(raws) - len(events))
+        yield from self._chunks(events)
+
+    def _chunks(self, events: list):
+        """The events grouped by worker key (task and worker), hashed in one call; each
+        key's share leaves as one Examples (columns: one small pickle into the worker and its
+        state)."""
+        if not events:
+            return
         groups: dict[str, list] = {}
         for event in events:
             key = f"{event.task}#{worker_of(event.event_id, self.s.workers)}"

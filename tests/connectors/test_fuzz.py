@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from connectors.errors import DecodeError
-from connectors.events import decode_event
+from connectors.events import Event, _plain_events, decode_event, decode_events
 from connectors.messages import decode_update
 
 EVENT = {"event_id": "e-1", "ts": 1763800000123, "task": "ctr", "label": 1,
@@ -81,6 +81,39 @@ def test_no_mutant_escapes_as_anything_but_a_decode_error(decode, doc):
                 assert exc.reason, value
                 outcomes["rejected"] += 1
     assert outcomes["ok"] > 100 and outcomes["rejected"] > 1000, outcomes  # both paths taken
+
+
+def _each(raws, require_label):
+    """decode_event record by record: each Event, or the reason it was refused."""
+    out = []
+    for raw in raws:
+        try:
+            out.append(decode_event(raw, require_label))
+        except DecodeError as exc:
+            out.append(exc.reason)
+    return out
+
+
+@pytest.mark.parametrize("require_label", [True, False], ids=["events", "requests"])
+def test_a_batch_decodes_as_its_records_one_by_one(require_label):
+    """decode_events checks a batch of plain records as a whole: whatever it accepts that
+    way must be exactly what decode_event accepts, and every refusal keeps its reason."""
+    rng = random.Random(11)
+    good = [json.dumps({**EVENT, "event_id": f"e-{i}", "label": i % 2}).encode() for i in range(5)]
+    unlabelled = json.dumps({k: v for k, v in EVENT.items() if k != "label"}).encode()
+    wide = json.dumps({**EVENT, "features": {f"f{i}": "v" * 900 for i in range(60)}}).encode()
+    batches = [good, [], good + [unlabelled], [wide] * 3, good + [wide]]
+    batches += [[*good[:2], m, good[3]] for m in _mutants(EVENT, rng, 3000) if m is not None]
+    whole = 0
+    for batch in batches:
+        results = decode_events(batch, require_label)
+        got = [r if isinstance(r, Event) else r.reason for r in results]
+        assert got == _each(batch, require_label), batch
+        try:  # what decode_events does first: the whole batch at once
+            whole += _plain_events(batch, require_label) is not None
+        except Exception:  # then record by record
+            pass
+    assert whole > 100  # the batch path was taken, not only the record-by-record one
 
 
 @pytest.mark.parametrize("task", ["../../escaped", "/abs", "a/b", "t#1", ".hidden", "..", "a b"])
