@@ -46,6 +46,7 @@ class FlinkSettings:
     # (heartbeat timeout), so allow ~40 s of restarts, not 5 s
     restart_attempts: int = 20
     buffer_timeout_ms: int = 100
+    jvm_heap_mb: int = 1536  # the local mini-cluster's heap (``local_heap_mb``); $JVM_ARGS wins
     options: tuple = ()  # (key, value) pairs of Flink configuration, set last
     job_options: tuple = ()  # those of ``options`` the job chose itself: known good, not checked
 
@@ -183,6 +184,26 @@ def _config_options(jvm, keys: set[str]) -> dict:
 # C1 only: on this 2-core machine the C2 compiler took a third of a core for the whole of a
 # one-minute training run; without it the same run went from 407 to 509 events/s (README).
 LOCAL_JVM_ARGS = "-XX:TieredStopAtLevel=1"
+
+
+def local_heap_mb(bits: int, workers: int) -> int:
+    """The local mini-cluster's heap: 1 GiB for Flink, plus three times the keyed state of
+    one task whose model is dense (each worker's replica and the shards' ranges, four arrays
+    of 8-byte floats per coordinate), at least 1,536 MiB, in steps of 256. Left to itself
+    the JVM takes a quarter of the machine's memory (6 GiB here) and the heap grows into it
+    whether the job needs it or not (decision 0012).
+
+    >>> local_heap_mb(20, 2), local_heap_mb(24, 2)
+    (1536, 5632)
+    """
+    state_mb = 8 * 4 * ((1 << bits) + 1) * (workers + 1) / (1 << 20)
+    return max(1536, -(-int(1024 + 3 * state_mb) // 256) * 256)
+
+
+def local_jvm_args(heap_mb: int) -> str:
+    return f"{LOCAL_JVM_ARGS} -Xmx{heap_mb}m"
+
+
 JOBMANAGER_ENV = "STREAMSHARD_JOBMANAGER"  # set by `streamshard submit` for the job's process
 
 
@@ -190,7 +211,7 @@ def make_env(s: FlinkSettings) -> StreamExecutionEnvironment:
     target = os.environ.get(JOBMANAGER_ENV)
     under_flink_run = bool(os.environ.get("PYFLINK_GATEWAY_PORT"))  # set by `flink run` only
     if not under_flink_run:  # before the first gateway call (``Configuration()`` starts the JVM)
-        os.environ.setdefault("JVM_ARGS", LOCAL_JVM_ARGS)
+        os.environ.setdefault("JVM_ARGS", local_jvm_args(s.jvm_heap_mb))
     conf = flink_configuration(s, on_cluster=under_flink_run)
     if under_flink_run and target:
         # under `streamshard submit` (flink run): the Python process builds its environment

@@ -166,7 +166,7 @@ def fail_marker_from_args(args: argparse.Namespace, flink) -> str | None:
 
 
 def flink_settings(args: argparse.Namespace):
-    from flink_jobs.env import FlinkSettings
+    from flink_jobs.env import FlinkSettings, local_heap_mb
 
     options = []
     for item in args.flink_option:
@@ -174,8 +174,11 @@ def flink_settings(args: argparse.Namespace):
         if not sep or not key.strip():
             raise ConfigError(f"--flink-option must be KEY=VALUE, got {item!r}")
         options.append((key.strip(), value.strip()))
+    # the heap follows the model (validate has none); --hash-bits is checked later, once
+    bits = min(max(getattr(args, "hash_bits", None) or 20, 1), 30)
     return FlinkSettings(
         options=tuple(options),
+        jvm_heap_mb=local_heap_mb(bits, getattr(args, "workers", 1)),
         parallelism=args.parallelism,
         checkpoint_interval_ms=args.checkpoint_interval,
         state_backend=args.state_backend,
@@ -225,17 +228,13 @@ def checked_bits(bits: int) -> int:
     """``--hash-bits``, or a one-line refusal."""
     from connectors.hashing import check_bits
 
-    try:
-        check_bits(bits)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
-    return bits
+    return check_bits(bits)
 
 
 def check_init_model(path: str, bits: int) -> dict:
     """The ``--init-model`` snapshots by task, loaded and verified; refuse, with one line, a
     warm start that cannot work (bad snapshot, other hashing)."""
-    from connectors.snapshot import load_models
+    from operators.snapshot import load_models
 
     models = load_models(path)
     for task, snap in models.items():
