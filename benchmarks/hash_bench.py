@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.events import decode_event  # noqa: E402
 from connectors.hashing import hash_batch, hash_features, stack_rows  # noqa: E402
-from connectors.synthetic import CtrSettings, CtrStream  # noqa: E402
+from operators.synthetic import CtrSettings, CtrStream  # noqa: E402
 
 BITS = 20
 

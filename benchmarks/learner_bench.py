@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ceiling import StandardizedSparseFtrl  # noqa: E402
 from connectors.hashing import hash_batch  # noqa: E402
-from connectors.synthetic import CtrSettings, CtrStream  # noqa: E402
 from operators.local import OnlineLogistic  # noqa: E402
 from operators.metrics import roc_auc  # noqa: E402
+from operators.synthetic import CtrSettings, CtrStream  # noqa: E402
 
 BITS = 20
 

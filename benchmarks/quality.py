@@ -38,7 +38,7 @@ DEFAULTS = {"alpha": 0.2, "beta": 1.0, "l1": 0.0, "l2": 0.0}
 
 def load(name: str) -> tuple[list[dict], np.ndarray]:
     if name == "synthetic":
-        from connectors.synthetic import CtrSettings, CtrStream
+        from operators.synthetic import CtrSettings, CtrStream
 
         docs = [d for d, _ in CtrStream(CtrSettings(**SYNTHETIC)).events()]
         return [d["features"] for d in docs], np.array([d["label"] for d in docs])

@@ -57,7 +57,7 @@ FILTER_EVENTS = 20_000  # the filter pair's stream (at most the whole stream)
 
 def data_file(events: int) -> Path:
     """The stream as raw JSON lines (what a consumer reads off Kafka), made once per size."""
-    from connectors.synthetic import CtrSettings, CtrStream, encode
+    from operators.synthetic import CtrSettings, CtrStream, encode
 
     path = DATA / f"ctr-{events}-s{SEED}.jsonl"
     if not path.exists():

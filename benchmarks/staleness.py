@@ -24,11 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.hashing import hash_batch  # noqa: E402
-from connectors.synthetic import CtrSettings, CtrStream  # noqa: E402
 from operators.logistic import dimension, gradient, predict_proba  # noqa: E402
 from operators.metrics import roc_auc  # noqa: E402
 from operators.optim import make_optimizer  # noqa: E402
 from operators.ps import DenseRange, ShardServer, StateReplica  # noqa: E402
+from operators.synthetic import CtrSettings, CtrStream  # noqa: E402
 
 
 def run(batches, lag: int, bits: int, workers: int = 1, read_my_writes: bool = False) -> float:

@@ -12,6 +12,8 @@ order. ``digits`` is the binary task "the digit is 5 or more" over the 64 pixel 
 
 from __future__ import annotations
 
+from connectors.errors import ConfigError
+
 NAMES = ("breast_cancer", "digits", "phishing", "bananas")
 # the data sets on which linear learners differ by more than an AUC's noise: on Bananas
 # (two coordinates, a non-linear boundary) every linear learner measured scores 0.536-0.546,
@@ -40,7 +42,7 @@ def rows(name: str) -> tuple[list[dict], list[int]]:
             xs.append({str(k): float(v) for k, v in x.items()})
             ys.append(int(bool(y)))
         return xs, ys
-    raise ValueError(f"unknown data set {name!r}; one of {', '.join(NAMES)}")
+    raise ConfigError(f"unknown data set {name!r}; one of {', '.join(NAMES)}")
 
 
 def _named(data) -> list[dict]:

@@ -9,8 +9,10 @@ class StreamshardError(Exception):
     """Root of every error raised on purpose by streamshard."""
 
 
-class ConfigError(StreamshardError):
-    """A flag, environment variable or properties file holds a value we cannot use."""
+class ConfigError(StreamshardError, ValueError):
+    """A flag, environment variable, properties file or setting holds a value we cannot use.
+    The pure core raises it too (a ``ValueError`` as well, for code that expects one), so no
+    caller translates errors by hand."""
 
 
 class BrokerError(StreamshardError):

@@ -18,6 +18,7 @@ from functools import cache, lru_cache
 import numpy as np
 from sklearn.utils import murmurhash3_32
 
+from connectors.errors import ConfigError
 from connectors.events import DEFAULT_CLIP
 
 MIN_BITS, MAX_BITS = 1, 30
@@ -26,7 +27,7 @@ _INT32_MIN = -(2**31)
 
 def check_bits(bits: int) -> int:
     if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"hash bits must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
+        raise ConfigError(f"hash bits must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
     return bits
 
 

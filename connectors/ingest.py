@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from connectors.config import KafkaConfig
+from connectors.errors import ConfigError
 from connectors.flink_kafka import FEEDBACK_FETCH_MAX_WAIT_MS
 
 
@@ -85,7 +86,7 @@ def startup_options(start: str) -> dict[str, str]:
     if start.startswith("offset:") and start[7:].isdigit():
         return {"scan.startup.mode": "specific-offsets",
                 "scan.startup.specific-offsets": f"partition:0,offset:{start[7:]}"}  # fmt: skip
-    raise ValueError(f"unknown start {start!r}")
+    raise ConfigError(f"unknown start {start!r}")
 
 
 def bounded_options(stop_offsets: Mapping[int, int] | None) -> dict[str, str]:

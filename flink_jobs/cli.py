@@ -114,7 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from connectors.snapshot import from_topic, gap_warning, save
+    from operators.snapshot import from_topic, gap_warning, save
 
     base = None
     if args.init_model:  # loaded and verified once
@@ -138,8 +138,8 @@ def _snapshot(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import joblib
 
-    from connectors.snapshot import load
     from operators.export import to_sklearn
+    from operators.snapshot import load
 
     if not Path(args.model).is_dir():
         raise StreamshardError(f"--model {args.model}: no such directory")

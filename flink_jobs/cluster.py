@@ -27,6 +27,7 @@ from connectors.errors import StreamshardError
 
 PROJECT = Path(__file__).resolve().parents[1]
 PACKAGES = ("connectors", "operators", "flink_jobs")
+JOBS = ("train", "validate", "serve")  # what `submit` runs: `flink run -py cli.py JOB`
 
 
 class ClusterError(StreamshardError):
@@ -290,9 +291,9 @@ def submit(
     job: str, job_args: list[str], jobmanager: str, detached: bool, savepoint: str | None = None
 ) -> int:
     """``flink run -py`` the job module against ``jobmanager`` (HOST:PORT of its REST API)."""
-    entry = PROJECT / "flink_jobs" / f"{job}.py"
-    if not entry.exists():
-        raise ClusterError(f"unknown job {job!r} (expected one of train, validate, serve)")
+    if job not in JOBS:
+        raise ClusterError(f"unknown job {job!r} (expected one of {', '.join(JOBS)})")
+    entry = PROJECT / "flink_jobs" / "cli.py"  # `flink run -py cli.py JOB FLAGS`
     job_args = checked_job_args(job_args)
     host, _, port = jobmanager.rpartition(":")
     if not host or not port.isdigit():
@@ -303,7 +304,7 @@ def submit(
         "-py", str(entry), "-pyexec", sys.executable, "-pyclientexec", sys.executable,
         "-pyfs", ",".join(str(PROJECT / p) for p in PACKAGES),
         *(["-d"] if detached else []), *(["-s", savepoint] if savepoint else []),
-        *job_args,
+        job, *job_args,
     ]  # fmt: skip
     env = _env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))

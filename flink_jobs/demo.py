@@ -19,7 +19,7 @@ import numpy as np
 from connectors.broker import EmbeddedBroker
 from connectors.config import KafkaConfig
 from connectors.errors import ConfigError
-from connectors.synthetic import CtrSettings, CtrStream
+from operators.synthetic import CtrSettings, CtrStream
 
 BITS = 20
 SEED = 42
@@ -76,10 +76,10 @@ def check_sizes(events: int, requests: int) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from connectors.admin import create_topics
-    from connectors.snapshot import from_topic, save
     from flink_jobs import generate, report, serve, train
     from flink_jobs.env import FlinkSettings
     from operators.metrics import roc_auc
+    from operators.snapshot import from_topic, save
 
     check_sizes(args.events, args.requests)
     out = Path(args.out).resolve()

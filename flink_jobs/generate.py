@@ -15,7 +15,8 @@ import numpy as np
 
 from connectors.config import KafkaConfig
 from connectors.errors import StreamshardError
-from connectors.synthetic import (
+from flink_jobs.options import add_kafka_args, kafka_config
+from operators.synthetic import (
     MALFORMED_KINDS,
     CtrSettings,
     CtrStream,
@@ -23,7 +24,6 @@ from connectors.synthetic import (
     encode,
     truth_report,
 )
-from flink_jobs.options import add_kafka_args, kafka_config
 
 SCENARIOS = ("ctr",)
 
@@ -262,16 +262,10 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         raise ConfigError(f"--rate must be > 0 events/s, got {args.rate}")
     if not 0.0 <= args.malformed <= 1.0:
         raise ConfigError(f"--malformed must be a fraction in [0, 1], got {args.malformed}")
-    try:
-        settings = CtrSettings(
-            events=count,
-            seed=args.seed,
-            base_rate=args.base_rate,
-            drift_at=args.drift_at,
-            task=args.task,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    settings = CtrSettings(
+        events=count, seed=args.seed, base_rate=args.base_rate, drift_at=args.drift_at,
+        task=args.task,
+    )  # fmt: skip
     return GenerateConfig(
         kafka=kafka_config(args),
         settings=settings,

@@ -425,15 +425,3 @@ def print_summary(summary: dict) -> None:
             else ""
         )
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    from flink_jobs.cli import run_command
-
-    return run_command(["serve", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -38,7 +38,7 @@ from flink_jobs.options import (
     kafka_config,
     task_limits,
 )
-from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
+from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, json_record
 from operators.optim import make_optimizer
 from operators.ps import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, Consistency, batch_size_at
 
@@ -153,10 +153,10 @@ def build(env, cfg: TrainConfig):
         PICKLED,
         PREDICTION_LINES,
         PREDICTIONS,
-        ShardFunction,
-        WorkerFunction,
         fan_out_updates,
     )
+    from operators.shard_fn import ShardFunction
+    from operators.worker_fn import WorkerFunction
 
     s = cfg.ps_settings()
     # events and model updates reach Python in batches gathered in Java window state
@@ -341,11 +341,16 @@ def _follow(client, watcher: _MetricsWatcher, cfg: TrainConfig, expected: int | 
             )
 
 
+def _4(value) -> str:
+    """A metric to four places, or ``n/a`` when it is undefined (``null`` on the topic)."""
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
 def progress_line(watcher: _MetricsWatcher, seconds: float) -> str:
     """One line of an unbounded run's progress: events so far, rate, AUC per task."""
     n = watcher.accounted()
     tasks = "; ".join(
-        f"{task} AUC {doc['auc']:.4f} version {doc['model_version']}"
+        f"{task} AUC {_4(doc['auc'])} version {doc['model_version']}"
         for task, doc in sorted(watcher.cumulative.items())
     )
     return (f"[{seconds:,.0f}s] {n:,} events ({n / max(seconds, 1e-9):,.0f}/s overall), "
@@ -407,9 +412,9 @@ def local_run(cfg: TrainConfig) -> LocalRun:
     from connectors.errors import DecodeError
     from connectors.events import decode_event, split_record
     from connectors.hashing import clip_values, hash_batch
-    from connectors.snapshot import load_models
     from operators.evaluation import Prequential
     from operators.local import OnlineLogistic
+    from operators.snapshot import load_models
 
     stop_offsets, expected = resolve_bounds(cfg)
     init = load_models(cfg.init_model) if cfg.init_model else {}
@@ -501,7 +506,7 @@ def run(cfg: TrainConfig) -> dict:
     summary = run_local(cfg) if cfg.engine == "local" else run_flink(cfg)
     if cfg.summary_json:
         Path(cfg.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.summary_json).write_text(json.dumps(summary, indent=2))
+        Path(cfg.summary_json).write_text(json_record(summary, indent=2))
     return summary
 
 
@@ -637,12 +642,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise ConfigError(f"--ingest-window must be >= 1 ms, got {args.ingest_window}")
     if args.batch_timeout < 0 or args.update_threshold < 0:
         raise ConfigError("--batch-timeout and --update-threshold must be >= 0")
-    try:
-        Consistency.parse(args.consistency)
-        hyper = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
-        make_optimizer(args.optimizer, **hyper)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    Consistency.parse(args.consistency)
+    hyper = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
+    make_optimizer(args.optimizer, **hyper)
     hash_bits_from_args(args)
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
     if args.input_format == "ndjson" and args.max_events is not None:
@@ -706,20 +708,8 @@ def print_summary(summary: dict) -> None:
     )
     for task, doc in sorted(summary["tasks"].items()):
         print(
-            f"  task {task}: n={doc['count']:,} AUC {doc['auc']:.4f} "
+            f"  task {task}: n={doc['count']:,} AUC {_4(doc['auc'])} "
             f"(±{doc['auc_error_bound']:.1e}) "
-            f"log loss {doc['log_loss']:.4f} accuracy {doc['accuracy']:.4f} "
+            f"log loss {_4(doc['log_loss'])} accuracy {_4(doc['accuracy'])} "
             f"staleness max {doc['staleness_max']} model version {doc['model_version']}"
         )
-
-
-def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    from flink_jobs.cli import run_command
-
-    return run_command(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

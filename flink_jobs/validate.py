@@ -151,15 +151,3 @@ def dead_letters_since(cfg: ValidateConfig, since_ms: int) -> int:
         if doc.get("topic") == cfg.input_topic and doc.get("time", 0) >= since_ms:
             count += 1
     return count
-
-
-def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    from flink_jobs.cli import run_command
-
-    return run_command(["validate", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

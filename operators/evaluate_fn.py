@@ -4,7 +4,6 @@ this adapter keeps them in keyed state like the shards keep their blocks."""
 
 from __future__ import annotations
 
-import json
 import pickle
 import time
 
@@ -12,7 +11,7 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
-from operators.evaluation import Prequential
+from operators.evaluation import Prequential, json_record
 from operators.journal import Working, WorkingCopies
 from operators.ps import timer_lapsed
 from operators.ps_fn import PICKLED, arm_timer
@@ -68,7 +67,7 @@ class EvaluatorFunction(KeyedProcessFunction):
             work = self._prequential(task, (added, journaled))
             entry = (labels, scores, version, staleness, time.time())
             for window in work.copy.add(*entry):
-                yield json.dumps({**window, "run": self.run_id, "time": int(time.time() * 1000)})
+                yield json_record({**window, "run": self.run_id, "time": int(time.time() * 1000)})
             added, journaled = added + 1, journaled + 1
             if journaled >= self.copies.compact_every:
                 # as bytes: process mode's state cache would keep (and later commit) the
@@ -94,4 +93,4 @@ class EvaluatorFunction(KeyedProcessFunction):
             doc = {"type": "counter", "name": name, "count": int(self.state.value() or 0)}
         doc["time"] = int(time.time() * 1000)
         doc["run"] = self.run_id
-        yield json.dumps(doc)
+        yield json_record(doc)

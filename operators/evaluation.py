@@ -8,11 +8,13 @@ which :meth:`ScoreHistogram.auc_error_bound` returns alongside the estimate.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
 import numpy as np
 
+from connectors.errors import ConfigError
 from operators.metrics import EPS, calibration, summary
 
 BINS = 1 << 16
@@ -20,6 +22,27 @@ LOGIT_RANGE = 12.0
 # counters the evaluator keeps beside the tasks' metrics
 DEAD_LETTER_COUNT = "__dead_letters__"
 REJECTED_COUNT = "__rejected_pushes__"
+
+
+def finite(value):
+    """``value`` with every non-finite float inside it (an AUC of one class, a precision with
+    nothing predicted positive) replaced by None, so that it is JSON for every reader.
+
+    >>> finite({"auc": float("nan"), "w": [1.0, float("inf")], "n": 3})
+    {'auc': None, 'w': [1.0, None], 'n': 3}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_record(doc: dict, **dumps) -> str:
+    """``doc`` as strict JSON: an undefined metric is ``null``, never ``NaN``."""
+    return json.dumps(finite(doc), allow_nan=False, **dumps)
 
 
 class ScoreHistogram:
@@ -65,7 +88,7 @@ class Prequential:
 
     def __init__(self, task: str, window: int = 10_000):
         if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
+            raise ConfigError(f"window must be >= 1, got {window}")
         self.task = task
         self.window = window
         self.hist = ScoreHistogram()

@@ -12,6 +12,7 @@ from sklearn.feature_extraction import FeatureHasher
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from connectors.errors import ConfigError
 from operators.logistic import dimension
 
 
@@ -26,7 +27,7 @@ def to_sklearn(weights: np.ndarray, bits: int) -> Pipeline:
     """
     weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (dimension(bits),):
-        raise ValueError(
+        raise ConfigError(
             f"weights must have 2**bits + 1 = {dimension(bits)} entries, got {weights.shape}"
         )
     model = LogisticRegression()
@@ -48,7 +49,7 @@ def from_sklearn(model, bits: int) -> np.ndarray:
         model = model.steps[-1][1]
     coef = np.asarray(getattr(model, "coef_", None), dtype=np.float64)
     if coef.ndim != 2 or coef.shape != (1, 1 << bits):
-        raise ValueError(
+        raise ConfigError(
             f"expected a fitted binary linear model over 2**{bits} hashed features, "
             f"got coef_ of shape {coef.shape}"
         )

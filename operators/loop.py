@@ -1,8 +1,8 @@
 """The parameter server loop's decisions, as pure functions of plain values.
 
-The Flink operators (``operators/ps_fn.py``) read keyed state, call these, and write state
-back; what a worker or a shard *decides* is here, where a unit test can reach it in
-microseconds. The mini-batch plan (``plan_batches``), the consistency models
+The Flink operators (``operators/worker_fn.py``, ``shard_fn.py``) read keyed state, call
+these, and write state back; what a worker or a shard *decides* is here, where a unit test
+can reach it in microseconds. The mini-batch plan (``plan_batches``), the consistency models
 (``Consistency.may_start``) and the batch timeout (``timer_lapsed``) are in
 ``operators/ps.py``.
 """

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from connectors.errors import ConfigError
+
 
 def _check(name: str, value: float, low: float = 0.0, strict: bool = False) -> float:
     ok = value > low if strict else value >= low
     if not (isinstance(value, (int, float)) and np.isfinite(value) and ok):
         relation = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number {relation} {low:g}, got {value!r}")
     return float(value)
 
 
@@ -66,7 +68,7 @@ class Ftrl(_Rule):
         """Set coordinates ``idx`` to weights ``w`` with no history (``n = 0``)."""
         denom = self.beta / self.alpha + self.l2
         if denom <= 0 and np.any(w != 0):
-            raise ValueError("an FTRL warm start needs beta > 0 or l2 > 0")
+            raise ConfigError("an FTRL warm start needs beta > 0 or l2 > 0")
         state["z"][idx] = -w * denom - np.sign(w) * self.l1
         state["n"][idx] = 0.0
 
@@ -327,7 +329,7 @@ OPTIMIZERS = {"ftrl": Ftrl, "adagrad": AdaGrad, "sgd": Sgd}
 def make_optimizer(name: str, **params: float):
     """Build an optimizer by name, keeping only the hyper-parameters it takes."""
     if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+        raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {name!r}")
     cls = OPTIMIZERS[name]
     accepted = cls.__init__.__code__.co_varnames[1 : cls.__init__.__code__.co_argcount]
     return cls(**{k: v for k, v in params.items() if k in accepted and v is not None})

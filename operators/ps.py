@@ -1,6 +1,7 @@
 """The parameter server's pure parts: range sharding, the shard's server function, the
-worker's replica and the consistency rule. No pyflink import: the Flink adapters in
-``operators/ps_fn.py`` only move these objects' inputs and outputs in and out of state.
+worker's replica and the consistency rule. No pyflink import: the Flink adapters
+(``operators/worker_fn.py``, ``shard_fn.py``) only move these objects' inputs and outputs in
+and out of state.
 
 Coordinates ``[0, 2**bits]`` (the last one is the intercept) are split into ``S`` contiguous
 ranges (Li et al., OSDI 2014, range partitioning); inside a shard they are stored in blocks of
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from connectors.errors import ConfigError
 from operators.optim import B_M2, B_MEAN, ROWS
 
 BLOCK = 4096  # the default; `train --block-size` chooses (see the README's measurements)
@@ -139,7 +141,9 @@ class Consistency:
             return cls(text, 0, max_in_flight)
         if text.startswith("bounded:") and text[8:].isdigit():
             return cls("bounded", int(text[8:]), max_in_flight)
-        raise ValueError(f"consistency must be async, sync or bounded:TAU (TAU >= 0), got {text!r}")
+        raise ConfigError(
+            f"consistency must be async, sync or bounded:TAU (TAU >= 0), got {text!r}"
+        )
 
     def may_start(self, clock: int, applied: list[int]) -> bool:
         """May a worker start mini-batch ``clock`` (0-based) given, per shard, the last of its

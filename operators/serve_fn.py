@@ -32,7 +32,7 @@ from operators.parse_fn import worker_of
 from operators.ps import BLOCK, DEFAULT_MAX_TASKS, Replica, TaskGate, timer_lapsed
 from operators.ps_fn import (
     PICKLED,
-    _MapView,
+    MapView,
     arm_timer,
     assign_journaled,
     replica_copy,
@@ -121,7 +121,7 @@ class ServeFunction(KeyedCoProcessFunction):
         self.fault = FailOnce(s.fail_marker, s.checkpoint_dir, after=1)
 
     def open(self, runtime_context):
-        from connectors.snapshot import load_models
+        from operators.snapshot import load_models
 
         self.init = load_models(self.s.init_model) if self.s.init_model else {}
         self.replica = runtime_context.get_map_state(
@@ -157,7 +157,7 @@ class ServeFunction(KeyedCoProcessFunction):
         snap = self.init.get(task)
         if snap is not None:
             meta["follow"] = Following.start(self.s.follow_run, snap)
-            Replica(_MapView(self.replica, meta["blocks"])).load_dense(snap.unfolded())
+            Replica(MapView(self.replica, meta["blocks"])).load_dense(snap.unfolded())
 
     def _working(self, key: str, meta: dict) -> Working:
         return replica_copy(

@@ -25,6 +25,8 @@ if os.environ.get("STREAMSHARD_THREAD_BOOT") == "1" and not sys.orig_argv:
         import operators.parse_fn  # noqa: F401
         import operators.ps_fn  # noqa: F401  (numpy, scikit-learn, scipy)
         import operators.serve_fn  # noqa: F401
+        import operators.shard_fn  # noqa: F401
         import operators.validate_fn  # noqa: F401
+        import operators.worker_fn  # noqa: F401
     except Exception as exc:  # never stop the interpreter from starting; the job will say why
         print(f"streamshard: thread-mode pre-import failed: {exc!r}", file=sys.stderr)

@@ -122,7 +122,7 @@ def test_user_errors_name_their_cause_in_one_line(args, says, tmp_path):
 def test_export_to_a_missing_folder_is_one_line(tmp_path):
     import numpy as np
 
-    from connectors.snapshot import Snapshot, save
+    from operators.snapshot import Snapshot, save
 
     model = save(Snapshot("ctr", 4, 1, np.zeros(2**4 + 1)), tmp_path)
     out = streamshard("export", "--model", str(model), "--out", str(tmp_path / "no" / "x.joblib"))

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from connectors.admin import create_topics, produce, read_records
-from connectors.synthetic import CtrSettings, CtrStream, encode
+from operators.synthetic import CtrSettings, CtrStream, encode
 from tests.cli_helpers import standalone_cluster, streamshard
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka]

@@ -14,11 +14,11 @@ from connectors import datasets
 from connectors.admin import create_topics, produce, read_records
 from connectors.hashing import hash_batch
 from connectors.messages import decode_update
-from connectors.snapshot import from_updates
-from connectors.synthetic import encode
 from operators.export import to_sklearn
 from operators.logistic import predict_proba
 from operators.ps import Replica
+from operators.snapshot import from_updates
+from operators.synthetic import encode
 from tests.cli_helpers import streamshard
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka]

@@ -19,10 +19,10 @@ import pytest
 from connectors.admin import consumer, create_topics, produce, read_records
 from connectors.hashing import hash_batch
 from connectors.messages import ModelUpdate
-from connectors.snapshot import from_updates, save
-from connectors.synthetic import CtrSettings, CtrStream
 from operators.local import OnlineLogistic
 from operators.logistic import sigmoid
+from operators.snapshot import from_updates, save
+from operators.synthetic import CtrSettings, CtrStream
 from tests.cli_helpers import SCRIPT
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka]

@@ -13,13 +13,13 @@ import pytest
 from connectors.admin import create_topics, produce, read_records
 from connectors.hashing import hash_batch
 from connectors.messages import ModelUpdate, decode_update
-from connectors.snapshot import Snapshot, from_updates, load, save
-from connectors.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode
 from flink_jobs import train
 from operators.local import OnlineLogistic
 from operators.logistic import dimension
 from operators.metrics import roc_auc
 from operators.ps import Replica, batch_size_at, whole_batches
+from operators.snapshot import Snapshot, from_updates, load, save
+from operators.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode
 from tests.cli_helpers import SCRIPT, streamshard
 from tests.txn import committed_records
 

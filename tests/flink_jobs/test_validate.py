@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from connectors.admin import create_topics, produce, read_records
-from connectors.synthetic import (
+from operators.synthetic import (
     EXPECTED_REASON,
     MALFORMED_KINDS,
     CtrSettings,

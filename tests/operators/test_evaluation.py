@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from connectors.synthetic import CtrSettings, CtrStream
 from operators.evaluation import Prequential, ScoreHistogram
+from operators.synthetic import CtrSettings, CtrStream
 
 
 def ctr_scores(n=60_000, seed=4):
@@ -56,3 +56,17 @@ def test_prequential_windows_are_exact_and_cumulative_matches():
 def test_window_must_be_positive():
     with pytest.raises(ValueError, match="window must be >= 1"):
         Prequential("t", window=0)
+
+
+def test_an_undefined_metric_is_null_on_the_wire_never_nan():
+    import json
+
+    from operators.evaluation import json_record
+
+    p = Prequential("t", window=2)
+    (window,) = p.add([1, 1], [0.9, 0.8], version=1, staleness=0, now=5.0)  # one class only
+    assert np.isnan(window["auc"])
+    strict = {"parse_constant": lambda name: pytest.fail(f"{name} in a metrics record")}
+    assert json.loads(json_record(window), **strict)["auc"] is None
+    cumulative = json.loads(json_record(p.cumulative()), **strict)
+    assert cumulative["events_per_s"] is None and cumulative["count"] == 2

@@ -4,9 +4,9 @@ from sklearn.feature_extraction import FeatureHasher
 from sklearn.linear_model import SGDClassifier
 
 from connectors.hashing import hash_batch
-from connectors.synthetic import CtrSettings, CtrStream
 from operators.export import from_sklearn, to_sklearn
 from operators.local import OnlineLogistic
+from operators.synthetic import CtrSettings, CtrStream
 
 BITS = 16
 

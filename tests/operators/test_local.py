@@ -5,9 +5,9 @@ import numpy as np
 
 from benchmarks.ceiling import SparseFtrl
 from connectors.hashing import hash_batch
-from connectors.synthetic import CtrSettings, CtrStream
 from operators.local import OnlineLogistic
 from operators.optim import Ftrl
+from operators.synthetic import CtrSettings, CtrStream
 
 BITS = 16
 

@@ -147,8 +147,8 @@ def test_gradient_is_the_summed_log_loss_gradient():
 
 def test_local_learner_learns_the_synthetic_stream():
     from connectors.hashing import hash_batch
-    from connectors.synthetic import CtrSettings, CtrStream
     from operators.metrics import roc_auc
+    from operators.synthetic import CtrSettings, CtrStream
 
     model = OnlineLogistic(bits=18, alpha=0.1)
     scores, labels = [], []

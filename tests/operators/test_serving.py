@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from connectors.snapshot import Snapshot, SnapshotError, load_models, save
 from operators.local import OnlineLogistic
 from operators.optim import make_optimizer
 from operators.ps import Replica, ShardServer
 from operators.serving import Following
+from operators.snapshot import Snapshot, SnapshotError, load_models, save
 
 
 def test_follows_one_run_and_skips_duplicates_and_older_runs():

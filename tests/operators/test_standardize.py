@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from connectors.messages import ModelUpdate, decode_update
-from connectors.snapshot import Snapshot, from_updates, load, save
 from operators.logistic import batch_gradient, batch_scores, prepare, standardized_push
 from operators.optim import Ftrl, Standardized, merge_moments, scaling
 from operators.ps import DenseRange, ShardServer, batch_size_at, plan_batches
 from operators.serving import Following
+from operators.snapshot import Snapshot, from_updates, load, save
 
 
 def _batch(rng, rows=20, bits=6):

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from connectors.errors import ConfigError
 from operators.metrics import log_loss, roc_auc
 
 # field -> (cardinality, Zipf exponent of its value frequencies; 0 = uniform)
@@ -54,11 +55,11 @@ class CtrSettings:
 
     def __post_init__(self) -> None:
         if self.events < 0:
-            raise ValueError(f"events must be >= 0, got {self.events}")
+            raise ConfigError(f"events must be >= 0, got {self.events}")
         if not 0.0 < self.base_rate < 1.0:
-            raise ValueError(f"base_rate must be in (0, 1), got {self.base_rate}")
+            raise ConfigError(f"base_rate must be in (0, 1), got {self.base_rate}")
         if self.drift_at is not None and self.drift_at < 0:
-            raise ValueError(f"drift_at must be >= 0, got {self.drift_at}")
+            raise ConfigError(f"drift_at must be >= 0, got {self.drift_at}")
 
 
 def _zipf_probs(card: int, exponent: float) -> np.ndarray:
@@ -245,4 +246,4 @@ def corrupt(doc: dict, kind: str) -> bytes:
         return encode({**doc, "task": "../../escaped"})
     if kind == "surrogate":
         return encode({**doc, "features": {"x": "ab"}}).replace(b'"ab"', b'"\\ud800"')
-    raise ValueError(f"unknown malformed kind {kind!r}; expected one of {MALFORMED_KINDS}")
+    raise ConfigError(f"unknown malformed kind {kind!r}; expected one of {MALFORMED_KINDS}")

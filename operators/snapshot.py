@@ -16,6 +16,7 @@ import numpy as np
 
 from connectors.errors import StreamshardError
 from operators.logistic import dimension
+from operators.ps import Replica
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.npz"
@@ -66,7 +67,7 @@ def inside(root: str | Path, name: str) -> Path:
     >>> inside("/tmp/snaps", "../escaped-v3")
     Traceback (most recent call last):
     ...
-    connectors.snapshot.SnapshotError: snapshot folder name '../escaped-v3' is not a plain name
+    operators.snapshot.SnapshotError: snapshot folder name '../escaped-v3' is not a plain name
     """
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise SnapshotError(f"snapshot folder name {name!r} is not a plain name")
@@ -180,7 +181,6 @@ def from_updates(updates, bits: int, base: Snapshot | None = None) -> list[Snaps
     already hold (version 1 without a base) is listed in the snapshot's ``gaps``: the topic
     no longer reaches back far enough, and the coordinates only the missing updates wrote
     are absent."""
-    from operators.ps import Replica
 
     updates = list(updates)
     if base is None and not updates:

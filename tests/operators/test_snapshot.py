@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from connectors.messages import ModelUpdate
-from connectors.snapshot import Snapshot, SnapshotError, from_updates, load, save
+from operators.snapshot import Snapshot, SnapshotError, from_updates, load, save
 
 BITS = 6
 

@@ -5,7 +5,7 @@ import pytest
 
 from connectors.errors import DecodeError
 from connectors.events import decode_event
-from connectors.synthetic import (
+from operators.synthetic import (
     CATEGORICAL,
     EXPECTED_REASON,
     MALFORMED_KINDS,
