@@ -21,9 +21,7 @@ import os
 from dataclasses import dataclass
 
 from pyflink.common import Types
-from pyflink.datastream import (
-    OutputTag,
-)
+from pyflink.datastream import OutputTag
 
 from connectors.errors import DecodeError
 from connectors.events import DEFAULT_CLIP

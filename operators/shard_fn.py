@@ -10,9 +10,7 @@ import time
 
 import numpy as np
 from pyflink.common import Types
-from pyflink.datastream import (
-    KeyedProcessFunction,
-)
+from pyflink.datastream import KeyedProcessFunction
 from pyflink.datastream.state import (
     ListStateDescriptor,
     MapStateDescriptor,

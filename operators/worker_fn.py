@@ -10,9 +10,7 @@ import json
 
 import numpy as np
 from pyflink.common import Types
-from pyflink.datastream import (
-    KeyedCoProcessFunction,
-)
+from pyflink.datastream import KeyedCoProcessFunction
 from pyflink.datastream.state import (
     ListStateDescriptor,
     MapStateDescriptor,
