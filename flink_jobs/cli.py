@@ -307,44 +307,19 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
-def build_parser() -> Parser:
-    parser = Parser(
-        prog="streamshard",
-        description="Streaming machine learning on PyFlink and Kafka.",
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-
-    p = sub.add_parser("broker", help="start, stop or inspect the embedded Kafka broker")
+def _broker_args(p: Parser) -> None:
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
-    p.set_defaults(func=_broker)
 
-    p = sub.add_parser("topics", help="create, list or delete Kafka topics")
+
+def _topics_args(p: Parser) -> None:
     p.add_argument("action", choices=["create", "list", "delete"])
     p.add_argument("names", nargs="*", metavar="TOPIC")
     p.add_argument("--partitions", type=int, default=1)
     add_kafka_args(p)
-    p.set_defaults(func=_topics)
 
-    p = sub.add_parser("generate", help="write a synthetic event stream with a known true model")
-    generate.add_arguments(p)
-    p.set_defaults(func=_generate)
 
-    p = sub.add_parser("validate", help="Flink job: validate events, bad ones to dead-letters")
-    validate.add_arguments(p)
-    p.set_defaults(func=_validate)
-
-    p = sub.add_parser("train", help="Flink job: online training through a parameter server")
-    train.add_arguments(p)
-    p.set_defaults(func=_train)
-
-    p = sub.add_parser("serve", help="Flink job: answer prediction requests with the live model")
-    serve.add_arguments(p)
-    p.set_defaults(func=_serve)
-
-    p = sub.add_parser("snapshot", help="save the latest weights of each model to a directory")
+def _snapshot_args(p: Parser) -> None:
     p.add_argument("--updates-topic", default="model-updates")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--hash-bits", type=int, default=20, help="the run's --hash-bits")
@@ -358,15 +333,15 @@ def build_parser() -> Parser:
         "are read (the topic may have lost the run's start)",
     )
     add_kafka_args(p)
-    p.set_defaults(func=_snapshot)
 
-    p = sub.add_parser("export", help="turn a snapshot into a scikit-learn pipeline file")
+
+def _export_args(p: Parser) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="a snapshot directory")
     p.add_argument("--to", default="sklearn", choices=["sklearn"])
     p.add_argument("--out", required=True, metavar="FILE")
-    p.set_defaults(func=_export)
 
-    p = sub.add_parser("report", help="write index.html with plots of a run's metrics")
+
+def _report_args(p: Parser) -> None:
     p.add_argument("--metrics-topic", default="metrics")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--run", help="the training run to report (default: the newest)")
@@ -381,9 +356,9 @@ def build_parser() -> Parser:
         "--idle", type=float, default=3.0, help="seconds without records that end the read"
     )
     add_kafka_args(p)
-    p.set_defaults(func=_report)
 
-    p = sub.add_parser("cluster", help="start, stop or inspect a local standalone Flink cluster")
+
+def _cluster_args(p: Parser) -> None:
     p.add_argument("action", choices=["start", "stop", "status", "add-taskmanager"])
     p.add_argument("--taskmanagers", type=int, default=1)
     p.add_argument("--slots", type=int, default=2, help="task slots per TaskManager")
@@ -391,9 +366,9 @@ def build_parser() -> Parser:
         "--bind-host", default="127.0.0.1", help="REST and RPC address (default loopback only)"
     )
     p.add_argument("--rest-port", type=int, default=8081)
-    p.set_defaults(func=_cluster)
 
-    p = sub.add_parser("submit", help="run a job on a Flink cluster with `flink run -py`")
+
+def _submit_args(p: Parser) -> None:
     p.add_argument("job", choices=["train", "validate", "serve"])
     p.add_argument("--jobmanager", default="127.0.0.1:8081", metavar="HOST:PORT")
     p.add_argument("--detached", action="store_true")
@@ -404,15 +379,15 @@ def build_parser() -> Parser:
         "may run at another --parallelism",
     )
     p.epilog = "The job's own flags follow --, e.g. submit train -- --max-events 10000"
-    p.set_defaults(func=_submit)
 
-    p = sub.add_parser("jobs", help="list, cancel or stop-with-savepoint jobs on a cluster")
+
+def _jobs_args(p: Parser) -> None:
     p.add_argument("action", choices=["list", "cancel", "stop-with-savepoint"])
     p.add_argument("job_id", nargs="?", metavar="JOB_ID")
     p.add_argument("--jobmanager", default="127.0.0.1:8081", metavar="HOST:PORT")
-    p.set_defaults(func=_jobs)
 
-    p = sub.add_parser("tail", help="print the records of a topic as JSON lines")
+
+def _tail_args(p: Parser) -> None:
     p.add_argument("--topic", required=True)
     p.add_argument("-n", type=int, default=10, help="how many records (default 10)")
     p.add_argument("--head", action="store_true", help="the first N records instead of the last")
@@ -423,14 +398,61 @@ def build_parser() -> Parser:
         "--idle", type=float, default=2.0, help="seconds without records that end the read"
     )
     add_kafka_args(p)
-    p.set_defaults(func=_tail)
 
-    p = sub.add_parser("demo", help="broker, stream, train, snapshot, serve, report: end to end")
+
+def _demo_args(p: Parser) -> None:
     p.add_argument("--events", type=int, default=20_000, help="training events")
     p.add_argument("--requests", type=int, default=3_000, help="serving requests")
     p.add_argument("--out", default="streamshard-demo", help="where the demo writes its files")
-    p.set_defaults(func=_demo)
-    for p in sub.choices.values():  # `streamshard train --debug` as well as `--debug train`
+
+
+# command, help, the function that adds its flags, its handler
+COMMANDS = (
+    ("broker", "start, stop or inspect the embedded Kafka broker", _broker_args, _broker),
+    ("topics", "create, list or delete Kafka topics", _topics_args, _topics),
+    (
+        "generate",
+        "write a synthetic event stream with a known true model",
+        generate.add_arguments,
+        _generate,
+    ),
+    (
+        "validate",
+        "Flink job: validate events, bad ones to dead-letters",
+        validate.add_arguments,
+        _validate,
+    ),
+    ("train", "Flink job: online training through a parameter server", train.add_arguments, _train),
+    (
+        "serve",
+        "Flink job: answer prediction requests with the live model",
+        serve.add_arguments,
+        _serve,
+    ),
+    ("snapshot", "save the latest weights of each model to a directory", _snapshot_args, _snapshot),
+    ("export", "turn a snapshot into a scikit-learn pipeline file", _export_args, _export),
+    ("report", "write index.html with plots of a run's metrics", _report_args, _report),
+    ("cluster", "start, stop or inspect a local standalone Flink cluster", _cluster_args, _cluster),
+    ("submit", "run a job on a Flink cluster with `flink run -py`", _submit_args, _submit),
+    ("jobs", "list, cancel or stop-with-savepoint jobs on a cluster", _jobs_args, _jobs),
+    ("tail", "print the records of a topic as JSON lines", _tail_args, _tail),
+    ("demo", "broker, stream, train, snapshot, serve, report: end to end", _demo_args, _demo),
+)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="streamshard",
+        description="Streaming machine learning on PyFlink and Kafka.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name, help_text, add_args, handler in COMMANDS:
+        p = sub.add_parser(name, help=help_text)
+        add_args(p)
+        p.set_defaults(func=handler)
+        # `streamshard train --debug` as well as `--debug train`
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks on errors")  # fmt: skip
     return parser

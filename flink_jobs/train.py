@@ -515,7 +515,17 @@ def run(cfg: TrainConfig) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default="flink", choices=["flink", "local"])
-    model = parser.add_argument_group("model")
+    _model_args(parser.add_argument_group("model"))
+    _ps_args(parser.add_argument_group("parameter server"))
+    _io_args(parser, parser.add_argument_group("topics and bounds"))
+    parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
+    add_kafka_args(parser)
+    # the feedback loop waits on every Python bundle and every network buffer it crosses
+    # process mode: thread mode is faster (README) but a job hung now and then, see env.py
+    add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5)
+
+
+def _model_args(model) -> None:
     model.add_argument("--hash-bits", type=int, default=20, help="2**BITS hashed features")
     model.add_argument("--optimizer", default="ftrl", choices=["ftrl", "adagrad", "sgd"])
     model.add_argument("--alpha", type=float, default=0.2, help="FTRL learning rate")
@@ -530,7 +540,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="learn over numeric features standardized online (running mean and variance "
         "kept on the shards with the weights; default)",
     )
-    ps = parser.add_argument_group("parameter server")
+
+
+def _ps_args(ps) -> None:
     ps.add_argument("--shards", type=int, default=4)
     ps.add_argument("--workers", type=int, default=2)
     ps.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
@@ -590,7 +602,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="coordinates per keyed-state entry of shards and replicas (default 4096)",
     )
     ps.add_argument("--window", type=int, default=10_000, help="metrics window (predictions)")
-    io = parser.add_argument_group("topics and bounds")
+
+
+def _io_args(parser: argparse.ArgumentParser, io) -> None:
     io.add_argument("--input-topic", default="events")
     io.add_argument(
         "--input-format", default="event", choices=["event", "ndjson"],
@@ -625,11 +639,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write a SHA-256 of each shard's and worker's state to TOPIC after every change "
         "(and as found, after a restore): checks savepoints and rescaling; costs a hash per record",
     )
-    parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
-    add_kafka_args(parser)
-    # the feedback loop waits on every Python bundle and every network buffer it crosses
-    # process mode: thread mode is faster (README) but a job hung now and then, see env.py
-    add_flink_args(parser, bundle_time_ms=10, buffer_timeout_ms=5)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
