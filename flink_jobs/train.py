@@ -139,28 +139,24 @@ class TrainConfig:
 
 
 def build(env, cfg: TrainConfig):
-    """Wire the training job onto ``env``."""
-    from pyflink.common import Types
+    """Wire the training job onto ``env``: the parser and the fan-out of model updates, the
+    parameter server (workers and shards), then the outputs; returns the shards' stream."""
+    s = cfg.ps_settings()
+    parsed, fanned = _inputs(env, cfg, s)
+    workers, shards = _parameter_server(parsed, fanned, s)
+    _outputs(cfg, parsed, workers, shards)
+    return shards
 
+
+def _inputs(env, cfg: TrainConfig, s):
+    """Events parsed (dead letters to their topic) and model updates fanned out to the
+    workers; both reach Python in batches gathered in Java window state
+    (connectors/ingest.py)."""
     from connectors.flink_kafka import kafka_sink
     from connectors.ingest import event_batches, table_env, update_batches
-    from operators.evaluate_fn import EvaluatorFunction
     from operators.parse_fn import ParseFunction
-    from operators.ps_fn import (
-        COUNTS,
-        DEAD_LETTERS,
-        DIGESTS,
-        PICKLED,
-        PREDICTION_LINES,
-        PREDICTIONS,
-        fan_out_updates,
-    )
-    from operators.shard_fn import ShardFunction
-    from operators.worker_fn import WorkerFunction
+    from operators.ps_fn import DEAD_LETTERS, PICKLED, fan_out_updates
 
-    s = cfg.ps_settings()
-    # events and model updates reach Python in batches gathered in Java window state
-    # (connectors/ingest.py)
     t_env = table_env(env)
     batches_in = event_batches(
         t_env,
@@ -178,12 +174,23 @@ def build(env, cfg: TrainConfig):
     parsed.get_side_output(DEAD_LETTERS).sink_to(
         kafka_sink(cfg.kafka, cfg.dead_letter_topic, cfg.delivery, f"{cfg.run_id}-dlq")
     ).name("dead-letter-sink").uid("dead-letter-sink")
-
     fanned = (
         updates.flat_map(fan_out_updates(s.workers, s.dim), output_type=PICKLED)
         .name("fan-out-updates")
         .uid("fan-out-updates")
     )
+    return parsed, fanned
+
+
+def _parameter_server(parsed, fanned, s):
+    """Workers keyed by ``task#worker`` (examples and model updates in), shards keyed by
+    ``task/shard`` (pushes in, model updates out)."""
+    from pyflink.common import Types
+
+    from operators.ps_fn import PICKLED
+    from operators.shard_fn import ShardFunction
+    from operators.worker_fn import WorkerFunction
+
     workers = (
         parsed.connect(fanned)
         .key_by(lambda exs: exs[2], lambda up: up[0], key_type=Types.STRING())
@@ -197,6 +204,17 @@ def build(env, cfg: TrainConfig):
         .name("shard")
         .uid("shard")
     )
+    return workers, shards
+
+
+def _outputs(cfg: TrainConfig, parsed, workers, shards) -> None:
+    """The model updates (the feedback edge), predictions, metrics and, when asked, digests."""
+    from pyflink.common import Types
+
+    from connectors.flink_kafka import kafka_sink
+    from operators.evaluate_fn import EvaluatorFunction
+    from operators.ps_fn import COUNTS, DIGESTS, PREDICTION_LINES, PREDICTIONS
+
     # the feedback edge: at-least-once by design, updates are absolute and idempotent
     shards.sink_to(
         kafka_sink(cfg.kafka, cfg.updates_topic, "at-least-once", low_latency=True, raw=True)
@@ -220,7 +238,6 @@ def build(env, cfg: TrainConfig):
         workers.get_side_output(DIGESTS).union(shards.get_side_output(DIGESTS)).sink_to(
             kafka_sink(cfg.kafka, cfg.digest_topic, "at-least-once")
         ).name("digest-sink").uid("digest-sink")
-    return shards
 
 
 # ---- bounding a run ---------------------------------------------------------------------
