@@ -76,7 +76,7 @@ def check_sizes(events: int, requests: int) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from connectors.admin import create_topics
-    from flink_jobs import generate, report, serve, train
+    from flink_jobs import generate, report, train
     from flink_jobs.env import FlinkSettings
     from operators.metrics import roc_auc
     from operators.snapshot import from_topic, save
@@ -117,7 +117,6 @@ def run_demo(args: argparse.Namespace) -> int:
                 timeout_s=1800,
             )
         )
-        ctr = trained["tasks"]["ctr"]
         _say(f"trained on {trained['events']:,} events in {trained['seconds']:.0f}s")
         snaps = from_topic(kafka, "model-updates", BITS)
         snap_dir = save(snaps[0], out / "models")
@@ -126,19 +125,7 @@ def run_demo(args: argparse.Namespace) -> int:
         labels = {d["event_id"]: d["label"] for d in docs}
         create_topics(kafka, ["requests"])
         _say(f"serving {args.requests:,} held-out requests at 500/s from the snapshot ...")
-        sender: list[threading.Thread] = []
-        served = serve.run(
-            serve.ServeConfig(
-                kafka=kafka,
-                flink=flink,
-                bits=BITS,
-                init_model=str(snap_dir),
-                max_events=args.requests,
-                summary_json=str(out / "serve-summary.json"),
-                timeout_s=600,
-            ),
-            on_running=lambda: sender.append(_send_requests(kafka, docs, rate=500)),
-        )
+        served = _serve(kafka, flink, snap_dir, docs, args.requests, out)
         preds = served["_predictions"]
         serve_auc = roc_auc(
             np.array([labels[p["event_id"]] for p in preds]), np.array([p["score"] for p in preds])
@@ -147,6 +134,34 @@ def run_demo(args: argparse.Namespace) -> int:
         serving = {**{k: v for k, v in served.items() if not k.startswith("_")}, "auc": serve_auc}
         page = report.write_report(report.read_metrics(kafka, "metrics"), out / "report",
                                    truth=truth, serving=serving)  # fmt: skip
+    _print_results(trained, served, truth, serve_auc, snap_dir, page)
+    print()
+    _say(f"done in {time.monotonic() - t0:.0f}s; broker stopped; files in {out}/")
+    ok = served["predictions"] == args.requests and trained["events"] == args.events
+    return 0 if ok else 1
+
+
+def _serve(kafka, flink, snap_dir: Path, docs: list, requests: int, out: Path) -> dict:
+    """``serve`` from the snapshot while a thread sends ``docs`` at 500 requests/s."""
+    from flink_jobs import serve
+
+    sender: list[threading.Thread] = []
+    return serve.run(
+        serve.ServeConfig(
+            kafka=kafka,
+            flink=flink,
+            bits=BITS,
+            init_model=str(snap_dir),
+            max_events=requests,
+            summary_json=str(out / "serve-summary.json"),
+            timeout_s=600,
+        ),
+        on_running=lambda: sender.append(_send_requests(kafka, docs, rate=500)),
+    )
+
+
+def _print_results(trained, served, truth, serve_auc, snap_dir, page) -> None:
+    ctr = trained["tasks"]["ctr"]
     lat = served["latency_ms"]
     print()
     _table(
@@ -182,7 +197,3 @@ def run_demo(args: argparse.Namespace) -> int:
             ("report", str(page)),
         ]
     )
-    print()
-    _say(f"done in {time.monotonic() - t0:.0f}s; broker stopped; files in {out}/")
-    ok = served["predictions"] == args.requests and trained["events"] == args.events
-    return 0 if ok else 1
