@@ -22,6 +22,7 @@ THREAD_BOOT = PROJECT / "flink_jobs" / "thread_boot"  # sitecustomize.py for thr
 
 STATE_BACKENDS = ("hashmap", "rocksdb")
 EXECUTION_MODES = ("auto", "process", "thread")
+MIN_HEAP_MB = 1536  # the local mini-cluster's smallest heap (``local_heap_mb``)
 CHECKPOINT_MODES = {
     "exactly-once": CheckpointingMode.EXACTLY_ONCE,
     "at-least-once": CheckpointingMode.AT_LEAST_ONCE,
@@ -46,7 +47,8 @@ class FlinkSettings:
     # (heartbeat timeout), so allow ~40 s of restarts, not 5 s
     restart_attempts: int = 20
     buffer_timeout_ms: int = 100
-    jvm_heap_mb: int = 1536  # the local mini-cluster's heap (``local_heap_mb``); $JVM_ARGS wins
+    # the local mini-cluster's heap (``local_heap_mb``); $JVM_ARGS wins
+    jvm_heap_mb: int = MIN_HEAP_MB
     options: tuple = ()  # (key, value) pairs of Flink configuration, set last
     job_options: tuple = ()  # those of ``options`` the job chose itself: known good, not checked
 
@@ -197,7 +199,7 @@ def local_heap_mb(bits: int, workers: int) -> int:
     (1536, 5632)
     """
     state_mb = 8 * 4 * ((1 << bits) + 1) * (workers + 1) / (1 << 20)
-    return max(1536, -(-int(1024 + 3 * state_mb) // 256) * 256)
+    return max(MIN_HEAP_MB, -(-int(1024 + 3 * state_mb) // 256) * 256)
 
 
 def local_jvm_args(heap_mb: int) -> str:

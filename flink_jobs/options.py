@@ -166,6 +166,7 @@ def fail_marker_from_args(args: argparse.Namespace, flink) -> str | None:
 
 
 def flink_settings(args: argparse.Namespace):
+    from connectors.hashing import MAX_BITS, MIN_BITS
     from flink_jobs.env import FlinkSettings, local_heap_mb
 
     options = []
@@ -175,7 +176,7 @@ def flink_settings(args: argparse.Namespace):
             raise ConfigError(f"--flink-option must be KEY=VALUE, got {item!r}")
         options.append((key.strip(), value.strip()))
     # the heap follows the model (validate has none); --hash-bits is checked later, once
-    bits = min(max(getattr(args, "hash_bits", None) or 20, 1), 30)
+    bits = min(max(getattr(args, "hash_bits", None) or 20, MIN_BITS), MAX_BITS)
     return FlinkSettings(
         options=tuple(options),
         jvm_heap_mb=local_heap_mb(bits, getattr(args, "workers", 1)),

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from connectors.errors import StreamshardError
-from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
+from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, metric_text
 
 PLOTS = ("auc", "log_loss", "calibration", "throughput", "staleness", "dead_letters")
 COUNTER_LABELS = {DEAD_LETTER_COUNT: "dead letters", REJECTED_COUNT: "rejected pushes"}
@@ -233,24 +232,18 @@ def write_report(docs: list[dict], out: str | Path, run: str | None = None,
     return page
 
 
-def _cell(fmt: str, value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return fmt.format(value)
-
-
 def _html(run: str, final: dict[str, dict], counters: dict[str, int], settings: dict,
           truth: dict, serving: dict | None) -> str:  # fmt: skip
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in TABLE_FIELDS)
     rows = "".join(
         f"<tr><td>{html.escape(task)}</td>"
-        + "".join(f"<td>{_cell(fmt, doc.get(key))}</td>" for key, _, fmt in TABLE_FIELDS)
+        + "".join(f"<td>{metric_text(fmt, doc.get(key))}</td>" for key, _, fmt in TABLE_FIELDS)
         + "</tr>"
         for task, doc in sorted(final.items())
     )
     if truth:
-        rows += (f"<tr><td>true model</td><td></td><td>{_cell('{:.4f}', truth.get('auc'))}</td>"
-                 f"<td>{_cell('{:.4f}', truth.get('log_loss'))}</td>"
+        auc, loss = (metric_text("{:.4f}", truth.get(k)) for k in ("auc", "log_loss"))
+        rows += (f"<tr><td>true model</td><td></td><td>{auc}</td><td>{loss}</td>"
                  + "<td></td>" * (len(TABLE_FIELDS) - 3) + "</tr>")  # fmt: skip
     counter_rows = "".join(
         f"<li>{html.escape(label)}: {counters.get(name, 0):,}</li>"
@@ -293,7 +286,7 @@ def _serving_html(serving: dict | None) -> str:
         ("predictions", f"{serving.get('predictions', 0):,}"),
         ("dead letters", f"{serving.get('dead_letters', 0):,}"),
         ("latency p50 / p95 / p99 (ms), request ts to prediction",
-         " / ".join(_cell("{:,.0f}", lat.get(k)) for k in ("p50", "p95", "p99"))),
+         " / ".join(metric_text("{:,.0f}", lat.get(k)) for k in ("p50", "p95", "p99"))),
     ]  # fmt: skip
     if serving.get("seconds"):
         items.append(("predictions/s (job's whole run)",
@@ -303,7 +296,7 @@ def _serving_html(serving: dict | None) -> str:
                       f"{serving['ts_out_of_range']:,}"))  # fmt: skip
 
     def p50_p99(d: dict) -> str:
-        return " / ".join(_cell("{:,.0f}", d.get(k)) for k in ("p50", "p99"))
+        return " / ".join(metric_text("{:,.0f}", d.get(k)) for k in ("p50", "p99"))
 
     if serving.get("model_age_ms"):
         items.append(("model age p50 / p99 (ms since its newest update)",

@@ -38,7 +38,7 @@ from flink_jobs.options import (
     kafka_config,
     task_limits,
 )
-from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, json_record
+from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, json_record, metric_text
 from operators.optim import make_optimizer
 from operators.ps import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, Consistency, batch_size_at
 
@@ -359,8 +359,7 @@ def _follow(client, watcher: _MetricsWatcher, cfg: TrainConfig, expected: int | 
 
 
 def _4(value) -> str:
-    """A metric to four places, or ``n/a`` when it is undefined (``null`` on the topic)."""
-    return "n/a" if value is None or value != value else f"{value:.4f}"
+    return metric_text("{:.4f}", value, "n/a")
 
 
 def progress_line(watcher: _MetricsWatcher, seconds: float) -> str:

@@ -40,6 +40,20 @@ def finite(value):
     return value
 
 
+def metric_text(fmt: str, value, missing: str = "–") -> str:
+    """``value`` formatted with ``fmt``, or ``missing`` when it is undefined (None on the
+    wire, NaN in memory).
+
+    >>> metric_text("{:.2f}", 0.5), metric_text("{:.2f}", None)
+    ('0.50', '–')
+    >>> metric_text("{:.2f}", float("nan"), missing="n/a")
+    'n/a'
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return fmt.format(value)
+
+
 def json_record(doc: dict, **dumps) -> str:
     """``doc`` as strict JSON: an undefined metric is ``null``, never ``NaN``."""
     return json.dumps(finite(doc), allow_nan=False, **dumps)
