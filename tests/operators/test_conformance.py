@@ -207,11 +207,10 @@ def _numbers(out):
 
 def _learned(before, after):
     """(name, dense before, dense after) of what a learner holds per coordinate: its
-    optimizer state (not the standardization's moments, which count every row, nor the
-    weights on raw values, which they rescale)."""
+    optimizer state, the standardization's moments included (not the weights on raw values,
+    which a standardization rescales with every row)."""
     if isinstance(after, OnlineLogistic):
-        names = [k for k in after.shard_.arrays if k in after.server_.optimizer.state_names]
-        names = [k for k in names if k not in ("count", "mean", "m2")] or list(names)
+        names = after.server_.optimizer.state_names
         return [(k, before.shard_.arrays[k], after.shard_.arrays[k]) for k in names]
     if isinstance(after, tuple) and isinstance(after[0], ShardServer):
         return [(k, _dense(before[1], k), _dense(after[1], k)) for k in ("sent",)]
