@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -239,6 +240,9 @@ def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) ->
         "model_age_ms": percentiles("model_age_ms"),
         "latency_over_time": latency_over_time(predictions),
         "model_versions": len(versions),
+        # task -> shard -> the oldest version the topic still held, for a model that lacks
+        # the run's first updates (operators.serving.Following.gaps)
+        "model_gaps": {p["task"]: p["model_gaps"] for p in predictions if p.get("model_gaps")},
         "tasks": sorted({p["task"] for p in predictions}),
         "settings": {
             "bits": cfg.bits,
@@ -425,3 +429,9 @@ def print_summary(summary: dict) -> None:
             else ""
         )
     )
+    for task, gaps in sorted(summary["model_gaps"].items()):
+        shards = ", ".join(f"shard {s} starts at version {v}" for s, v in gaps.items())
+        print(f"warning: topic {summary['settings']['updates_topic']!r} no longer holds the "
+              f"first updates of task {task} ({shards}): its model lacks the coordinates only "
+              "those updates wrote. Start from a snapshot (--init-model) or keep the topic's "
+              "retention longer than a run.", file=sys.stderr)  # fmt: skip

@@ -9,6 +9,7 @@ Records between operators are tuples (pickled across the Python/Java bridge):
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -45,6 +46,8 @@ from operators.serving import (
     expire_waiting,
     prediction_records,
 )
+
+log = logging.getLogger(__name__)
 
 DEAD_LETTERS = OutputTag("serve-dead-letters", Types.STRING())
 
@@ -202,7 +205,13 @@ class ServeFunction(KeyedCoProcessFunction):
         key = value[0]
         work = self._working(key, meta)
         assign_journaled(work, update, self.replica, self.journal, meta, self.copies.compact_every)
+        gaps = len(follow.gaps)
         follow.applied(update.run, update.shard, update.version, update.ts, update.offset)
+        if len(follow.gaps) > gaps:
+            log.warning("task %s: the updates topic no longer holds run %s's updates of "
+                        "shard %d before version %d; the served model lacks the coordinates "
+                        "only they wrote", update.task, update.run, update.shard,
+                        update.version)  # fmt: skip
         self.meta.update(meta)
         if self.waiting.value():
             waiting = RequestBatch.concat([batch for _, batch in self._held()])

@@ -42,6 +42,14 @@ class Following:
     base_version: int = 0
     pinned: str | None = None
     offsets: dict = field(default_factory=dict)  # standardized: each shard's latest centring
+    # shard -> the version of the first update applied since the start or the switch, where
+    # it was not the next after what the model held: the topic no longer reaches back that
+    # far, and the coordinates only the missing updates wrote are absent (zeros)
+    gaps: dict = field(default_factory=dict)
+    updated: set = field(default_factory=set)  # shards updated since the start or the switch
+
+    def __setstate__(self, state: dict) -> None:  # state written before a field existed
+        self.__dict__.update({"gaps": {}, "updated": set(), **state})
 
     @classmethod
     def start(cls, pinned: str | None = None, snapshot=None) -> Following:
@@ -100,11 +108,27 @@ class Following:
         self.shard_versions = {}
         self.base_version = 0
         self.offsets = {}
+        self.gaps = {}
+        self.updated = set()
 
     def applied(self, run: str, shard: int, version: int, ts: int,
                 offset: float | None = None) -> None:  # fmt: skip
+        """``version`` of ``shard`` is in the model now; the first update of a shard since
+        the start is a gap unless it follows what the model held.
+
+        >>> f = Following.start()
+        >>> f.applied("r1", shard=0, version=1, ts=5)
+        >>> f.applied("r1", shard=1, version=7, ts=5)   # versions 1-6 of shard 1 are gone
+        >>> f.applied("r1", shard=1, version=9, ts=6)   # later: not the topic's head
+        >>> f.gaps
+        {1: 7}
+        """
         if run != self.run:
             self.switched(run)
+        if shard not in self.updated:
+            self.updated.add(shard)
+            if not self.base_version and version > self.shard_versions.get(shard, 0) + 1:
+                self.gaps[shard] = version
         self.shard_versions[shard] = version
         if offset is not None:
             self.offsets[shard] = offset
@@ -210,6 +234,9 @@ def prediction_records(batch: RequestBatch, scores, follow: Following, serve_run
         f'"model_age_ms":{json.dumps(age)},"latency_ms":'
     )
     tail = f',"served_at":{now_ms},"serve_run":{json.dumps(serve_run)}'
+    if follow.gaps:  # the model lacks the updates before these versions (topic retention)
+        gaps = {str(s): v for s, v in sorted(follow.gaps.items())}
+        tail += f',"model_gaps":{json.dumps(gaps, separators=(",", ":"))}'
     tail += f',"trace":{json.dumps(trace, separators=(",", ":"))}}}' if trace else "}"
     return [
         f'{{"event_id":{json.dumps(event_id)}{head}{score!r}{mid}'

@@ -167,7 +167,9 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
         assert all(p["task"] == "a" for p in preds.docs)  # b had no model: nothing for b
         # an older run's update of task a (before the snapshot) must not replace it
         stale = update("a", "run-old", 1, np.full(w_a[0].size, 9.0), ts=snap_ts - 60_000)
-        ups = [update("b", "run-b", v + 1, w, snap_ts + 10 + v) for v, w in enumerate(w_b)]
+        # b's version 1 is no longer on the topic (retention): served from version 2 on,
+        # each of its predictions says which shard lacks its head
+        ups = [update("b", "run-b", v + 1, w, snap_ts + 10 + v) for v, w in enumerate(w_b)][1:]
         ups.insert(3, ups[1])  # a duplicate (at-least-once feedback edge): must be skipped
         # runs that must never be followed: one stamped far in the future, one of other bits
         future = update("a", "run-future", 1, np.full(w_a[0].size, 7.0), ts=snap_ts + 10**10)
@@ -236,6 +238,12 @@ def test_serve_answers_every_request_once_with_a_model_it_had(kafka, topic_name,
     assert max(p["model_version"] for p in by_id.values() if p["task"] == "b") == 5
     assert summary["distinct_event_ids"] == summary["predictions"]
     assert summary["ts_out_of_range"] == 1
+    assert {json.dumps(p.get("model_gaps")) for p in by_id.values() if p["task"] == "b"} == {
+        '{"0": 2}'
+    }
+    assert not any("model_gaps" in p for p in by_id.values() if p["task"] == "a")
+    assert summary["model_gaps"] == {"b": {"0": 2}}
+    assert "no longer holds the first updates of task b (shard 0 starts at version 2)" in err
 
 
 def test_serve_answers_every_request_once_across_a_failure(kafka, topic_name, tmp_path):

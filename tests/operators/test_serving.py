@@ -46,6 +46,35 @@ def test_start_from_a_snapshot_skips_what_it_already_holds():
     assert bare.decide("r", 0, 1, ts=100) == "skip"
 
 
+def test_a_gap_is_the_first_update_of_a_shard_that_does_not_follow_what_the_model_held():
+    import pickle
+
+    from operators.serving import RequestBatch, prediction_records
+
+    snap = Snapshot("ctr", 4, 7, np.zeros(17), run="r1", shard_versions={0: 3, 1: 4}, as_of_ms=5)
+    f = Following.start(snapshot=snap)
+    f.applied("r1", 0, 4, 10)  # the next after the snapshot's 3
+    f.applied("r1", 1, 9, 10)  # 5-8 are gone from the topic
+    f.applied("r1", 2, 1, 10)  # a shard the snapshot did not have, from its first update
+    f.applied("r1", 1, 11, 11)  # later updates of a shard are not its head: no new gap
+    assert f.gaps == {1: 9}
+    batch = RequestBatch("ctr", "ctr#0", ["q"], [10], np.array([0, 0]), np.array([], int),
+                         np.array([]), [b"{}"])  # fmt: skip
+    (line,) = prediction_records(batch, np.array([0.5]), f, "s", now_ms=20)
+    assert '"model_gaps":{"1":9}' in line
+    f.switched("r2")  # another run starts from zeros: its gaps are its own
+    f.applied("r2", 0, 1, 30)
+    assert f.gaps == {}
+    (line,) = prediction_records(batch, np.array([0.5]), f, "s", now_ms=40)
+    assert "model_gaps" not in line
+    old = Following(run="r1", shard_versions={0: 2})  # as pickled before the fields existed
+    state = {k: v for k, v in old.__dict__.items() if k not in ("gaps", "updated")}
+    revived = pickle.loads(pickle.dumps(old))
+    revived.__setstate__(state)
+    revived.applied("r1", 0, 5, 50)
+    assert revived.gaps == {0: 5}
+
+
 @pytest.mark.parametrize(
     "name,hyper",
     [("ftrl", {"alpha": 0.1, "beta": 1.0, "l1": 0.5, "l2": 0.1}), ("adagrad", {}), ("sgd", {})],
