@@ -1,7 +1,8 @@
 """The training job on a real standalone cluster survives kill -9 of two TaskManagers and of
 a Python worker: it recovers by itself, every event is predicted exactly once (committed view)
 and every push is applied exactly once per shard; the recovery times are measured. The
-validate job survives kill -9 of its TaskManager with every record once in its outputs.
+validate job survives kill -9 of its TaskManager with every record once in its outputs, the
+serve job kill -9 of its Python worker and of its TaskManager with every request answered once.
 
 The final AUC must be within 0.01 of an undisturbed run's on the same events. The undisturbed
 run here is the local reference (`train --engine local`: the same learner, sequential, run
@@ -337,3 +338,109 @@ def test_validate_survives_a_taskmanager_kill(cluster, kafka, topic_name, tmp_pa
     assert len(ids) == len(set(ids)), "an event written twice"
     assert set(ids) == good
     assert len(dead) == bad and all(json.loads(r.value)["reason"] for r in dead)
+
+
+SERVE_REQUESTS = 30_000
+SERVE_RATE = 500  # requests/s: 60 s of load, and both kills and recoveries fit in it
+SERVE_BITS = 12
+
+
+def test_serve_survives_python_worker_and_taskmanager_kills(
+    cluster, kafka, topic_name, tmp_path, capsys, request
+):
+    """`serve` on the cluster in process mode, exactly-once, under a steady load from
+    `generate --requests`: kill -9 of its Python worker, then of its TaskManager. The job
+    recovers by itself; read until the topics are idle, the committed predictions answer
+    every request sent exactly once, each with the snapshot's score, and nothing is
+    dead-lettered. (`serve` runs in thread mode by default, where the Python worker is the
+    TaskManager: process mode gives each its own kill.)"""
+    import numpy as np
+
+    from connectors.hashing import hash_batch
+    from connectors.messages import ModelUpdate
+    from operators.logistic import dimension, sigmoid
+    from operators.snapshot import from_updates, save
+
+    req, upd, pred, dlq = (f"{topic_name}-{s}" for s in ("req", "upd", "pred", "dlq"))
+    # one partition: --max-events N then bounds the run before any request is sent
+    create_topics(kafka, [req, upd, pred, dlq], partitions=1)
+    weights = np.random.default_rng(5).normal(size=dimension(SERVE_BITS)) * 0.3
+    model = ModelUpdate("run-k", "ctr", 0, 1, {"w": 1}, np.arange(weights.size), weights,
+                        ts=int(time.time() * 1000))  # fmt: skip
+    (snap,) = from_updates([model], SERVE_BITS)
+    save(snap, tmp_path / "models")
+
+    submit = subprocess.Popen(
+        [SCRIPT, "submit", "serve", "--jobmanager", f"127.0.0.1:{REST_PORT}", "--",
+         "--bootstrap-servers", kafka.bootstrap_servers, "--requests-topic", req,
+         "--updates-topic", upd, "--predictions-topic", pred, "--dead-letter-topic", dlq,
+         "--hash-bits", str(SERVE_BITS), "--init-model", str(tmp_path / "models"),
+         "--execution-mode", "process", "--parallelism", "1",
+         "--delivery", "exactly-once", "--checkpoint-interval", "2000",
+         "--max-events", str(SERVE_REQUESTS), "--timeout", "900"],
+        env={**os.environ, **cluster}, stdout=open(tmp_path / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    request.addfinalizer(submit.kill)
+    jid = wait_for(
+        lambda: next((j["jid"] for j in rest_json("/jobs/overview")["jobs"]
+                      if j["state"] == "RUNNING" and j["name"].startswith("streamshard-serve")),
+                     None), 300, "the serve job")  # fmt: skip
+    feed = subprocess.Popen(
+        [SCRIPT, "generate", "--requests", str(SERVE_REQUESTS), "--rate", str(SERVE_RATE),
+         "--seed", "12", "--topic", req, "--bootstrap-servers", kafka.bootstrap_servers],
+        env={**os.environ, **cluster}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    request.addfinalizer(feed.kill)
+
+    def answered(n):
+        def check():
+            assert submit.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            return len(read_records(kafka, pred, timeout=2, idle=1, committed_only=False)) >= n
+
+        return check
+
+    recoveries = []
+    for n, victim in ((6_000, "python"), (15_000, "taskmanager")):
+        wait_for(answered(n), 300, f"{n} requests answered")
+        wait_for(lambda: completed_checkpoints(jid) > 0, 120, "a checkpoint")
+        tm = taskmanagers_of(jid)[0]
+        workers = python_workers(tm)
+        assert workers, "no Python worker: the job is not in process mode"
+        for orphan in workers:  # a TaskManager killed with -9 leaves them behind
+            request.addfinalizer(lambda orphan=orphan: _kill_quietly(orphan))
+        if victim == "taskmanager":
+            added = streamshard("cluster", "add-taskmanager", env=cluster)  # the replacement
+            assert added.returncode == 0, added.stderr
+        pid = workers[0] if victim == "python" else tm
+        recoveries.append({"victim": victim, "at_answers": n, "mid_feed": feed.poll() is None,
+                           **kill_and_recover(jid, pid)})  # fmt: skip
+    _, feed_err = feed.communicate(timeout=300)
+    assert feed.returncode == 0, feed_err[-3000:]
+    assert submit.wait(timeout=600) == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    with capsys.disabled():
+        print(f"\nserve recoveries {json.dumps(recoveries)}")
+    assert all(r["mid_feed"] for r in recoveries), recoveries
+    assert len(rest_json(f"/jobs/{jid}/exceptions")["exceptionHistory"]["entries"]) >= 2
+
+    sent = {}
+    for record in read_records(kafka, req, count=SERVE_REQUESTS, timeout=120):
+        doc = json.loads(record.value)
+        sent[doc["event_id"]] = doc
+    assert len(sent) == SERVE_REQUESTS
+    records = committed_records(kafka, pred, count=SERVE_REQUESTS + 1, timeout=300, idle=5)
+    committed = [json.loads(r.value) for r in records]
+    written = read_records(kafka, pred, count=2 * SERVE_REQUESTS, timeout=30, idle=3,
+                           committed_only=False)  # fmt: skip
+    assert len(written) > SERVE_REQUESTS, "no kill came after answers it could have doubled"
+    ids = [p["event_id"] for p in committed]
+    assert len(ids) == len(set(ids)), "a request answered twice"
+    assert set(ids) == set(sent), "a request lost"
+    assert not committed_records(kafka, dlq, 1, timeout=5, idle=2)
+    indptr, indices, values = hash_batch([sent[i]["features"] for i in ids], SERVE_BITS)
+    margins = [weights[indices[lo:hi]] @ values[lo:hi] + weights[-1]
+               for lo, hi in zip(indptr[:-1], indptr[1:], strict=True)]  # fmt: skip
+    scores = np.array([p["score"] for p in committed])
+    assert np.abs(scores - sigmoid(np.array(margins))).max() <= 1e-9
+    assert {(p["model_run"], p["model_version"]) for p in committed} == {("run-k", 1)}
