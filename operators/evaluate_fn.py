@@ -12,6 +12,7 @@ from pyflink.datastream import KeyedProcessFunction
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from operators.evaluation import Prequential, json_record
+from operators.heap import freeze_startup_heap
 from operators.journal import Working, WorkingCopies
 from operators.ps import timer_lapsed
 from operators.ps_fn import PICKLED, arm_timer
@@ -43,6 +44,7 @@ class EvaluatorFunction(KeyedProcessFunction):
         # when the pending emission's timer fires (None: no emission pending)
         self.emit_at = runtime_context.get_state(ValueStateDescriptor("emit-at", Types.LONG()))
         self.copies = WorkingCopies(compact_every=64)
+        freeze_startup_heap()
 
     def _prequential(self, task: str, meta: tuple) -> Working:
         added, journaled = meta

@@ -14,6 +14,7 @@ from connectors.events import Event, decode_events, split_record
 from connectors.hashing import clip_values, hash_batch
 from operators.evaluation import DEAD_LETTER_COUNT
 from operators.examples import Examples
+from operators.heap import freeze_startup_heap
 from operators.ps_fn import COUNTS, DEAD_LETTERS, PsSettings
 
 
@@ -34,6 +35,7 @@ class ParseFunction(ProcessFunction):
         # the tasks admitted so far, in this subtask; after a restart admission starts again
         # from the checkpoint's offsets (docs/architecture.md, "Tasks")
         self.gate = self.s.task_gate()
+        freeze_startup_heap()
 
     def process_element(self, value, ctx):
         raws, where = [], []

@@ -27,6 +27,7 @@ from connectors.errors import DecodeError
 from connectors.events import DEFAULT_CLIP, decode_event
 from connectors.hashing import clip_values, hash_batch
 from operators.faults import FailOnce
+from operators.heap import freeze_startup_heap
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
 from operators.parse_fn import worker_of
@@ -85,6 +86,7 @@ class ParseRequests(ProcessFunction):
 
     def open(self, runtime_context):
         self.gate = TaskGate.of(self.s.tasks, self.s.max_tasks)
+        freeze_startup_heap()
 
     def process_element(self, value, ctx):
         chunks: dict[str, list] = {}
@@ -139,6 +141,7 @@ class ServeFunction(KeyedCoProcessFunction):
         self.waiting = runtime_context.get_state(ValueStateDescriptor("waiting-n", Types.LONG()))
         # when the timer that expires the oldest waiting requests fires
         self.expire_at = runtime_context.get_state(ValueStateDescriptor("expire-at", Types.LONG()))
+        freeze_startup_heap()
 
     def _meta(self, task: str) -> dict:
         meta = self.meta.value()

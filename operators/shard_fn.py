@@ -20,6 +20,7 @@ from pyflink.datastream.state import (
 from connectors.messages import ModelUpdate
 from operators.evaluation import REJECTED_COUNT
 from operators.faults import FailOnce
+from operators.heap import freeze_startup_heap
 from operators.journal import Working, WorkingCopies
 from operators.loop import (
     awaited_clock,
@@ -84,6 +85,7 @@ class ShardFunction(KeyedProcessFunction):
         self.init = initial_models(self.s)
         self.fault = FailOnce(self.s.fail_marker, self.s.checkpoint_dir)
         self.digests = Digests(self.s, "shard")
+        freeze_startup_heap()
 
     def _digest(self, key: str) -> tuple:
         """The digest of this shard's optimizer state, version, clocks, counters and held

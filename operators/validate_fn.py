@@ -9,6 +9,7 @@ from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event
 from operators.faults import FailOnce
+from operators.heap import freeze_startup_heap
 
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 
@@ -35,6 +36,7 @@ class ValidateFunction(ProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self.valid_count = metrics.counter("valid_events")
         self.dead_count = metrics.counter("dead_letters")
+        freeze_startup_heap()
 
     def process_element(self, value, ctx):
         self.fault.tick()

@@ -19,6 +19,7 @@ from pyflink.datastream.state import (
 
 from connectors.errors import ConfigError
 from operators.examples import Examples
+from operators.heap import freeze_startup_heap
 from operators.journal import Working, WorkingCopies
 from operators.logistic import (
     batch_gradient,
@@ -102,6 +103,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             # read-my-writes: my pushes not yet reflected, as of the last compaction (the
             # journal holds the ones since)
             self.own = runtime_context.get_state(ValueStateDescriptor("own-pushes", PICKLED))
+        freeze_startup_heap()
 
     def _digest(self, key: str) -> tuple:
         """The digest of this key's replica, clock and buffered examples."""
