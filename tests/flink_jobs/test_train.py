@@ -14,6 +14,7 @@ from connectors.admin import create_topics, produce, read_records
 from connectors.hashing import hash_batch
 from connectors.messages import ModelUpdate, decode_update
 from flink_jobs import train
+from flink_jobs.train_local import local_run
 from operators.local import OnlineLogistic
 from operators.logistic import dimension
 from operators.metrics import roc_auc
@@ -138,7 +139,7 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
         max_events=events,
         init_model=str(init),
     )
-    reference = train.local_run(local_cfg)
+    reference = local_run(local_cfg)
     local, local_scores = reference.summary, dict(reference.predictions)
 
     # every malformed event went to dead-letters with its reason; the job never restarted
@@ -282,7 +283,7 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
     # parity test shows equal to an undisturbed Flink run): not merely close, as it was
     # while restarted workers took the failed attempt's later updates from the feedback
     # topic and scored re-trained examples with weights that had seen their labels
-    reference = train.local_run(
+    reference = local_run(
         train.TrainConfig(
             kafka=kafka,
             engine="local",
