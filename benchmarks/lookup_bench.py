@@ -14,8 +14,9 @@ from functools import partial
 
 import numpy as np
 
+from operators.dense_range import DenseRange
 from operators.optim import make_optimizer
-from operators.ps import DenseRange, StateReplica
+from operators.replica import StateReplica
 
 DIM, SHARDS = 1 << 20, 4
 

@@ -4,7 +4,7 @@ gradient computed on the stale replica, as an async worker does), on the same st
 Flink: it isolates the algorithm from the job.
 
 ``--workers W`` deals the mini-batches round-robin to W workers; with ``--read-my-writes`` each
-worker's replica is ``operators.ps.StateReplica`` (the job's own class): the shards' state as
+worker's replica is ``operators.replica.StateReplica`` (the job's own class): the shards' state as
 last received plus the worker's own pushes not yet reflected, so a worker misses only the
 other workers' in-flight mini-batches.
 
@@ -24,10 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.hashing import hash_batch  # noqa: E402
+from operators.dense_range import DenseRange
 from operators.logistic import dimension, gradient, predict_proba  # noqa: E402
 from operators.metrics import roc_auc  # noqa: E402
 from operators.optim import make_optimizer  # noqa: E402
-from operators.ps import DenseRange, ShardServer, StateReplica  # noqa: E402
+from operators.replica import StateReplica
+from operators.shard_server import ShardServer  # noqa: E402
 from operators.synthetic import CtrSettings, CtrStream  # noqa: E402
 
 

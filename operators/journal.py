@@ -2,7 +2,7 @@
 
 Reading and writing blocks through PyFlink's state channel on every push, and looping over
 blocks in Python, cost more than the learning itself. So the shards and the workers keep, per
-key, a dense working copy (``operators.ps.DenseRange``) and write to Flink state only
+key, a dense working copy (``operators.dense_range.DenseRange``) and write to Flink state only
 
 - a journal entry per operation (one small ``ListState`` append: a push, or an update), and
 - every ``compact_every`` entries, the blocks touched since the last compaction, after which
@@ -18,7 +18,7 @@ assignment.
 Examples
 --------
 >>> import numpy as np
->>> from operators.ps import DenseRange
+>>> from operators.dense_range import DenseRange
 >>> state, journal, cache = {}, [], WorkingCopies(compact_every=2)
 >>> def build():
 ...     dr = DenseRange(("w",), 0, 8, block=4)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from operators.dense_range import DenseRange
 from operators.logistic import (
     batch_gradient,
     batch_scores,
@@ -17,7 +18,8 @@ from operators.logistic import (
     standardized_push,
 )
 from operators.optim import make_rule
-from operators.ps import BLOCK, DenseRange, ShardServer
+from operators.ps import BLOCK
+from operators.shard_server import ShardServer
 
 
 class OnlineLogistic:

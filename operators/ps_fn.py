@@ -26,19 +26,13 @@ from pyflink.datastream import OutputTag
 from connectors.errors import DecodeError
 from connectors.events import DEFAULT_CLIP
 from connectors.messages import decode_update
+from operators.dense_range import DenseRange
 from operators.journal import Working
 from operators.logistic import (
     dimension,
 )
 from operators.optim import make_rule
-from operators.ps import (
-    BLOCK,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_TASKS,
-    DenseRange,
-    TaskGate,
-    batch_size_at,
-)
+from operators.ps import BLOCK, DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, TaskGate, batch_size_at
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())

@@ -31,7 +31,7 @@ from operators.heap import freeze_startup_heap
 from operators.journal import Working, WorkingCopies
 from operators.logistic import dimension, predict_proba
 from operators.parse_fn import worker_of
-from operators.ps import BLOCK, DEFAULT_MAX_TASKS, Replica, TaskGate, timer_lapsed
+from operators.ps import BLOCK, DEFAULT_MAX_TASKS, TaskGate, timer_lapsed
 from operators.ps_fn import (
     PICKLED,
     MapView,
@@ -39,6 +39,7 @@ from operators.ps_fn import (
     assign_journaled,
     replica_copy,
 )
+from operators.replica import Replica
 from operators.serving import (
     MAX_REQUEST_AGE_MS,
     MAX_WAIT_MS,

@@ -1,6 +1,6 @@
 """The parameter server's shard as a PyFlink adapter: it applies the workers' pushes to its
-range of the model with the update rule (``operators/ps.py``, ``ShardServer``), holds them at
-the sync barrier (``operators/loop.py``) and emits the model updates (``ps_fn.py`` has the
+range of the model with the update rule (``operators/shard_server.py``), holds them at the
+sync barrier (``operators/loop.py``) and emits the model updates (``ps_fn.py`` has the
 records it exchanges).
 """
 
@@ -18,6 +18,7 @@ from pyflink.datastream.state import (
 )
 
 from connectors.messages import ModelUpdate
+from operators.dense_range import DenseRange
 from operators.evaluation import REJECTED_COUNT
 from operators.faults import FailOnce
 from operators.heap import freeze_startup_heap
@@ -27,12 +28,7 @@ from operators.loop import (
     duplicate_push,
     open_barrier,
 )
-from operators.ps import (
-    DenseRange,
-    ShardServer,
-    shard_width,
-    state_digest,
-)
+from operators.ps import shard_width, state_digest
 from operators.ps_fn import (
     COUNTS,
     PICKLED,
@@ -43,6 +39,7 @@ from operators.ps_fn import (
     initial_models,
     load_blocks,
 )
+from operators.shard_server import ShardServer
 
 
 def _new_meta() -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 
 from connectors.errors import StreamshardError
 from operators.logistic import dimension
-from operators.ps import Replica
+from operators.replica import Replica
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.npz"

@@ -18,6 +18,7 @@ from pyflink.datastream.state import (
 )
 
 from connectors.errors import ConfigError
+from operators.dense_range import DenseRange
 from operators.examples import Examples
 from operators.heap import freeze_startup_heap
 from operators.journal import Working, WorkingCopies
@@ -34,16 +35,7 @@ from operators.loop import (
     must_train,
     state_pieces,
 )
-from operators.ps import (
-    Consistency,
-    DenseRange,
-    Replica,
-    StateReplica,
-    plan_batches,
-    split_by_shard,
-    state_digest,
-    timer_lapsed,
-)
+from operators.ps import Consistency, plan_batches, split_by_shard, state_digest, timer_lapsed
 from operators.ps_fn import (
     PICKLED,
     PREDICTION_LINES,
@@ -59,6 +51,7 @@ from operators.ps_fn import (
     load_blocks,
     replica_copy,
 )
+from operators.replica import Replica, StateReplica
 
 
 class WorkerFunction(KeyedCoProcessFunction):

@@ -16,7 +16,7 @@ from connectors.hashing import hash_batch
 from connectors.messages import decode_update
 from operators.export import to_sklearn
 from operators.logistic import predict_proba
-from operators.ps import Replica
+from operators.replica import Replica
 from operators.snapshot import from_updates
 from operators.synthetic import encode
 from tests.cli_helpers import streamshard

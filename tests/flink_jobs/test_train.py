@@ -18,7 +18,8 @@ from flink_jobs.train_local import local_run
 from operators.local import OnlineLogistic
 from operators.logistic import dimension
 from operators.metrics import roc_auc
-from operators.ps import Replica, batch_size_at, whole_batches
+from operators.ps import batch_size_at, whole_batches
+from operators.replica import Replica
 from operators.snapshot import Snapshot, from_updates, load, save
 from operators.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode
 from tests.cli_helpers import SCRIPT, streamshard

@@ -21,11 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from operators.dense_range import DenseRange
 from operators.evaluation import Prequential, ScoreHistogram
 from operators.examples import Examples
 from operators.local import OnlineLogistic
 from operators.optim import make_rule
-from operators.ps import DenseRange, Replica, ShardServer, TaskGate
+from operators.ps import TaskGate
+from operators.replica import Replica
+from operators.shard_server import ShardServer
 
 BITS = 10
 DIM = (1 << BITS) + 1

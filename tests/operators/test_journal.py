@@ -4,9 +4,10 @@ from compacted blocks + journal gives back exactly what the working copy held.""
 import numpy as np
 import pytest
 
+from operators.dense_range import DenseRange
 from operators.journal import WorkingCopies
 from operators.optim import make_optimizer
-from operators.ps import DenseRange, ShardServer
+from operators.shard_server import ShardServer
 
 LO, HI, BLOCK = 1000, 3000, 64  # a shard's range, not block-aligned
 

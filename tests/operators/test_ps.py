@@ -2,18 +2,13 @@ import numpy as np
 import pytest
 
 from connectors.messages import ModelUpdate, decode_update
+from operators.dense_range import DenseRange
 from operators.local import OnlineLogistic
 from operators.logistic import dimension, gradient, predict_proba
 from operators.optim import Ftrl
-from operators.ps import (
-    BLOCK,
-    Consistency,
-    DenseRange,
-    Replica,
-    ShardServer,
-    StateReplica,
-    split_by_shard,
-)
+from operators.ps import BLOCK, Consistency, split_by_shard
+from operators.replica import Replica, StateReplica
+from operators.shard_server import ShardServer
 
 
 def test_split_by_shard_covers_every_shard_in_contiguous_ranges():
@@ -165,7 +160,8 @@ def test_local_learner_learns_the_synthetic_stream():
 
 
 def test_state_digest_sees_the_state_not_its_storage():
-    from operators.ps import DenseRange, state_digest
+    from operators.dense_range import DenseRange
+    from operators.ps import state_digest
 
     rng = np.random.default_rng(4)
     idx = np.sort(rng.choice(5000, 300, replace=False))

@@ -5,8 +5,9 @@ import pytest
 
 from operators.local import OnlineLogistic
 from operators.optim import make_optimizer
-from operators.ps import Replica, ShardServer
+from operators.replica import Replica
 from operators.serving import Following
+from operators.shard_server import ShardServer
 from operators.snapshot import Snapshot, SnapshotError, load_models, save
 
 

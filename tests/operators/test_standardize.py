@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from connectors.messages import ModelUpdate, decode_update
+from operators.dense_range import DenseRange
 from operators.logistic import batch_gradient, batch_scores, prepare, standardized_push
 from operators.optim import Ftrl, Standardized, merge_moments, scaling
-from operators.ps import DenseRange, ShardServer, batch_size_at, plan_batches
+from operators.ps import batch_size_at, plan_batches
 from operators.serving import Following
+from operators.shard_server import ShardServer
 from operators.snapshot import Snapshot, from_updates, load, save
 
 
@@ -137,7 +139,8 @@ def test_read_my_writes_one_worker_sees_the_shards_weights_and_centring_whatever
     """One worker, four shards, standardized, updates held back ``lag`` pushes: its replica
     plus its own unreflected (self-contained) pushes scores as the shards' state does."""
     from operators.logistic import dimension
-    from operators.ps import StateReplica, shard_width, split_by_shard
+    from operators.ps import shard_width, split_by_shard
+    from operators.replica import StateReplica
 
     bits, shards = 6, 4
     dim, width = dimension(bits), shard_width(dimension(6), 4)
