@@ -139,37 +139,69 @@ def send_requests(kafka: KafkaConfig, topic: str, docs, rate: float | None,
     return GenerateResult(sent, 0, ends, time.monotonic() - start)
 
 
+class _Records:
+    """Events into Kafka records: one per event, or ``batch`` events per record joined by
+    newlines (``--batch``); each chunk's sends are confirmed before the next, and the end
+    offset of every partition is kept."""
+
+    def __init__(self, cfg: GenerateConfig):
+        from connectors.admin import producer
+
+        self.topic, self.batch = cfg.topic, cfg.batch
+        self.prod = producer(cfg.kafka, acks="all", linger_ms=20, batch_size=512 * 1024)
+        self.held: list[tuple[bytes, bytes]] = []  # events of the record being filled
+        self.futures: list = []
+        self.ends: dict[int, int] = {}
+
+    def send(self, key: bytes, value: bytes) -> None:
+        if self.batch == 1:
+            self.futures.append(self.prod.send(self.topic, key=key, value=value))
+            return
+        self.held.append((key, value))
+        if len(self.held) == self.batch:
+            self._send_held()
+
+    def _send_held(self) -> None:
+        """One record of the held events, keyed by the first one's key."""
+        value = b"\n".join(v for _, v in self.held)
+        self.futures.append(self.prod.send(self.topic, key=self.held[0][0], value=value))
+        self.held = []
+
+    def confirm(self) -> None:
+        """Wait for every record sent so far to be acknowledged."""
+        self.prod.flush()
+        for future in self.futures:
+            meta = future.get(timeout=30)
+            self.ends[meta.partition] = max(self.ends.get(meta.partition, 0), meta.offset + 1)
+        self.futures = []
+
+    def finish(self) -> None:
+        """Send the last, shorter record (``--batch``) and confirm it."""
+        if self.held:
+            self._send_held()
+        self.confirm()
+
+    def close(self) -> None:
+        self.prod.close()
+
+
 def generate(cfg: GenerateConfig) -> GenerateResult:
     """Produce the stream, chunk by chunk, waiting for every ack; throttle to ``rate``."""
-    from connectors.admin import create_topics, producer
+    from connectors.admin import create_topics
 
     create_topics(cfg.kafka, [cfg.topic], cfg.partitions)
     if cfg.requests:
         docs = (doc for doc, _ in CtrStream(cfg.settings).events())
         progress = _Progress(cfg.settings.events, cfg.progress)
         return send_requests(cfg.kafka, cfg.topic, docs, cfg.rate, progress)
-    stream = CtrStream(cfg.settings)
     bad_rng = np.random.default_rng(cfg.settings.seed + 7)
-    prod = producer(cfg.kafka, acks="all", linger_ms=20, batch_size=512 * 1024)
+    records = _Records(cfg)
     progress = _Progress(cfg.settings.events, cfg.progress)
-    ends: dict[int, int] = {}
     probs, labels, malformed, sent = [], [], 0, 0
     start = time.monotonic()
-    held: list[tuple[bytes, bytes]] = []  # events of the record being filled (--batch)
-
-    def send(key: bytes, value: bytes, futures: list) -> None:
-        if cfg.batch > 1:
-            held.append((key, value))
-            if len(held) < cfg.batch:
-                return
-            key, value = held[0][0], b"\n".join(v for _, v in held)
-            held.clear()
-        futures.append(prod.send(cfg.topic, key=key, value=value))
-
     try:
-        for docs, p, y in stream.chunks():
+        for docs, p, y in CtrStream(cfg.settings).chunks():
             bad = bad_rng.random(len(docs)) < cfg.malformed
-            futures = []
             for i, doc in enumerate(docs):
                 if cfg.stamp_now:
                     doc["ts"] = int(time.time() * 1000)
@@ -178,37 +210,36 @@ def generate(cfg: GenerateConfig) -> GenerateResult:
                     malformed += 1
                 else:
                     value = encode(doc)
-                send(doc["event_id"].encode(), value, futures)
+                records.send(doc["event_id"].encode(), value)
                 sent += 1
                 if cfg.rate and sent % 100 == 0:
                     ahead = sent / cfg.rate - (time.monotonic() - start)
                     if ahead > 0:
                         time.sleep(ahead)
-            prod.flush()
-            for future in futures:
-                meta = future.get(timeout=30)
-                ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+            records.confirm()
             probs.append(p[~bad])
             labels.append(y[~bad])
             progress.update(sent)
-        if held:  # the last, shorter record
-            futures = [prod.send(cfg.topic, key=held[0][0], value=b"\n".join(v for _, v in held))]
-            prod.flush()
-            meta = futures[0].get(timeout=30)
-            ends[meta.partition] = max(ends.get(meta.partition, 0), meta.offset + 1)
+        records.finish()
     finally:
         progress.close()
-        prod.close()
+        records.close()
     if cfg.truth_path:
-        report = truth_report(
-            cfg.settings,
-            np.concatenate(probs) if probs else np.zeros(0),
-            np.concatenate(labels) if labels else np.zeros(0, np.int64),
-        )
-        report.update(topic=cfg.topic, malformed=malformed, end_offsets=ends)
-        Path(cfg.truth_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.truth_path).write_text(json.dumps(report, indent=2))
-    return GenerateResult(sent, malformed, ends, time.monotonic() - start)
+        _write_truth(cfg, probs, labels, malformed, records.ends)
+    return GenerateResult(sent, malformed, records.ends, time.monotonic() - start)
+
+
+def _write_truth(cfg: GenerateConfig, probs: list, labels: list, malformed: int,
+                 ends: dict) -> None:  # fmt: skip
+    """The true model's figures on the events written (``--truth``)."""
+    report = truth_report(
+        cfg.settings,
+        np.concatenate(probs) if probs else np.zeros(0),
+        np.concatenate(labels) if labels else np.zeros(0, np.int64),
+    )
+    report.update(topic=cfg.topic, malformed=malformed, end_offsets=ends)
+    Path(cfg.truth_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.truth_path).write_text(json.dumps(report, indent=2))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
