@@ -52,6 +52,17 @@ UPDATE_WINDOW_MS = 10
 LOCAL_OPTIONS = (("taskmanager.memory.segment-size", "8kb"),)
 
 
+# the flags whose name is not the field's
+_FLAGS = {"block": "block-size", "batch_timeout_ms": "batch-timeout",
+          "ingest_window_ms": "ingest-window"}  # fmt: skip
+_CHOICES = {
+    "engine": ("flink", "local"),
+    "input_format": ("event", "ndjson"),
+    "prediction_format": ("event", "batch"),
+    "delivery": ("exactly-once", "at-least-once", "none"),
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     kafka: KafkaConfig
@@ -94,6 +105,33 @@ class TrainConfig:
     digest_topic: str | None = None
     block: int = 4096
     job_name: str = "streamshard-train"
+
+    def __post_init__(self) -> None:
+        """Refuse, with one line naming the flag, settings no job can run with: checked
+        however the config is made, from flags or in code."""
+        from connectors.hashing import check_bits
+
+        for name in ("shards", "workers", "batch_size", "window", "block", "max_in_flight",
+                     "max_tasks"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_FLAGS.get(name, name.replace('_', '-'))} must be >= 1, "
+                                  f"got {getattr(self, name)}")  # fmt: skip
+        if self.max_events is not None and self.max_events < 1:
+            raise ConfigError(f"--max-events must be >= 1, got {self.max_events}")
+        if self.ingest_window_ms < 1:
+            raise ConfigError(f"--ingest-window must be >= 1 ms, got {self.ingest_window_ms}")
+        if self.batch_timeout_ms < 0 or self.update_threshold < 0:
+            raise ConfigError("--batch-timeout and --update-threshold must be >= 0")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--{name.replace('_', '-')} must be one of "
+                                  f"{', '.join(allowed)}, got {getattr(self, name)!r}")  # fmt: skip
+        Consistency.parse(self.consistency)
+        make_optimizer(self.optimizer, **self.hyper)
+        check_bits(self.bits)
+        if self.input_format == "ndjson" and self.max_events is not None:
+            raise ConfigError("--input-format ndjson counts events inside records: bound the "
+                              "run with --stop-at-offsets instead of --max-events")  # fmt: skip
 
     def ps_settings(self):
         from operators.ps_fn import PsSettings
@@ -253,7 +291,7 @@ def run(cfg: TrainConfig) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", default="flink", choices=["flink", "local"])
+    parser.add_argument("--engine", default="flink", choices=_CHOICES["engine"])
     _model_args(parser.add_argument_group("model"))
     _ps_args(parser.add_argument_group("parameter server"))
     _io_args(parser, parser.add_argument_group("topics and bounds"))
@@ -346,12 +384,12 @@ def _ps_args(ps) -> None:
 def _io_args(parser: argparse.ArgumentParser, io) -> None:
     io.add_argument("--input-topic", default="events")
     io.add_argument(
-        "--input-format", default="event", choices=["event", "ndjson"],
+        "--input-format", default="event", choices=_CHOICES["input_format"],
         help="event: one event per Kafka record; ndjson: a record carries many events, one "
         "per line (a bad one is dead-lettered with its record's partition, offset and index)",
     )  # fmt: skip
     io.add_argument(
-        "--prediction-format", default="event", choices=["event", "batch"],
+        "--prediction-format", default="event", choices=_CHOICES["prediction_format"],
         help="event: one train-predictions record per event; batch: one record per "
         "mini-batch holding its predictions one per line (NDJSON)",
     )  # fmt: skip
@@ -359,9 +397,7 @@ def _io_args(parser: argparse.ArgumentParser, io) -> None:
     io.add_argument("--predictions-topic", default="train-predictions")
     io.add_argument("--metrics-topic", default="metrics")
     io.add_argument("--dead-letter-topic", default="dead-letters")
-    io.add_argument(
-        "--delivery", default="exactly-once", choices=["exactly-once", "at-least-once", "none"]
-    )
+    io.add_argument("--delivery", default="exactly-once", choices=_CHOICES["delivery"])
     io.add_argument("--max-events", type=int, metavar="N", help="stop after N events")
     io.add_argument("--stop-at-offsets", metavar="P=OFFSET,...", help="stop at these end offsets")
     io.add_argument("--summary-json", metavar="PATH", help="write final metrics and settings")
@@ -381,23 +417,10 @@ def _io_args(parser: argparse.ArgumentParser, io) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    for name in ("shards", "workers", "batch_size", "window", "block_size", "max_in_flight"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.max_events is not None and args.max_events < 1:
-        raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
-    if args.ingest_window < 1:
-        raise ConfigError(f"--ingest-window must be >= 1 ms, got {args.ingest_window}")
-    if args.batch_timeout < 0 or args.update_threshold < 0:
-        raise ConfigError("--batch-timeout and --update-threshold must be >= 0")
-    Consistency.parse(args.consistency)
+    """The flags as a ``TrainConfig`` (which checks them, ``TrainConfig.__post_init__``)."""
     hyper = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
-    make_optimizer(args.optimizer, **hyper)
-    hash_bits_from_args(args)
+    hash_bits_from_args(args)  # and the --init-model snapshot against it
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
-    if args.input_format == "ndjson" and args.max_events is not None:
-        raise ConfigError("--input-format ndjson counts events inside records: bound the run "
-                          "with --stop-at-offsets instead of --max-events")  # fmt: skip
     flink = flink_settings(args)
     given = {key for key, _ in flink.options}
     defaults = tuple((k, v) for k, v in LOCAL_OPTIONS if k not in given)

@@ -40,3 +40,25 @@ def test_task_limits_are_checked():
     for tasks, limit in (("../x", None), ("a,b,c", 2), (None, 0), (",", None)):
         with pytest.raises(ConfigError):
             task_limits(tasks, limit)
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"shards": 0}, "--shards must be >= 1, got 0"),
+        ({"block": 0}, "--block-size must be >= 1"),
+        ({"bits": 40}, "hash bits must be an integer in"),
+        ({"delivery": "maybe"}, "--delivery must be one of"),
+        ({"consistency": "bounded:x"}, "bounded"),
+        ({"hyper": {"alpha": -1.0}}, "alpha"),
+        ({"input_format": "ndjson", "max_events": 10}, "--stop-at-offsets instead"),
+        ({"batch_timeout_ms": -1}, "--batch-timeout"),
+    ],
+)
+def test_a_config_made_in_code_is_checked_as_the_flags_are(fields, message):
+    from connectors.config import KafkaConfig
+    from connectors.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        train.TrainConfig(KafkaConfig("h:1"), **fields)
+    assert train.TrainConfig(KafkaConfig("h:1")).shards == 4
