@@ -76,7 +76,7 @@ def check_sizes(events: int, requests: int) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from connectors.admin import create_topics
-    from flink_jobs import generate, report, train
+    from flink_jobs import report
     from flink_jobs.env import FlinkSettings
     from operators.metrics import roc_auc
     from operators.snapshot import from_topic, save
@@ -91,33 +91,7 @@ def run_demo(args: argparse.Namespace) -> int:
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
         kafka = KafkaConfig(broker.bootstrap_servers)
         _say(f"embedded broker at {broker.bootstrap_servers}")
-        gen = generate.generate(
-            generate.GenerateConfig(
-                kafka=kafka,
-                settings=CtrSettings(events=args.events, seed=SEED),
-                topic="events",
-                partitions=2,
-                truth_path=str(out / "truth.json"),
-                malformed=0.01,
-            )
-        )
-        _say(f"generated {gen.events:,} click events ({gen.malformed} malformed) on 'events'")
-        _say("training: 4 shards, 2 workers, async, on a local Flink mini-cluster ...")
-        trained = train.run(
-            train.TrainConfig(
-                kafka=kafka,
-                flink=flink,
-                bits=BITS,
-                shards=4,
-                workers=2,
-                consistency="async",
-                stop_offsets=gen.end_offsets,
-                window=max(500, args.events // 20),  # about 20 points per plotted series
-                summary_json=str(out / "train-summary.json"),
-                timeout_s=1800,
-            )
-        )
-        _say(f"trained on {trained['events']:,} events in {trained['seconds']:.0f}s")
+        gen, trained = _generate_and_train(kafka, flink, args.events, out)
         snaps = from_topic(kafka, "model-updates", BITS)
         snap_dir = save(snaps[0], out / "models")
         _say(f"snapshot: {snap_dir}")
@@ -139,6 +113,40 @@ def run_demo(args: argparse.Namespace) -> int:
     _say(f"done in {time.monotonic() - t0:.0f}s; broker stopped; files in {out}/")
     ok = served["predictions"] == args.requests and trained["events"] == args.events
     return 0 if ok else 1
+
+
+def _generate_and_train(kafka, flink, events: int, out: Path) -> tuple:
+    """The click stream (1% malformed) on ``events``, then ``train`` over all of it."""
+    from flink_jobs import generate, train
+
+    gen = generate.generate(
+        generate.GenerateConfig(
+            kafka=kafka,
+            settings=CtrSettings(events=events, seed=SEED),
+            topic="events",
+            partitions=2,
+            truth_path=str(out / "truth.json"),
+            malformed=0.01,
+        )
+    )
+    _say(f"generated {gen.events:,} click events ({gen.malformed} malformed) on 'events'")
+    _say("training: 4 shards, 2 workers, async, on a local Flink mini-cluster ...")
+    trained = train.run(
+        train.TrainConfig(
+            kafka=kafka,
+            flink=flink,
+            bits=BITS,
+            shards=4,
+            workers=2,
+            consistency="async",
+            stop_offsets=gen.end_offsets,
+            window=max(500, events // 20),  # about 20 points per plotted series
+            summary_json=str(out / "train-summary.json"),
+            timeout_s=1800,
+        )
+    )
+    _say(f"trained on {trained['events']:,} events in {trained['seconds']:.0f}s")
+    return gen, trained
 
 
 def _serve(kafka, flink, snap_dir: Path, docs: list, requests: int, out: Path) -> dict:

@@ -181,25 +181,13 @@ def from_updates(updates, bits: int, base: Snapshot | None = None) -> list[Snaps
     already hold (version 1 without a base) is listed in the snapshot's ``gaps``: the topic
     no longer reaches back far enough, and the coordinates only the missing updates wrote
     are absent."""
-
     updates = list(updates)
     if base is None and not updates:
         return []
     run = base.run if base is not None else updates[-1].run
-    replicas: dict[str, Replica] = {}
-    shards: dict[str, dict] = {}
-    offsets: dict[str, dict] = {}
-    gaps: dict[str, dict] = {}
-    as_of: dict[str, int] = {}
-    read: set = set()  # (task, shard) of which an update was applied
+    tasks: dict[str, _Rebuilt] = {}
     if base is not None:
-        replicas[base.task] = Replica()
-        replicas[base.task].assign(np.arange(dimension(bits)), base.unfolded())
-        shards[base.task] = {
-            s: (v, base.clock.get(str(s), {})) for s, v in base.shard_versions.items()
-        }
-        offsets[base.task] = dict(base.offsets)
-        as_of[base.task] = base.as_of_ms
+        tasks[base.task] = _Rebuilt.of(base, bits)
     for update in updates:
         if update.run != run or (base is not None and update.task != base.task):
             continue
@@ -211,29 +199,54 @@ def from_updates(updates, bits: int, base: Snapshot | None = None) -> list[Snaps
                 f"update of task {update.task!r} has index {int(update.indices.max())}, "
                 f"beyond 2**{bits}: pass the run's --hash-bits"
             )
-        if (update.task, update.shard) not in read and update.version > held + 1:
-            gaps.setdefault(update.task, {})[update.shard] = update.version
-        read.add((update.task, update.shard))
-        replicas.setdefault(update.task, Replica()).assign(update.indices, update.values)
-        shards.setdefault(update.task, {})[update.shard] = (update.version, update.clock)
+        tasks.setdefault(update.task, _Rebuilt()).apply(update, held)
+    return [rebuilt.snapshot(task, bits, run) for task, rebuilt in sorted(tasks.items())]
+
+
+@dataclass
+class _Rebuilt:
+    """One task's model as its updates are read: the weights, each shard's version and
+    clock, centring and gap, and the newest update's time."""
+
+    replica: Replica = field(default_factory=Replica)
+    shards: dict = field(default_factory=dict)  # shard -> (version, clock)
+    offsets: dict = field(default_factory=dict)
+    gaps: dict = field(default_factory=dict)
+    as_of: int = 0
+    read: set = field(default_factory=set)  # the shards of which an update was applied
+
+    @classmethod
+    def of(cls, base: Snapshot, bits: int) -> _Rebuilt:
+        rebuilt = cls(shards={s: (v, base.clock.get(str(s), {}))
+                              for s, v in base.shard_versions.items()},
+                      offsets=dict(base.offsets), as_of=base.as_of_ms)  # fmt: skip
+        rebuilt.replica.assign(np.arange(dimension(bits)), base.unfolded())
+        return rebuilt
+
+    def apply(self, update, held: int) -> None:
+        """``update`` (newer than the ``held`` version of its shard) into the model."""
+        if update.shard not in self.read and update.version > held + 1:
+            self.gaps[update.shard] = update.version
+        self.read.add(update.shard)
+        self.replica.assign(update.indices, update.values)
+        self.shards[update.shard] = (update.version, update.clock)
         if update.offset is not None:
-            offsets.setdefault(update.task, {})[update.shard] = update.offset
-        as_of[update.task] = max(as_of.get(update.task, 0), update.ts)
-    return [
-        Snapshot(
+            self.offsets[update.shard] = update.offset
+        self.as_of = max(self.as_of, update.ts)
+
+    def snapshot(self, task: str, bits: int, run: str | None) -> Snapshot:
+        return Snapshot(
             task=task,
             bits=bits,
-            version=sum(v for v, _ in shards[task].values()),
-            weights=_folded(replica.dense(dimension(bits)), offsets.get(task, {})),
-            offsets=dict(sorted(offsets.get(task, {}).items())),
-            clock={str(s): c for s, (_, c) in sorted(shards[task].items())},
+            version=sum(v for v, _ in self.shards.values()),
+            weights=_folded(self.replica.dense(dimension(bits)), self.offsets),
+            offsets=dict(sorted(self.offsets.items())),
+            clock={str(s): c for s, (_, c) in sorted(self.shards.items())},
             run=run,
-            shard_versions={s: v for s, (v, _) in sorted(shards[task].items())},
-            as_of_ms=as_of.get(task, 0),
-            gaps=dict(sorted(gaps.get(task, {}).items())),
+            shard_versions={s: v for s, (v, _) in sorted(self.shards.items())},
+            as_of_ms=self.as_of,
+            gaps=dict(sorted(self.gaps.items())),
         )
-        for task, replica in sorted(replicas.items())
-    ]
 
 
 def gap_warning(snap: Snapshot, topic: str) -> str | None:
