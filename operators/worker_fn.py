@@ -6,8 +6,6 @@ back (``ps_fn.py`` has the records it exchanges).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from pyflink.common import Types
 from pyflink.datastream import KeyedCoProcessFunction
@@ -35,6 +33,7 @@ from operators.loop import (
     must_train,
     state_pieces,
 )
+from operators.predictions import prediction_lines
 from operators.ps import Consistency, plan_batches, split_by_shard, state_digest, timer_lapsed
 from operators.ps_fn import (
     PICKLED,
@@ -388,26 +387,3 @@ def _replay_rmw(replica: StateReplica, entry: tuple) -> None:
         replica.update(*entry[1:])
     else:
         replica.push(*entry[1:])
-
-
-def prediction_lines(task, worker, event_ids, labels, scores, version, staleness, clock,
-                     batched: bool = False) -> list[str]:  # fmt: skip
-    """The ``train-predictions`` records of a mini-batch: one JSON object per event, or with
-    ``batched`` one record holding them all, one per line (NDJSON).
-
-    >>> prediction_lines("ctr", "ctr#0", ["e1", "e2"], np.array([1, 0]), np.array([.9, .2]),
-    ...                  7, 0, 3, batched=True)
-    ['{"event_id":"e1","task":"ctr","label":1,"score":0.9,"model_version":7,"staleness":0,\
-"worker":"ctr#0","clock":3}\\n{"event_id":"e2","task":"ctr","label":0,"score":0.2,\
-"model_version":7,"staleness":0,"worker":"ctr#0","clock":3}']
-    """
-    tail = f',"model_version":{version},"staleness":{staleness},"worker":{json.dumps(worker)},'
-    tail += f'"clock":{clock}}}'
-    head = f',"task":{json.dumps(task)},"label":'
-    lines = [
-        f'{{"event_id":{json.dumps(event_id)}{head}{label},"score":{score!r}{tail}'
-        for event_id, label, score in zip(
-            event_ids, labels.tolist(), scores.tolist(), strict=True
-        )  # fmt: skip
-    ]
-    return ["\n".join(lines)] if batched else lines
