@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not kafka and not flink and not cluster"
+	$(BIN)/python -m pytest -m "not kafka and not flink and not cluster and not slow"
 
 test-kafka: $(STAMP)
 	$(BIN)/python -m pytest -m kafka

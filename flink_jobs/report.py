@@ -89,8 +89,11 @@ def _by_task(docs: list[dict], kind: str) -> dict[str, list[dict]]:
 
 
 def _metric_plot(out: Path, name: str, label: str, windows: dict, cumulative: dict,
-                 truth: float | None = None) -> None:  # fmt: skip
+                 truth: float | None = None, drifts: list | None = None) -> None:  # fmt: skip
     plt, fig, ax = _figure()
+    for i, doc in enumerate(drifts or []):  # where the loss rose (operators/drift.py)
+        ax.axvline(doc["model_version"], color="red", lw=1, ls="-.",
+                   label="drift detected" if i == 0 else None)  # fmt: skip
     for task, docs in sorted(windows.items()):
         docs = sorted(docs, key=lambda d: d["end"])
         size = docs[0]["end"] - docs[0]["start"]
@@ -205,9 +208,11 @@ def write_report(docs: list[dict], out: str | Path, run: str | None = None,
     run, docs = select_run(docs, run)
     settings = next((d["settings"] for d in reversed(docs) if d.get("type") == "settings"), {})
     windows, cumulative = _by_task(docs, "window"), _by_task(docs, "cumulative")
+    drifts = sorted((d for d in docs if d.get("type") == "drift"),
+                    key=lambda d: (d["task"], d["count"]))  # fmt: skip
     truth = truth or {}
-    _metric_plot(out, "auc", "AUC", windows, cumulative, truth.get("auc"))
-    _metric_plot(out, "log_loss", "log loss", windows, cumulative, truth.get("log_loss"))
+    _metric_plot(out, "auc", "AUC", windows, cumulative, truth.get("auc"), drifts)
+    _metric_plot(out, "log_loss", "log loss", windows, cumulative, truth.get("log_loss"), drifts)
     _calibration_plot(out, windows)
     _time_plot(out, "throughput", "throughput between metrics records", "events/s",
                {t: _rate(d) for t, d in cumulative.items()})  # fmt: skip
@@ -228,12 +233,12 @@ def write_report(docs: list[dict], out: str | Path, run: str | None = None,
             counts[f"{label}: none"] = [(min(times), 0), (max(times), 0)]
     _time_plot(out, "dead_letters", "dead letters and rejected pushes (totals)", "count", counts)
     page = out / "index.html"
-    page.write_text(_html(run, *final_figures(docs), settings, truth, serving))
+    page.write_text(_html(run, *final_figures(docs), settings, truth, serving, drifts))
     return page
 
 
 def _html(run: str, final: dict[str, dict], counters: dict[str, int], settings: dict,
-          truth: dict, serving: dict | None) -> str:  # fmt: skip
+          truth: dict, serving: dict | None, drifts: list) -> str:  # fmt: skip
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in TABLE_FIELDS)
     rows = "".join(
         f"<tr><td>{html.escape(task)}</td>"
@@ -270,11 +275,24 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}figure{{display:i
 <table><tr><th>task</th>{head}</tr>{rows}</table>
 <p>* {html.escape(THROUGHPUT_MEANS)}</p>
 <ul>{counter_rows}</ul>
+{_drift_html(drifts)}
 {_serving_html(serving)}
 <h2>Settings</h2><table>{settings_rows}</table>
 <h2>Plots</h2>{images}
 </body></html>
 """
+
+
+def _drift_html(drifts: list) -> str:
+    """The drift alerts: Page-Hinkley on each task's prequential log loss."""
+    if not drifts:
+        return "<h2>Drift</h2><p>no drift detected (Page-Hinkley on the log loss)</p>"
+    items = "".join(
+        f"<li>task {html.escape(d['task'])}: the log loss rose; detected at prediction "
+        f"{d['count']:,}, model version {d['model_version']:,}</li>"
+        for d in drifts
+    )
+    return f"<h2>Drift</h2><ul>{items}</ul>"
 
 
 def _serving_html(serving: dict | None) -> str:

@@ -489,3 +489,6 @@ def print_summary(summary: dict) -> None:
             f"log loss {four_digits(doc['log_loss'])} accuracy {four_digits(doc['accuracy'])} "
             f"staleness max {doc['staleness_max']} model version {doc['model_version']}"
         )
+    for doc in summary.get("drifts", []):
+        print(f"  drift detected in task {doc['task']} at prediction {doc['count']:,} (model "
+              f"version {doc['model_version']:,}): its log loss rose")  # fmt: skip

@@ -83,7 +83,7 @@ class _MetricsWatcher:
                     self.counters[doc["name"]] = max(
                         self.counters.get(doc["name"], 0), doc["count"]
                     )
-                elif doc["type"] == "window":
+                elif doc["type"] in ("window", "drift"):
                     self.windows.append(doc)
 
     def accounted(self) -> int:
@@ -189,6 +189,7 @@ def summarize_run(cfg, cumulative, counters, windows, expected, elapsed) -> dict
         "dead_letters": counters.get(DEAD_LETTER_COUNT, 0),
         "rejected_pushes": counters.get(REJECTED_COUNT, 0),
         "tasks": cumulative,
-        "windows": windows,
+        "windows": [w for w in windows if w["type"] == "window"],
+        "drifts": [w for w in windows if w["type"] == "drift"],
         "settings": cfg.settings_for_summary(),
     }

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from connectors.errors import ConfigError
+from operators.drift import LossDrift
 from operators.metrics import EPS, calibration, summary
 
 BINS = 1 << 16
@@ -118,6 +119,11 @@ class Prequential:
         self._buf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._buffered = 0
         self.windows_done = 0
+        self.drift = LossDrift()  # Page-Hinkley on the log loss (operators/drift.py)
+        self.drifts = 0
+
+    def __setstate__(self, state: dict) -> None:  # state pickled before drift detection
+        self.__dict__.update({"drift": LossDrift(), "drifts": 0, **state})
 
     def add(
         self, labels, scores, version: int, staleness: int, now: float | None = None
@@ -128,7 +134,8 @@ class Prequential:
         self.first_seen = now if self.first_seen is None else self.first_seen
         self.last_seen = now
         p = np.clip(scores, EPS, 1 - EPS)
-        self.loss_sum += float(-(labels * np.log(p) + (1 - labels) * np.log1p(-p)).sum())
+        losses = -(labels * np.log(p) + (1 - labels) * np.log1p(-p))
+        self.loss_sum += float(losses.sum())
         hit = scores >= 0.5
         self.correct += int(np.count_nonzero(hit == labels.astype(bool)))
         self.tp += int(np.count_nonzero(hit & labels.astype(bool)))
@@ -145,6 +152,11 @@ class Prequential:
         out = []
         while self._buffered >= self.window:
             out.append(self._close_window())
+        for at in self.drift.add(losses):
+            self.drifts += 1
+            out.append({"type": "drift", "task": self.task, "count": at,
+                        "model_version": version, "detector": "page-hinkley",
+                        "chunk": self.drift.chunk})  # fmt: skip
         return out
 
     def _close_window(self) -> dict:
@@ -186,4 +198,5 @@ class Prequential:
             "staleness_max": self.staleness_max,
             "staleness_mean": self.staleness_sum / n if n else math.nan,
             "events_per_s": n / elapsed if elapsed > 0 else math.nan,
+            "drifts": self.drifts,
         }

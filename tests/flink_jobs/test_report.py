@@ -48,6 +48,17 @@ def test_report_files_decode_and_are_referenced(tmp_path):
     assert "<td>fraud</td>" in page and "<td>4,000</td>" in page  # 40 batches of 100
 
 
+def test_drift_alerts_are_listed_and_a_calm_run_says_none(tmp_path):
+    docs = metric_docs("r1")
+    assert not [d for d in docs if d["type"] == "drift"]  # a stationary stream: no alert
+    page = check_report(write_report(docs, tmp_path / "calm").parent)
+    assert "no drift detected" in page
+    alert = {"type": "drift", "task": "ctr", "count": 107_000, "model_version": 321,
+             "detector": "page-hinkley", "chunk": 500, "run": "r1", "time": 5}  # fmt: skip
+    page = check_report(write_report([*docs, alert], tmp_path / "drift").parent)
+    assert "task ctr: the log loss rose; detected at prediction 107,000, model version 321" in page
+
+
 def test_select_run_names_the_runs_when_the_asked_one_is_missing():
     with pytest.raises(Exception, match="runs seen: \\['a'\\]"):
         select_run([{"type": "counter", "run": "a"}], "b")
