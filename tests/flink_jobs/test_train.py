@@ -544,3 +544,27 @@ def test_batched_records_in_and_prediction_batches_out(kafka, topic_name, tmp_pa
     ids = [json.loads(line)["event_id"] for r in records for line in r.value.splitlines()]
     assert len(ids) == len(set(ids)) == 5000 - len(letters)
     assert len(records) < len(ids) / 10  # batches, not one record per event
+
+
+def test_a_drift_in_the_stream_is_reported_once_after_it(kafka, topic_name, tmp_path):
+    """The stream's true model changes at event 100,000: the evaluator's Page-Hinkley test
+    (operators/drift.py) writes one drift record after it, within 20,000 events, which the
+    summary and the printed lines carry; nothing before it."""
+    stream = CtrStream(CtrSettings(events=130_000, seed=4, drift_at=100_000))
+    records = [(doc["event_id"].encode(), encode(doc)) for doc, _ in stream.events()]
+    create_topics(kafka, [topic_name], partitions=1)
+    produce(kafka, topic_name, records)
+    summary = tmp_path / "summary.json"
+    out = streamshard(
+        "train", "--bootstrap-servers", kafka.bootstrap_servers, "--input-topic", topic_name,
+        "--updates-topic", f"{topic_name}-updates", "--predictions-topic", f"{topic_name}-pred",
+        "--metrics-topic", f"{topic_name}-metrics", "--dead-letter-topic", f"{topic_name}-dlq",
+        "--hash-bits", str(BITS), "--max-events", "130000", "--summary-json", str(summary),
+        "--checkpoint-dir", f"file://{tmp_path}/ckpt", "--timeout", "400", timeout=500,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    doc = json.loads(summary.read_text())
+    assert [d["task"] for d in doc["drifts"]] == ["ctr"], doc["drifts"]
+    assert 100_000 < doc["drifts"][0]["count"] <= 120_000
+    assert doc["tasks"]["ctr"]["drifts"] == 1
+    assert "drift detected in task ctr at prediction" in out.stdout

