@@ -228,13 +228,13 @@ def _parameter_server(parsed, fanned, s):
 
     workers = (
         parsed.connect(fanned)
-        .key_by(lambda exs: exs[2], lambda up: up[0], key_type=Types.STRING())
+        .key_by(lambda exs: exs.worker, lambda up: up[0], key_type=Types.STRING())
         .process(WorkerFunction(s), output_type=PICKLED)
         .name("worker")
         .uid("worker")
     )
     shards = (
-        workers.key_by(lambda p: f"{p[1]}/{p[2]}", key_type=Types.STRING())
+        workers.key_by(lambda push: push.key, key_type=Types.STRING())
         .process(ShardFunction(s), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
         .name("shard")
         .uid("shard")
@@ -263,7 +263,7 @@ def _outputs(cfg: TrainConfig, parsed, workers, shards) -> None:
     ).name("train-predictions-sink").uid("train-predictions-sink")
 
     counts = parsed.get_side_output(COUNTS).union(shards.get_side_output(COUNTS))
-    batches.union(counts).key_by(lambda r: r[1], key_type=Types.STRING()).process(
+    batches.union(counts).key_by(lambda r: r.key, key_type=Types.STRING()).process(
         EvaluatorFunction(cfg.window, cfg.run_id), output_type=Types.STRING()
     ).name("evaluator").uid("evaluator").sink_to(
         kafka_sink(cfg.kafka, cfg.metrics_topic, cfg.delivery, f"{cfg.run_id}-metrics")

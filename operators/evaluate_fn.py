@@ -16,6 +16,7 @@ from operators.heap import freeze_startup_heap
 from operators.journal import Working, WorkingCopies
 from operators.ps import timer_lapsed
 from operators.ps_fn import PICKLED, arm_timer
+from operators.records import Count
 
 
 class EvaluatorFunction(KeyedProcessFunction):
@@ -61,10 +62,11 @@ class EvaluatorFunction(KeyedProcessFunction):
         return pickle.loads(packed) if packed else Prequential(task, self.window)
 
     def process_element(self, record, ctx):
-        if record[0] == "count":
-            self.state.update((self.state.value() or 0) + record[2])
+        if isinstance(record, Count):
+            self.state.update((self.state.value() or 0) + record.n)
         else:
-            _, task, _, _, labels, scores, version, staleness, _ = record
+            task, labels, scores = record.task, record.labels, record.scores
+            version, staleness = record.version, record.staleness
             added, journaled = self.meta.value() or (0, 0)
             work = self._prequential(task, (added, journaled))
             entry = (labels, scores, version, staleness, time.time())

@@ -16,6 +16,7 @@ from operators.evaluation import DEAD_LETTER_COUNT
 from operators.examples import Examples
 from operators.heap import freeze_startup_heap
 from operators.ps_fn import COUNTS, DEAD_LETTERS, PsSettings
+from operators.records import Count, WorkerExamples
 
 
 def worker_of(event_id: str, workers: int) -> int:
@@ -59,7 +60,7 @@ class ParseFunction(ProcessFunction):
             else:
                 events.append(event)
         if len(events) < len(raws):
-            yield COUNTS, ("count", DEAD_LETTER_COUNT, len(raws) - len(events))
+            yield COUNTS, Count(DEAD_LETTER_COUNT, len(raws) - len(events))
         yield from self._chunks(events)
 
     def _chunks(self, events: list):
@@ -80,5 +81,5 @@ class ParseFunction(ProcessFunction):
         start = 0
         for key, group in groups.items():
             task, stop = group[0].task, start + len(group)
-            yield ("exs", task, key, replace(every.rows(start, stop), task=task))
+            yield WorkerExamples(task, key, replace(every.rows(start, stop), task=task))
             start = stop

@@ -4,14 +4,9 @@ gets (``PsSettings``), the side outputs, the keyed-state helpers of the dense wo
 The worker is ``worker_fn.py``, the shard ``shard_fn.py``; the parser before them is
 ``parse_fn.py``, the evaluator after them ``evaluate_fn.py``.
 
-Records between operators are tuples (pickled across the Python/Java bridge):
-
-- examples ``("exs", task, worker_key, Examples)``: one worker's share of a batch of raw
-  events, hashed, as columns (``operators/examples.py``)
-- push    ``("push", task, shard, worker_key, clock, indices, grads)``
-- batch   ``("pred", task, worker_key, event_ids, labels, scores, version, staleness, clock)``
-- count   ``("count", name, n)`` (dead letters, rejected pushes) for the evaluator
-- digest  JSON, with ``--digest-topic`` only: a SHA-256 of a key's state (see ``Digests``)
+Records between operators are the named tuples of ``operators/records.py`` (examples, pushes,
+prediction batches, counts), model updates as bytes, and with ``--digest-topic`` JSON digests
+of a key's state (see ``Digests``).
 """
 
 from __future__ import annotations

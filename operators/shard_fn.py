@@ -39,6 +39,7 @@ from operators.ps_fn import (
     initial_models,
     load_blocks,
 )
+from operators.records import Count
 from operators.shard_server import ShardServer
 
 
@@ -112,7 +113,7 @@ class ShardFunction(KeyedProcessFunction):
         return self.digests.around(ctx, self._digest, self._push(push))
 
     def _push(self, push):
-        _, task, shard, worker, clock, idx, g = push
+        task, shard, worker, clock, idx, g = push
         self.fault.tick()
         meta = self._meta(task, shard)
         if duplicate_push(clock, meta["clock"].get(worker, -1)):
@@ -169,7 +170,7 @@ class ShardFunction(KeyedProcessFunction):
         if result is None:
             meta["rejected"] += 1
             result = (np.zeros(0, np.int64), np.zeros(0))
-            yield COUNTS, ("count", REJECTED_COUNT, 1)
+            yield COUNTS, Count(REJECTED_COUNT, 1)
         else:
             if self.s.rmw:  # the workers' read-my-writes needs the state, not only weights
                 local = result[0] - work.copy.lo

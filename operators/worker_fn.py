@@ -50,6 +50,7 @@ from operators.ps_fn import (
     load_blocks,
     replica_copy,
 )
+from operators.records import PredictionBatch, Push
 from operators.replica import Replica, StateReplica
 
 
@@ -227,7 +228,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             return
         for shard in range(self.s.shards):
             empty = np.zeros(0, np.int64)
-            yield ("push", update.task, shard, key, clock, empty, empty_push(self.s.standardize))
+            yield Push(update.task, shard, key, clock, empty, empty_push(self.s.standardize))
         self.clock.update(clock + 1)
 
     # -- the examples ----------------------------------------------------------------------
@@ -258,7 +259,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         return Examples.concat(taken)
 
     def _example(self, value, ctx):
-        chunk = value[3]
+        chunk = value.examples
         count = (self.buffered.value() or 0) + len(chunk)
         self.buffered.update(count)
         # the chunk counts as buffered, but only what this call does not train goes into
@@ -266,7 +267,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         # (their pushes leave in this same call, so a checkpoint has all of them or none)
         self.incoming = chunk
         if count >= self.s.batch_size_at(self.clock.value() or 0):
-            yield from self._drain(ctx, self._meta(value[1]), flush=False)
+            yield from self._drain(ctx, self._meta(value.task), flush=False)
         else:
             self._time_partial(ctx, count)
         rest, self.incoming = self.incoming, None
@@ -355,26 +356,14 @@ class WorkerFunction(KeyedCoProcessFunction):
                     mine = self.optimizer.self_contained(part_g)
                 work.copy.push(shard, clock, part_idx, mine)
                 self._journal_rmw(work, meta, ("p", shard, clock, part_idx, mine))
-            yield ("push", task, shard, key, clock, part_idx, part_g)
+            yield Push(task, shard, key, clock, part_idx, part_g)
         event_ids = batch.event_ids
         lines = prediction_lines(task, key, event_ids, labels.astype(np.int64), scores,
                                  version, staleness, clock, self.s.batch_predictions)  # fmt: skip
         for line in lines:
             yield PREDICTION_LINES, line
-        yield (
-            PREDICTIONS,
-            (
-                "pred",
-                task,
-                key,
-                event_ids,
-                labels.astype(np.int64),
-                scores,
-                version,
-                staleness,
-                clock,
-            ),
-        )
+        yield PREDICTIONS, PredictionBatch(task, key, event_ids, labels.astype(np.int64), scores,
+                                           version, staleness, clock)  # fmt: skip
 
 
 def _rmw_stamp(meta: dict) -> int:
