@@ -43,6 +43,8 @@ from flink_jobs.options import (
 from operators.ps import DEFAULT_MAX_TASKS
 from operators.serving import MAX_REQUEST_AGE_MS, MAX_WAIT_MS
 
+DELIVERIES = ("exactly-once", "at-least-once", "none")
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -73,6 +75,28 @@ class ServeConfig:
     timeout_s: float | None = None
     fail_marker: str | None = None  # tests only (--inject-failure)
     job_name: str = "streamshard-serve"
+
+    def __post_init__(self) -> None:
+        """Refuse, with one line naming the flag, settings no job can run with: checked
+        however the config is made, from flags or in code."""
+        from connectors.hashing import check_bits
+
+        for name in ("replicas", "max_pending", "max_tasks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, "
+                                  f"got {getattr(self, name)}")  # fmt: skip
+        if self.ingest_window_ms < 1:
+            raise ConfigError(f"--ingest-window must be >= 1 ms, got {self.ingest_window_ms}")
+        if self.linger_ms < 0:
+            raise ConfigError(f"--linger must be >= 0 ms, got {self.linger_ms}")
+        if self.max_request_age_ms < 1 or self.max_wait_ms < 1:
+            raise ConfigError("--max-request-age and --max-wait must be > 0 s")
+        if self.max_events is not None and self.max_events < 1:
+            raise ConfigError(f"--max-events must be >= 1, got {self.max_events}")
+        if self.delivery not in DELIVERIES:
+            raise ConfigError(f"--delivery must be one of {', '.join(DELIVERIES)}, "
+                              f"got {self.delivery!r}")  # fmt: skip
+        check_bits(self.bits)
 
     def serve_settings(self):
         from operators.serve_fn import ServeSettings
@@ -216,9 +240,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--updates-topic", default="model-updates")
     parser.add_argument("--predictions-topic", default="predictions")
     parser.add_argument("--dead-letter-topic", default="dead-letters")
-    parser.add_argument(
-        "--delivery", default="at-least-once", choices=["exactly-once", "at-least-once", "none"]
-    )
+    parser.add_argument("--delivery", default="at-least-once", choices=DELIVERIES)
     parser.add_argument("--max-events", type=int, metavar="N", help="stop after N requests")
     parser.add_argument("--stop-at-offsets", metavar="P=OFFSET,...")
     parser.add_argument("--summary-json", metavar="PATH")
@@ -231,18 +253,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    for name in ("replicas", "max_pending"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.ingest_window < 1:
-        raise ConfigError(f"--ingest-window must be >= 1 ms, got {args.ingest_window}")
+    """The flags as a ``ServeConfig`` (which checks them, ``ServeConfig.__post_init__``)."""
+    # in seconds on the command line: checked here, before they become milliseconds
     if not args.max_request_age > 0:
         raise ConfigError(f"--max-request-age must be > 0 s, got {args.max_request_age}")
     if not args.max_wait > 0:
         raise ConfigError(f"--max-wait must be > 0 s, got {args.max_wait}")
-    if args.max_events is not None and args.max_events < 1:
-        raise ConfigError(f"--max-events must be >= 1, got {args.max_events}")
-    hash_bits_from_args(args)
+    hash_bits_from_args(args)  # and the --init-model snapshot against it
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
     cfg = ServeConfig(
         kafka=kafka_config(args),
