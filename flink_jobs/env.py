@@ -268,3 +268,11 @@ def quiet_hang_up(args) -> None:
 
 
 quiet_hang_up.previous = threading.excepthook
+
+
+def cancel_quietly(client) -> None:
+    """Cancel the job of ``client`` (a ``JobClient``); one that already ended is left as it is."""
+    try:
+        client.cancel().result()
+    except Exception:  # already ended
+        pass

@@ -8,6 +8,7 @@ import time
 
 from connectors.config import KafkaConfig
 from connectors.errors import StreamshardError
+from flink_jobs.env import cancel_quietly
 from flink_jobs.serve import ServeConfig, build
 
 
@@ -76,10 +77,7 @@ def run_bounded(cfg: ServeConfig, expected: int, on_running=None) -> dict:
                 )
         elapsed = time.monotonic() - started
     finally:
-        try:
-            client.cancel().result()
-        except Exception:  # already ended
-            pass
+        cancel_quietly(client)
         preds.close()
         dead.close()
     return summarize(cfg, predictions, dead_letters, expected, elapsed)

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from connectors.config import KafkaConfig
 from connectors.errors import StreamshardError
+from flink_jobs.env import cancel_quietly
 from flink_jobs.train import TrainConfig, build, four_digits
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
 
@@ -168,10 +169,7 @@ def run_flink(cfg: TrainConfig) -> dict:
         _follow(client, watcher, cfg, expected, started)
         elapsed = time.monotonic() - started
     finally:
-        try:
-            client.cancel().result()
-        except Exception:  # already ended
-            pass
+        cancel_quietly(client)
         watcher.close()
     return summarize_run(
         cfg, watcher.cumulative, watcher.counters, watcher.windows, expected, elapsed

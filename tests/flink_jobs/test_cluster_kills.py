@@ -145,6 +145,21 @@ def kill_and_recover(jid: str, pid: int) -> dict:
             "checkpoint_s": round(time.monotonic() - killed, 1)}  # fmt: skip
 
 
+def submit_job(job: str, flags: list, log: Path, cluster: dict, request):
+    """``streamshard submit JOB -- FLAGS`` in the background (output to ``log``); the client
+    process and the job's id once the job runs."""
+    submit = subprocess.Popen(
+        [SCRIPT, "submit", job, "--jobmanager", f"127.0.0.1:{REST_PORT}", "--", *flags],
+        env={**os.environ, **cluster}, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    request.addfinalizer(submit.kill)
+    jid = wait_for(
+        lambda: next((j["jid"] for j in rest_json("/jobs/overview")["jobs"]
+                      if j["state"] == "RUNNING" and j["name"].startswith(f"streamshard-{job}")),
+                     None), 300, f"the {job} job")  # fmt: skip
+    return submit, jid
+
+
 def metrics_seen(kafka, topic) -> int:
     docs = [json.loads(r.value) for r in read_records(kafka, topic, timeout=2, idle=1)]
     return max((d["count"] for d in docs if d["type"] == "cumulative"), default=0)
@@ -284,20 +299,14 @@ def test_validate_survives_a_taskmanager_kill(cluster, kafka, topic_name, tmp_pa
     assert whole.returncode == 0, whole.stderr
     stop_at = re.search(r"end offsets (\S+)", whole.stdout).group(1)
     create_topics(kafka, [source], partitions=2)
-    submit = subprocess.Popen(
-        [SCRIPT, "submit", "validate", "--jobmanager", f"127.0.0.1:{REST_PORT}", "--",
-         "--bootstrap-servers", kafka.bootstrap_servers, "--input-topic", source,
+    submit, jid = submit_job(
+        "validate",
+        ["--bootstrap-servers", kafka.bootstrap_servers, "--input-topic", source,
          "--output-topic", out, "--dead-letter-topic", dlq, "--parallelism", "1",
          "--checkpoint-interval", "2000", "--delivery", "exactly-once",
          "--stop-at-offsets", stop_at],
-        env={**os.environ, **cluster}, stdout=open(tmp_path / "validate.log", "w"),
-        stderr=subprocess.STDOUT,
+        tmp_path / "validate.log", cluster, request,
     )  # fmt: skip
-    request.addfinalizer(submit.kill)
-    jid = wait_for(
-        lambda: next((j["jid"] for j in rest_json("/jobs/overview")["jobs"]
-                      if j["state"] == "RUNNING" and j["name"].startswith("streamshard-validate")),
-                     None), 300, "the validate job")  # fmt: skip
     feed = subprocess.Popen([*generate, "--topic", source, "--rate", str(FEED_RATE)],
                             env={**os.environ, **cluster}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -370,22 +379,16 @@ def test_serve_survives_python_worker_and_taskmanager_kills(
     (snap,) = from_updates([model], SERVE_BITS)
     save(snap, tmp_path / "models")
 
-    submit = subprocess.Popen(
-        [SCRIPT, "submit", "serve", "--jobmanager", f"127.0.0.1:{REST_PORT}", "--",
-         "--bootstrap-servers", kafka.bootstrap_servers, "--requests-topic", req,
+    submit, jid = submit_job(
+        "serve",
+        ["--bootstrap-servers", kafka.bootstrap_servers, "--requests-topic", req,
          "--updates-topic", upd, "--predictions-topic", pred, "--dead-letter-topic", dlq,
          "--hash-bits", str(SERVE_BITS), "--init-model", str(tmp_path / "models"),
          "--execution-mode", "process", "--parallelism", "1",
          "--delivery", "exactly-once", "--checkpoint-interval", "2000",
          "--max-events", str(SERVE_REQUESTS), "--timeout", "900"],
-        env={**os.environ, **cluster}, stdout=open(tmp_path / "serve.log", "w"),
-        stderr=subprocess.STDOUT,
+        tmp_path / "serve.log", cluster, request,
     )  # fmt: skip
-    request.addfinalizer(submit.kill)
-    jid = wait_for(
-        lambda: next((j["jid"] for j in rest_json("/jobs/overview")["jobs"]
-                      if j["state"] == "RUNNING" and j["name"].startswith("streamshard-serve")),
-                     None), 300, "the serve job")  # fmt: skip
     feed = subprocess.Popen(
         [SCRIPT, "generate", "--requests", str(SERVE_REQUESTS), "--rate", str(SERVE_RATE),
          "--seed", "12", "--topic", req, "--bootstrap-servers", kafka.bootstrap_servers],
