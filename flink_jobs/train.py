@@ -222,19 +222,20 @@ def _parameter_server(parsed, fanned, s):
     ``task/shard`` (pushes in, model updates out)."""
     from pyflink.common import Types
 
-    from operators.ps_fn import PICKLED
+    from operators.ps_fn import PUSHES
     from operators.shard_fn import ShardFunction
     from operators.worker_fn import WorkerFunction
 
     workers = (
         parsed.connect(fanned)
         .key_by(lambda exs: exs.worker, lambda up: up[0], key_type=Types.STRING())
-        .process(WorkerFunction(s), output_type=PICKLED)
+        .process(WorkerFunction(s), output_type=Types.STRING())  # the prediction records
         .name("worker")
         .uid("worker")
     )
     shards = (
-        workers.key_by(lambda push: push.key, key_type=Types.STRING())
+        workers.get_side_output(PUSHES)
+        .key_by(lambda push: push.key, key_type=Types.STRING())
         .process(ShardFunction(s), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
         .name("shard")
         .uid("shard")
@@ -248,7 +249,7 @@ def _outputs(cfg: TrainConfig, parsed, workers, shards) -> None:
 
     from connectors.flink_kafka import kafka_sink
     from operators.evaluate_fn import EvaluatorFunction
-    from operators.ps_fn import COUNTS, DIGESTS, PREDICTION_LINES, PREDICTIONS
+    from operators.ps_fn import COUNTS, DIGESTS, PREDICTIONS
 
     # the feedback edge: at-least-once by design, updates are absolute and idempotent
     shards.sink_to(
@@ -258,7 +259,7 @@ def _outputs(cfg: TrainConfig, parsed, workers, shards) -> None:
     batches = workers.get_side_output(PREDICTIONS)
     # the workers write the prediction records themselves: a mini-batch enters Python once
     # more (the evaluator), not twice
-    workers.get_side_output(PREDICTION_LINES).sink_to(
+    workers.sink_to(
         kafka_sink(cfg.kafka, cfg.predictions_topic, cfg.delivery, f"{cfg.run_id}-pred")
     ).name("train-predictions-sink").uid("train-predictions-sink")
 

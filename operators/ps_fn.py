@@ -34,7 +34,7 @@ DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
 COUNTS = OutputTag("counts", PICKLED)
 PREDICTIONS = OutputTag("predictions", PICKLED)  # a mini-batch's scores, for the evaluator
 # to train-predictions, one record each (decision 0010: why not one array per mini-batch)
-PREDICTION_LINES = OutputTag("prediction-lines", Types.STRING())
+PUSHES = OutputTag("pushes", PICKLED)  # a worker's gradients, for the shards
 DIGESTS = OutputTag("digests", Types.STRING())
 # examples per keyed-state entry of a worker's buffer (operators/loop.state_pieces)
 STATE_PIECE = 256

@@ -37,8 +37,8 @@ from operators.predictions import prediction_lines
 from operators.ps import Consistency, plan_batches, split_by_shard, state_digest, timer_lapsed
 from operators.ps_fn import (
     PICKLED,
-    PREDICTION_LINES,
     PREDICTIONS,
+    PUSHES,
     STATE_PIECE,
     Digests,
     MapView,
@@ -228,7 +228,8 @@ class WorkerFunction(KeyedCoProcessFunction):
             return
         for shard in range(self.s.shards):
             empty = np.zeros(0, np.int64)
-            yield Push(update.task, shard, key, clock, empty, empty_push(self.s.standardize))
+            push = Push(update.task, shard, key, clock, empty, empty_push(self.s.standardize))
+            yield PUSHES, push
         self.clock.update(clock + 1)
 
     # -- the examples ----------------------------------------------------------------------
@@ -356,12 +357,14 @@ class WorkerFunction(KeyedCoProcessFunction):
                     mine = self.optimizer.self_contained(part_g)
                 work.copy.push(shard, clock, part_idx, mine)
                 self._journal_rmw(work, meta, ("p", shard, clock, part_idx, mine))
-            yield Push(task, shard, key, clock, part_idx, part_g)
+            yield PUSHES, Push(task, shard, key, clock, part_idx, part_g)
         event_ids = batch.event_ids
         lines = prediction_lines(task, key, event_ids, labels.astype(np.int64), scores,
                                  version, staleness, clock, self.s.batch_predictions)  # fmt: skip
-        for line in lines:
-            yield PREDICTION_LINES, line
+        # the main output (decision 0015): Java takes each record from this generator and
+        # hands it to the chained Kafka writer itself; a side output would be a call from
+        # Python into Java, the writer's work made under the interpreter's lock
+        yield from lines
         yield PREDICTIONS, PredictionBatch(task, key, event_ids, labels.astype(np.int64), scores,
                                            version, staleness, clock)  # fmt: skip
 
