@@ -308,9 +308,8 @@ def print_summary(summary: dict) -> None:
             else ""
         )
     )
+    from operators.snapshot import retention_warning
+
     for task, gaps in sorted(summary["model_gaps"].items()):
-        shards = ", ".join(f"shard {s} starts at version {v}" for s, v in gaps.items())
-        print(f"warning: topic {summary['settings']['updates_topic']!r} no longer holds the "
-              f"first updates of task {task} ({shards}): its model lacks the coordinates only "
-              "those updates wrote. Start from a snapshot (--init-model) or keep the topic's "
-              "retention longer than a run.", file=sys.stderr)  # fmt: skip
+        topic = summary["settings"]["updates_topic"]
+        print(retention_warning(topic, task, gaps), file=sys.stderr)

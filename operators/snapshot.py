@@ -257,13 +257,23 @@ def gap_warning(snap: Snapshot, topic: str) -> str | None:
 starts at version 5): coordinates only those updates wrote are missing. Start from an \
 older snapshot (--init-model) or keep the topic's retention longer than a run."
     """
-    if not snap.gaps:
-        return None
-    shards = ", ".join(f"shard {s} starts at version {v}" for s, v in snap.gaps.items())
+    return retention_warning(topic, snap.task, snap.gaps, snap.run) if snap.gaps else None
+
+
+def retention_warning(topic: str, task: str, gaps: dict, run: str | None = None) -> str:
+    """The warning for a model rebuilt from ``topic`` after it lost the first updates of
+    ``task``: ``gaps`` maps a shard to the oldest version read (``snapshot``, and ``serve``'s
+    ``model_gaps``).
+
+    >>> retention_warning("updates", "b", {"0": 2})[:75]
+    "warning: topic 'updates' no longer holds the first updates of task b (shard"
+    """
+    shards = ", ".join(f"shard {s} starts at version {v}" for s, v in gaps.items())
+    whose = f"run {run}'s" if run is not None else "the"
     return (
-        f"warning: topic {topic!r} no longer holds run {snap.run}'s first updates of task "
-        f"{snap.task} ({shards}): coordinates only those updates wrote are missing. Start "
-        "from an older snapshot (--init-model) or keep the topic's retention longer than a run."
+        f"warning: topic {topic!r} no longer holds {whose} first updates of task {task} "
+        f"({shards}): coordinates only those updates wrote are missing. Start from an older "
+        "snapshot (--init-model) or keep the topic's retention longer than a run."
     )
 
 
