@@ -19,6 +19,7 @@ import numpy as np
 from connectors.broker import EmbeddedBroker
 from connectors.config import KafkaConfig
 from connectors.errors import ConfigError
+from operators.settings import Bounds, LoopSettings, ModelSettings
 from operators.synthetic import CtrSettings, CtrStream
 
 BITS = 20
@@ -135,14 +136,11 @@ def _generate_and_train(kafka, flink, events: int, out: Path) -> tuple:
         train.TrainConfig(
             kafka=kafka,
             flink=flink,
-            bits=BITS,
-            shards=4,
-            workers=2,
-            consistency="async",
-            stop_offsets=gen.end_offsets,
+            model=ModelSettings(bits=BITS),
+            loop=LoopSettings(shards=4, workers=2, consistency="async"),
+            bounds=Bounds(stop_offsets=gen.end_offsets, timeout_s=1800),
             window=max(500, events // 20),  # about 20 points per plotted series
             summary_json=str(out / "train-summary.json"),
-            timeout_s=1800,
         )
     )
     _say(f"trained on {trained['events']:,} events in {trained['seconds']:.0f}s")

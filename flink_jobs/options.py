@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -10,6 +11,7 @@ from connectors.broker import read_record
 from connectors.config import BOOTSTRAP_ENV, KafkaConfig
 from connectors.errors import ConfigError
 from connectors.events import DEFAULT_CLIP
+from operators.settings import flag_of
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -44,6 +46,29 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # noqa: D102 - argparse hook
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         sys.exit(2)
+
+
+def add_field_flags(group, cls) -> None:
+    """A flag for every field of the settings class ``cls`` that has a ``help`` (see
+    ``operators.settings``): its default and type are the field's, so a default is written
+    once."""
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata:
+            continue
+        meta = {k: v for k, v in f.metadata.items() if k != "flag"}
+        flag = flag_of(cls, f.name)
+        if isinstance(f.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                               **meta)  # fmt: skip
+        else:
+            meta.setdefault("type", type(f.default))
+            group.add_argument(flag, default=f.default, **meta)
+
+
+def fields_from_args(cls, args: argparse.Namespace) -> dict:
+    """The values of ``cls``'s flags (``add_field_flags``), by field name."""
+    return {f.name: getattr(args, flag_of(cls, f.name)[2:].replace("-", "_"))
+            for f in dataclasses.fields(cls) if "help" in f.metadata}  # fmt: skip
 
 
 def add_kafka_args(parser: argparse.ArgumentParser) -> None:

@@ -130,9 +130,10 @@ def build(env, cfg: ServeConfig):
         kafka_sink,
     )
     from connectors.ingest import event_batches, raw_records, table_env
+    from operators.keyed import DEAD_LETTERS, PICKLED
     from operators.logistic import dimension
-    from operators.ps_fn import PICKLED, fan_out_each_update
-    from operators.serve_fn import DEAD_LETTERS, ParseRequests, ServeFunction
+    from operators.ps_fn import fan_out_updates
+    from operators.serve_fn import ParseRequests, ServeFunction
 
     s = cfg.serve_settings()
     t_env = table_env(env)
@@ -146,7 +147,10 @@ def build(env, cfg: ServeConfig):
                           **{"fetch.max.wait.ms": FEEDBACK_FETCH_MAX_WAIT_MS})  # fmt: skip
     parsed = requests.process(ParseRequests(s), output_type=PICKLED).name("parse").uid("parse")
     fanned = (
-        updates.flat_map(fan_out_each_update(s.replicas, dimension(s.bits)), output_type=PICKLED)
+        updates.flat_map(
+            fan_out_updates(s.replicas, dimension(s.bits), lambda row: (row[0],)),
+            output_type=PICKLED,
+        )  # fmt: skip
         .name("fan-out-updates")
         .uid("serve-fan-out-updates")
     )

@@ -20,24 +20,25 @@ from pathlib import Path
 
 from connectors.config import KafkaConfig
 from connectors.errors import ConfigError
-from connectors.events import DEFAULT_CLIP
 from connectors.flink_kafka import parse_offsets
 from flink_jobs.env import FlinkSettings
 from flink_jobs.options import (
     add_clip_argument,
+    add_field_flags,
     add_flink_args,
     add_kafka_args,
     add_task_arguments,
     clip_from_args,
     fail_marker_from_args,
+    fields_from_args,
     flink_settings,
     hash_bits_from_args,
     kafka_config,
     task_limits,
 )
 from operators.evaluation import json_record, metric_text
-from operators.optim import make_optimizer
-from operators.ps import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, Consistency
+from operators.ps import DEFAULT_MAX_TASKS
+from operators.settings import Bounds, LoopSettings, ModelSettings, TrainTopics
 
 HYPER = ("alpha", "beta", "l1", "l2", "lr")
 # how long model updates are gathered before the workers get them (one record per window):
@@ -52,125 +53,78 @@ UPDATE_WINDOW_MS = 10
 LOCAL_OPTIONS = (("taskmanager.memory.segment-size", "8kb"),)
 
 
-# the flags whose name is not the field's
-_FLAGS = {"block": "block-size", "batch_timeout_ms": "batch-timeout",
-          "ingest_window_ms": "ingest-window"}  # fmt: skip
-_CHOICES = {
-    "engine": ("flink", "local"),
-    "input_format": ("event", "ndjson"),
-    "prediction_format": ("event", "batch"),
-    "delivery": ("exactly-once", "at-least-once", "none"),
-}
+ENGINES = ("flink", "local")
+DELIVERIES = ("exactly-once", "at-least-once", "none")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A training run: where Kafka is, how Flink runs, and the settings of each concern
+    (``operators.settings``), checked when made, from flags or in code."""
+
     kafka: KafkaConfig
     flink: FlinkSettings = field(default_factory=FlinkSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    loop: LoopSettings = field(default_factory=LoopSettings)
+    topics: TrainTopics = field(default_factory=TrainTopics)
+    bounds: Bounds = field(default_factory=Bounds)
     engine: str = "flink"
     run_id: str = field(default_factory=lambda: f"r-{uuid.uuid4().hex[:12]}")
-    bits: int = 20
-    shards: int = 4
-    workers: int = 2
-    batch_size: int = DEFAULT_BATCH_SIZE
-    batch_timeout_ms: int = 200
     ingest_window_ms: int = 50
-    consistency: str = "async"
-    optimizer: str = "ftrl"
-    hyper: dict = field(default_factory=lambda: {"alpha": 0.2, "beta": 1.0, "l1": 0.0, "l2": 0.0})
-    standardize: bool = True
-    warmup: bool = True
-    update_threshold: float = 0.0
-    read_my_writes: bool = True
-    max_in_flight: int = 16
-    tasks: tuple | None = None
-    max_tasks: int = DEFAULT_MAX_TASKS
-    clip: float | None = DEFAULT_CLIP
-    input_format: str = "event"  # or ndjson: a record carries many events, one per line
-    prediction_format: str = "event"  # or batch: one record per mini-batch, one line per event
     window: int = 10_000
-    input_topic: str = "events"
-    updates_topic: str = "model-updates"
-    predictions_topic: str = "train-predictions"
-    metrics_topic: str = "metrics"
-    dead_letter_topic: str = "dead-letters"
     delivery: str = "exactly-once"
-    stop_offsets: dict | None = None
-    updates_from: int | None = None  # the updates topic offset a new run starts reading at
-    max_events: int | None = None
     summary_json: str | None = None
-    timeout_s: float | None = None
     fail_marker: str | None = None
     init_model: str | None = None
     digest_topic: str | None = None
-    block: int = 4096
     job_name: str = "streamshard-train"
 
     def __post_init__(self) -> None:
-        """Refuse, with one line naming the flag, settings no job can run with: checked
-        however the config is made, from flags or in code."""
-        from connectors.hashing import check_bits
-
-        for name in ("shards", "workers", "batch_size", "window", "block", "max_in_flight",
-                     "max_tasks"):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{_FLAGS.get(name, name.replace('_', '-'))} must be >= 1, "
-                                  f"got {getattr(self, name)}")  # fmt: skip
-        if self.max_events is not None and self.max_events < 1:
-            raise ConfigError(f"--max-events must be >= 1, got {self.max_events}")
+        if self.window < 1:
+            raise ConfigError(f"--window must be >= 1, got {self.window}")
         if self.ingest_window_ms < 1:
             raise ConfigError(f"--ingest-window must be >= 1 ms, got {self.ingest_window_ms}")
-        if self.batch_timeout_ms < 0 or self.update_threshold < 0:
-            raise ConfigError("--batch-timeout and --update-threshold must be >= 0")
-        for name, allowed in _CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"--{name.replace('_', '-')} must be one of "
-                                  f"{', '.join(allowed)}, got {getattr(self, name)!r}")  # fmt: skip
-        Consistency.parse(self.consistency)
-        make_optimizer(self.optimizer, **self.hyper)
-        check_bits(self.bits)
-        if self.input_format == "ndjson" and self.max_events is not None:
+        for flag, value, allowed in (("--engine", self.engine, ENGINES),
+                                     ("--delivery", self.delivery, DELIVERIES)):  # fmt: skip
+            if value not in allowed:
+                raise ConfigError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.topics.ndjson and self.bounds.max_events is not None:
             raise ConfigError("--input-format ndjson counts events inside records: bound the "
                               "run with --stop-at-offsets instead of --max-events")  # fmt: skip
 
     def ps_settings(self):
+        """What the operators get: the model's, the loop's and the topics' settings
+        themselves, with this run's identity."""
         from operators.ps_fn import PsSettings
 
         return PsSettings(
             run_id=self.run_id,
-            bits=self.bits,
-            shards=self.shards,
-            workers=self.workers,
-            batch_size=self.batch_size,
-            batch_timeout_ms=self.batch_timeout_ms,
-            consistency=self.consistency,
-            optimizer=self.optimizer,
-            hyper=tuple(sorted(self.hyper.items())),
-            standardize=self.standardize,
-            warmup=self.warmup,
-            update_threshold=self.update_threshold,
-            read_my_writes=self.read_my_writes,
-            max_in_flight=self.max_in_flight,
-            tasks=self.tasks,
-            max_tasks=self.max_tasks,
-            clip=self.clip,
-            ndjson=self.input_format == "ndjson",
-            batch_predictions=self.prediction_format == "batch",
-            input_topic=self.input_topic,
+            model=self.model,
+            loop=self.loop,
+            topics=self.topics,
             fail_marker=self.fail_marker,
             checkpoint_dir=self.flink.checkpoint_dir,
             init_model=self.init_model,
-            block=self.block,
             digests=bool(self.digest_topic),
         )
 
     def settings_for_summary(self) -> dict:
-        skip = ("kafka", "flink", "fail_marker")
-        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-        doc["stop_offsets"] = {str(p): o for p, o in (self.stop_offsets or {}).items()} or None
+        """Every setting, flat, as the summary and the report show them."""
+        doc = {**asdict(self.model), **asdict(self.loop), **asdict(self.bounds)}
+        doc["hyper"] = dict(self.model.hyper)
+        doc.update({TOPIC_KEYS.get(k, k): v for k, v in asdict(self.topics).items()})
+        skip = ("kafka", "flink", "fail_marker", "model", "loop", "topics", "bounds")
+        doc.update({f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip})
+        doc["stop_offsets"] = {str(p): o for p, o in (self.bounds.stop_offsets or {}).items()}
+        doc["stop_offsets"] = doc["stop_offsets"] or None
         doc["flink"] = asdict(self.flink)
         doc["kafka"] = {"bootstrap_servers": self.kafka.bootstrap_servers}
         return doc
+
+
+# the summary's names of the topics
+TOPIC_KEYS = {"input": "input_topic", "updates": "updates_topic", "metrics": "metrics_topic",
+              "predictions": "predictions_topic", "dead_letters": "dead_letter_topic"}  # fmt: skip
 
 
 def build(env, cfg: TrainConfig):
@@ -189,28 +143,29 @@ def _inputs(env, cfg: TrainConfig, s):
     (connectors/ingest.py)."""
     from connectors.flink_kafka import kafka_sink
     from connectors.ingest import event_batches, table_env, update_batches
+    from operators.keyed import DEAD_LETTERS, PICKLED
     from operators.parse_fn import ParseFunction
-    from operators.ps_fn import DEAD_LETTERS, PICKLED, fan_out_updates
+    from operators.ps_fn import fan_out_updates
 
     t_env = table_env(env)
     batches_in = event_batches(
         t_env,
         cfg.kafka,
-        cfg.input_topic,
+        cfg.topics.input,
         cfg.job_name,
-        cfg.stop_offsets,
+        cfg.bounds.stop_offsets,
         cfg.ingest_window_ms,
         cfg.flink.parallelism,
     )
-    updates = update_batches(t_env, cfg.kafka, cfg.updates_topic, f"{cfg.job_name}-{cfg.run_id}",
-                             UPDATE_WINDOW_MS, cfg.updates_from)  # fmt: skip
+    updates = update_batches(t_env, cfg.kafka, cfg.topics.updates, f"{cfg.job_name}-{cfg.run_id}",
+                             UPDATE_WINDOW_MS, cfg.bounds.updates_from)  # fmt: skip
 
     parsed = batches_in.process(ParseFunction(s), output_type=PICKLED).name("parse").uid("parse")
     parsed.get_side_output(DEAD_LETTERS).sink_to(
-        kafka_sink(cfg.kafka, cfg.dead_letter_topic, cfg.delivery, f"{cfg.run_id}-dlq")
+        kafka_sink(cfg.kafka, cfg.topics.dead_letters, cfg.delivery, f"{cfg.run_id}-dlq")
     ).name("dead-letter-sink").uid("dead-letter-sink")
     fanned = (
-        updates.flat_map(fan_out_updates(s.workers, s.dim), output_type=PICKLED)
+        updates.flat_map(fan_out_updates(s.loop.workers, s.model.dim), output_type=PICKLED)
         .name("fan-out-updates")
         .uid("fan-out-updates")
     )
@@ -222,7 +177,7 @@ def _parameter_server(parsed, fanned, s):
     ``task/shard`` (pushes in, model updates out)."""
     from pyflink.common import Types
 
-    from operators.ps_fn import PUSHES
+    from operators.keyed import PUSHES
     from operators.shard_fn import ShardFunction
     from operators.worker_fn import WorkerFunction
 
@@ -249,25 +204,25 @@ def _outputs(cfg: TrainConfig, parsed, workers, shards) -> None:
 
     from connectors.flink_kafka import kafka_sink
     from operators.evaluate_fn import EvaluatorFunction
-    from operators.ps_fn import COUNTS, DIGESTS, PREDICTIONS
+    from operators.keyed import COUNTS, DIGESTS, PREDICTIONS
 
     # the feedback edge: at-least-once by design, updates are absolute and idempotent
     shards.sink_to(
-        kafka_sink(cfg.kafka, cfg.updates_topic, "at-least-once", low_latency=True, raw=True)
+        kafka_sink(cfg.kafka, cfg.topics.updates, "at-least-once", low_latency=True, raw=True)
     ).name("model-updates-sink").uid("model-updates-sink")
 
     batches = workers.get_side_output(PREDICTIONS)
     # the workers write the prediction records themselves: a mini-batch enters Python once
     # more (the evaluator), not twice
     workers.sink_to(
-        kafka_sink(cfg.kafka, cfg.predictions_topic, cfg.delivery, f"{cfg.run_id}-pred")
+        kafka_sink(cfg.kafka, cfg.topics.predictions, cfg.delivery, f"{cfg.run_id}-pred")
     ).name("train-predictions-sink").uid("train-predictions-sink")
 
     counts = parsed.get_side_output(COUNTS).union(shards.get_side_output(COUNTS))
     batches.union(counts).key_by(lambda r: r.key, key_type=Types.STRING()).process(
         EvaluatorFunction(cfg.window, cfg.run_id), output_type=Types.STRING()
     ).name("evaluator").uid("evaluator").sink_to(
-        kafka_sink(cfg.kafka, cfg.metrics_topic, cfg.delivery, f"{cfg.run_id}-metrics")
+        kafka_sink(cfg.kafka, cfg.topics.metrics, cfg.delivery, f"{cfg.run_id}-metrics")
     ).name("metrics-sink").uid("metrics-sink")
 
     if cfg.digest_topic:
@@ -292,10 +247,10 @@ def run(cfg: TrainConfig) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", default="flink", choices=_CHOICES["engine"])
+    parser.add_argument("--engine", default="flink", choices=ENGINES)
     _model_args(parser.add_argument_group("model"))
     _ps_args(parser.add_argument_group("parameter server"))
-    _io_args(parser, parser.add_argument_group("topics and bounds"))
+    _io_args(parser.add_argument_group("topics and bounds"))
     parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
     add_kafka_args(parser)
     # the feedback loop waits on every Python bundle and every network buffer it crosses
@@ -304,39 +259,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_args(model) -> None:
-    model.add_argument("--hash-bits", type=int, default=20, help="2**BITS hashed features")
-    model.add_argument("--optimizer", default="ftrl", choices=["ftrl", "adagrad", "sgd"])
-    model.add_argument("--alpha", type=float, default=0.2, help="FTRL learning rate")
-    model.add_argument("--beta", type=float, default=1.0, help="FTRL beta")
-    model.add_argument("--l1", type=float, default=0.0)
-    model.add_argument("--l2", type=float, default=0.0)
-    model.add_argument("--lr", type=float, help="AdaGrad/SGD learning rate")
-    model.add_argument(
-        "--standardize",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="learn over numeric features standardized online (running mean and variance "
-        "kept on the shards with the weights; default)",
-    )
+    add_field_flags(model, ModelSettings)
+    hyper = dict(ModelSettings.__dataclass_fields__["hyper"].default)
+    for name, text in (("alpha", "FTRL learning rate"), ("beta", "FTRL beta"), ("l1", None),
+                       ("l2", None), ("lr", "AdaGrad/SGD learning rate")):  # fmt: skip
+        model.add_argument(f"--{name}", type=float, default=hyper.get(name), help=text)
 
 
 def _ps_args(ps) -> None:
-    ps.add_argument("--shards", type=int, default=4)
-    ps.add_argument("--workers", type=int, default=2)
-    ps.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    ps.add_argument(
-        "--warmup",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="a worker's mini-batches grow from 1 by an eighth each up to --batch-size (default)",
-    )
-    ps.add_argument(
-        "--batch-timeout",
-        type=int,
-        default=200,
-        metavar="MS",
-        help="train a partial mini-batch once its oldest example waited MS (0: count only)",
-    )
+    add_field_flags(ps, LoopSettings)
     ps.add_argument(
         "--ingest-window",
         type=int,
@@ -345,64 +276,19 @@ def _ps_args(ps) -> None:
         help="gather raw events for MS ms in Flink's window state and hand them to Python as "
         "one record per task (default 50; see docs/architecture.md)",
     )
-    ps.add_argument("--consistency", default="async", help="async | bounded:TAU | sync")
     add_clip_argument(ps, "so one huge value cannot make a shard reject a whole push; serve "
                       "must use the same X")  # fmt: skip
     add_task_arguments(ps, "train", DEFAULT_MAX_TASKS, "; each task costs about 176 MiB at "
                        "2^20 features, 57 with --no-standardize")  # fmt: skip
-    ps.add_argument(
-        "--update-threshold",
-        type=float,
-        default=0.0,
-        metavar="EPS",
-        help="significantly-modified filter: send a weight only once it moved more than EPS",
-    )
-    ps.add_argument(
-        "--read-my-writes",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="a worker scores with its own pushes applied at once, before the shards' updates "
-        "come back (default; updates then carry the optimizer state; no effect in sync mode)",
-    )
-    ps.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=16,
-        metavar="N",
-        help="flow control: a worker waits while N of its mini-batches are not yet applied by "
-        "every shard (default 16; in every mode, bounded:TAU waits sooner)",
-    )
-    ps.add_argument(
-        "--block-size",
-        type=int,
-        default=4096,
-        metavar="N",
-        help="coordinates per keyed-state entry of shards and replicas (default 4096)",
-    )
     ps.add_argument("--window", type=int, default=10_000, help="metrics window (predictions)")
 
 
-def _io_args(parser: argparse.ArgumentParser, io) -> None:
-    io.add_argument("--input-topic", default="events")
-    io.add_argument(
-        "--input-format", default="event", choices=_CHOICES["input_format"],
-        help="event: one event per Kafka record; ndjson: a record carries many events, one "
-        "per line (a bad one is dead-lettered with its record's partition, offset and index)",
-    )  # fmt: skip
-    io.add_argument(
-        "--prediction-format", default="event", choices=_CHOICES["prediction_format"],
-        help="event: one train-predictions record per event; batch: one record per "
-        "mini-batch holding its predictions one per line (NDJSON)",
-    )  # fmt: skip
-    io.add_argument("--updates-topic", default="model-updates")
-    io.add_argument("--predictions-topic", default="train-predictions")
-    io.add_argument("--metrics-topic", default="metrics")
-    io.add_argument("--dead-letter-topic", default="dead-letters")
-    io.add_argument("--delivery", default="exactly-once", choices=_CHOICES["delivery"])
-    io.add_argument("--max-events", type=int, metavar="N", help="stop after N events")
+def _io_args(io) -> None:
+    add_field_flags(io, TrainTopics)
+    io.add_argument("--delivery", default="exactly-once", choices=DELIVERIES)
+    add_field_flags(io, Bounds)
     io.add_argument("--stop-at-offsets", metavar="P=OFFSET,...", help="stop at these end offsets")
     io.add_argument("--summary-json", metavar="PATH", help="write final metrics and settings")
-    io.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
     io.add_argument("--run-id", help="tags this run's model updates (default: random)")
     io.add_argument(
         "--init-model",
@@ -418,8 +304,8 @@ def _io_args(parser: argparse.ArgumentParser, io) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The flags as a ``TrainConfig`` (which checks them, ``TrainConfig.__post_init__``)."""
-    hyper = {k: getattr(args, k) for k in HYPER if getattr(args, k) is not None}
+    """The flags as a ``TrainConfig`` (each settings object checks its own)."""
+    hyper = tuple((k, getattr(args, k)) for k in HYPER if getattr(args, k) is not None)
     hash_bits_from_args(args)  # and the --init-model snapshot against it
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
     flink = flink_settings(args)
@@ -427,44 +313,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     defaults = tuple((k, v) for k, v in LOCAL_OPTIONS if k not in given)
     # the user's --flink-option wins; only the user's are checked (a py4j scan, ~0.4 s)
     flink = replace(flink, options=defaults + flink.options, job_options=defaults)
+    stops = parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None
     cfg = TrainConfig(
         kafka=kafka_config(args),
         flink=flink,
+        model=ModelSettings(
+            **fields_from_args(ModelSettings, args), hyper=hyper, clip=clip_from_args(args)
+        ),  # fmt: skip
+        loop=LoopSettings(
+            **fields_from_args(LoopSettings, args), tasks=tasks, max_tasks=max_tasks
+        ),  # fmt: skip
+        topics=TrainTopics(**fields_from_args(TrainTopics, args)),
+        bounds=Bounds(**fields_from_args(Bounds, args), stop_offsets=stops),
         engine=args.engine,
-        bits=args.hash_bits,
-        shards=args.shards,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        batch_timeout_ms=args.batch_timeout,
         ingest_window_ms=args.ingest_window,
-        consistency=args.consistency,
-        optimizer=args.optimizer,
-        hyper=hyper,
-        update_threshold=args.update_threshold,
-        read_my_writes=args.read_my_writes,
-        standardize=args.standardize,
-        warmup=args.warmup,
-        max_in_flight=args.max_in_flight,
-        tasks=tasks,
-        max_tasks=max_tasks,
-        clip=clip_from_args(args),
-        input_format=args.input_format,
-        prediction_format=args.prediction_format,
         window=args.window,
-        input_topic=args.input_topic,
-        updates_topic=args.updates_topic,
-        predictions_topic=args.predictions_topic,
-        metrics_topic=args.metrics_topic,
-        dead_letter_topic=args.dead_letter_topic,
         delivery=args.delivery,
-        stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
-        max_events=args.max_events,
         summary_json=args.summary_json,
-        timeout_s=args.timeout,
         fail_marker=fail_marker_from_args(args, flink),
         init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
         digest_topic=args.digest_topic,
-        block=args.block_size,
     )
     return replace(cfg, run_id=args.run_id) if args.run_id else cfg
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from flink_jobs.train import TrainConfig
 from flink_jobs.train_run import resolve_bounds, summarize_run
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
-from operators.ps import batch_size_at
 
 
 @dataclass
@@ -34,7 +33,7 @@ def local_run(cfg: TrainConfig) -> LocalRun:
     stop_offsets, expected = resolve_bounds(cfg)
     engine = _Engine(cfg)
     started = time.monotonic()
-    cons = consumer(cfg.kafka, cfg.input_topic, committed_only=True)
+    cons = consumer(cfg.kafka, cfg.topics.input, committed_only=True)
     try:
         seen = 0
         while expected is None or seen < expected:
@@ -68,14 +67,14 @@ class _Engine:
         self.windows: list[dict] = []
         self.predictions: list = []
         self.dead = 0
-        self.gate = cfg.ps_settings().task_gate()  # the tasks the job would admit, in order
+        self.gate = cfg.loop.task_gate()  # the tasks the job would admit, in order
 
     def record(self, value: bytes | None) -> None:
         """Every event of one record (one, or many with ``--input-format ndjson``)."""
         from connectors.errors import DecodeError
         from connectors.events import decode_event, split_record
 
-        for _, raw in split_record(value, self.cfg.input_format == "ndjson"):
+        for _, raw in split_record(value, self.cfg.topics.ndjson):
             try:
                 event = decode_event(raw)
             except DecodeError:
@@ -88,7 +87,7 @@ class _Engine:
             batch.append(event)
             model = self.models.get(event.task)
             batches = model.batches_ if model is not None else 0
-            if len(batch) >= batch_size_at(batches, self.cfg.batch_size, self.cfg.warmup):
+            if len(batch) >= self.cfg.loop.batch_size_at(batches):
                 self.train(event.task, batch)
                 self.pending[event.task] = []
 
@@ -101,12 +100,12 @@ class _Engine:
         if task not in self.models:
             warm = self.init[task].weights if task in self.init else None
             self.models[task] = OnlineLogistic(
-                cfg.bits, cfg.optimizer, cfg.update_threshold, init_weights=warm,
-                standardize=cfg.standardize, **cfg.hyper,
+                cfg.model.bits, cfg.model.optimizer, cfg.loop.update_threshold, init_weights=warm,
+                standardize=cfg.model.standardize, **dict(cfg.model.hyper),
             )  # fmt: skip
         model = self.models[task]
-        indptr, indices, values = hash_batch([e.features for e in batch], cfg.bits)
-        clip_values(values, cfg.clip)
+        indptr, indices, values = hash_batch([e.features for e in batch], cfg.model.bits)
+        clip_values(values, cfg.model.clip)
         labels = [e.label for e in batch]
         version = model.version_
         scores = model.learn_many(indptr, indices, values, labels)

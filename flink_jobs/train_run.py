@@ -20,10 +20,12 @@ def resolve_bounds(cfg: TrainConfig) -> tuple[dict[int, int] | None, int | None]
     """End offsets per partition of the input and the number of events they hold."""
     from connectors.admin import bounds
 
-    ends, records = bounds(cfg.kafka, cfg.input_topic, cfg.stop_offsets, cfg.max_events)
-    if ends is None or cfg.input_format != "ndjson":
+    ends, records = bounds(
+        cfg.kafka, cfg.topics.input, cfg.bounds.stop_offsets, cfg.bounds.max_events
+    )
+    if ends is None or cfg.topics.input_format != "ndjson":
         return ends, records
-    return ends, count_ndjson_events(cfg.kafka, cfg.input_topic, ends, records)
+    return ends, count_ndjson_events(cfg.kafka, cfg.topics.input, ends, records)
 
 
 def count_ndjson_events(kafka, topic: str, ends: dict[int, int], records: int) -> int:
@@ -105,7 +107,7 @@ def announce_settings(cfg: TrainConfig) -> None:
 
     doc = {"type": "settings", "run": cfg.run_id, "time": int(time.time() * 1000),
            "settings": cfg.settings_for_summary()}  # fmt: skip
-    produce(cfg.kafka, cfg.metrics_topic, [(cfg.run_id.encode(), json.dumps(doc).encode())])
+    produce(cfg.kafka, cfg.topics.metrics, [(cfg.run_id.encode(), json.dumps(doc).encode())])
 
 
 def _follow(client, watcher: _MetricsWatcher, cfg: TrainConfig, expected: int | None,
@@ -124,9 +126,9 @@ def _follow(client, watcher: _MetricsWatcher, cfg: TrainConfig, expected: int | 
         if expected is None and now - last_print >= PROGRESS_EVERY_S:
             last_print = now
             print(progress_line(watcher, now - started), flush=True)
-        if expected is not None and cfg.timeout_s and now - started > cfg.timeout_s:
+        if expected is not None and cfg.bounds.timeout_s and now - started > cfg.bounds.timeout_s:
             raise StreamshardError(
-                f"timed out after {cfg.timeout_s:.0f}s with {watcher.accounted()} of "
+                f"timed out after {cfg.bounds.timeout_s:.0f}s with {watcher.accounted()} of "
                 f"{expected} events accounted for"
             )
 
@@ -147,22 +149,24 @@ def run_flink(cfg: TrainConfig) -> dict:
     from connectors.admin import create_topics, end_offset_at_most
     from flink_jobs.env import make_env
 
-    create_topics(cfg.kafka, [cfg.predictions_topic, cfg.metrics_topic, cfg.dead_letter_topic])
+    create_topics(cfg.kafka, [cfg.topics.predictions, cfg.topics.metrics, cfg.topics.dead_letters])
     if cfg.digest_topic:
         create_topics(cfg.kafka, [cfg.digest_topic], partitions=1)
-    create_topics(cfg.kafka, [cfg.updates_topic], partitions=1)  # one total order of updates
+    create_topics(cfg.kafka, [cfg.topics.updates], partitions=1)  # one total order of updates
     stop_offsets, expected = resolve_bounds(cfg)
     # a new run reads the updates topic from its end as of now, not the earlier runs' history
     # (a restart resumes from its checkpoint's offsets)
-    updates_from = end_offset_at_most(cfg.kafka, cfg.updates_topic)
-    cfg = replace(cfg, stop_offsets=stop_offsets, updates_from=updates_from)
+    updates_from = end_offset_at_most(cfg.kafka, cfg.topics.updates)
+    cfg = replace(
+        cfg, bounds=replace(cfg.bounds, stop_offsets=stop_offsets, updates_from=updates_from)
+    )
     env = make_env(cfg.flink)
     build(env, cfg)
     announce_settings(cfg)
     if expected is None and os.environ.get("PYFLINK_GATEWAY_PORT"):
         env.execute(cfg.job_name)  # under `flink run`: the client follows (or -d returns)
         return {"engine": cfg.engine, "unbounded": True, "run": cfg.run_id}
-    watcher = _MetricsWatcher(cfg.kafka, cfg.metrics_topic, cfg.run_id)
+    watcher = _MetricsWatcher(cfg.kafka, cfg.topics.metrics, cfg.run_id)
     started = time.monotonic()
     client = env.execute_async(cfg.job_name)
     try:

@@ -45,7 +45,8 @@ def build(env, cfg: ValidateConfig):
 
     from connectors.flink_kafka import kafka_sink
     from connectors.ingest import raw_records, table_env
-    from operators.validate_fn import DEAD_LETTERS, ValidateFunction
+    from operators.keyed import DEAD_LETTERS
+    from operators.validate_fn import ValidateFunction
 
     # the table connector hands over bytes, tombstones and each record's partition and offset
     raw = raw_records(table_env(env), "streamshard_validate_events", cfg.kafka, cfg.input_topic,

@@ -7,16 +7,21 @@ from __future__ import annotations
 import pickle
 import time
 
-from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction
-from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from operators.evaluation import Prequential, json_record
 from operators.heap import freeze_startup_heap
-from operators.journal import Working, WorkingCopies
+from operators.journal import Journaled, Working
+from operators.keyed import LONG, list_state, value_state
 from operators.ps import timer_lapsed
-from operators.ps_fn import PICKLED, arm_timer
+from operators.ps_fn import arm_timer
 from operators.records import Count
+
+# keyed state, per task or counter name: a counter's total, or a task's pickled Prequential
+# as of its last compaction; the mini-batches of predictions added since (the journal); the
+# meta dict ("stamp": batches added, "journal": see operators.journal.Journaled); when the
+# pending emission's timer fires (None: no emission pending)
+EVALUATOR, JOURNAL, META, EMIT_AT = "evaluator", "evaluator-journal", "evaluator-meta", "emit-at"
 
 
 class EvaluatorFunction(KeyedProcessFunction):
@@ -35,31 +40,29 @@ class EvaluatorFunction(KeyedProcessFunction):
         self.emit_every_ms = emit_every_ms
 
     def open(self, runtime_context):
-        # a counter's total, or a task's pickled Prequential as of its last compaction
-        self.state = runtime_context.get_state(ValueStateDescriptor("evaluator", PICKLED))
-        # a task's (batches added, journal entries) since the start
-        self.meta = runtime_context.get_state(ValueStateDescriptor("evaluator-meta", PICKLED))
-        self.journal = runtime_context.get_list_state(
-            ListStateDescriptor("evaluator-journal", PICKLED)
+        self.state = value_state(runtime_context, EVALUATOR)
+        self.meta = value_state(runtime_context, META)
+        self.emit_at = value_state(runtime_context, EMIT_AT, LONG)
+        self.journaled = Journaled(
+            list_state(runtime_context, JOURNAL),
+            build=self._compacted,
+            replay=lambda ev, entry: ev.add(*entry),  # windows it closes were emitted before
+            save=self._save,
+            compact_every=64,
         )
-        # when the pending emission's timer fires (None: no emission pending)
-        self.emit_at = runtime_context.get_state(ValueStateDescriptor("emit-at", Types.LONG()))
-        self.copies = WorkingCopies(compact_every=64)
         freeze_startup_heap()
 
-    def _prequential(self, task: str, meta: tuple) -> Working:
-        added, journaled = meta
-        return self.copies.get(
-            task,
-            added,
-            lambda: self._compacted(task),
-            lambda: list(self.journal.get() or []) if journaled else [],
-            lambda ev, entry: ev.add(*entry),  # windows it closes were emitted before
-        )
+    def _prequential(self, task: str, meta: dict) -> Working:
+        return self.journaled.working(task, meta)
 
-    def _compacted(self, task: str) -> Prequential:
+    def _compacted(self, task: str, meta: dict) -> Prequential:
         packed = self.state.value()
         return pickle.loads(packed) if packed else Prequential(task, self.window)
+
+    def _save(self, work: Working, meta: dict) -> None:
+        # as bytes: process mode's state cache would keep (and later commit) the object
+        # itself, which goes on changing
+        self.state.update(pickle.dumps(work.copy))
 
     def process_element(self, record, ctx):
         if isinstance(record, Count):
@@ -67,22 +70,13 @@ class EvaluatorFunction(KeyedProcessFunction):
         else:
             task, labels, scores = record.task, record.labels, record.scores
             version, staleness = record.version, record.staleness
-            added, journaled = self.meta.value() or (0, 0)
-            work = self._prequential(task, (added, journaled))
+            meta = self.meta.value() or {}
+            work = self._prequential(task, meta)
             entry = (labels, scores, version, staleness, time.time())
             for window in work.copy.add(*entry):
                 yield json_record({**window, "run": self.run_id, "time": int(time.time() * 1000)})
-            added, journaled = added + 1, journaled + 1
-            if journaled >= self.copies.compact_every:
-                # as bytes: process mode's state cache would keep (and later commit) the
-                # object itself, which goes on changing
-                self.state.update(pickle.dumps(work.copy))
-                self.journal.clear()
-                journaled = 0
-            else:
-                self.journal.add(entry)
-            work.stamp = added
-            self.meta.update((added, journaled))
+            self.journaled.took(work, meta, entry)
+            self.meta.update(meta)
         now = ctx.timer_service().current_processing_time()
         if timer_lapsed(self.emit_at.value(), now, self.emit_every_ms):
             arm_timer(ctx, self.emit_at, now + self.emit_every_ms)

@@ -101,3 +101,75 @@ class WorkingCopies:
     def current(self, key) -> Working:
         """The working copy last returned by ``get`` for ``key``."""
         return self._work[key]
+
+
+class Journaled:
+    """The one place a key's working copy is kept durable: apply, journal, bump, compact.
+
+    Each operator that keeps a working copy (shard, worker replica, evaluator, serve replica)
+    hands this its journal (a ``ListState``: ``add``, ``get``, ``clear``) and three functions:
+    ``build(key, meta)`` makes the copy from the state as of the last compaction, ``replay(copy,
+    entry)`` re-applies one journal entry, ``save(work, meta)`` writes the compacted state.
+    The key's ``meta`` dict (kept by the operator in its own value state, beside its other
+    fields) holds ``stamp``, the operations taken, and ``journal``, the entries since the
+    last compaction.
+
+    Examples
+    --------
+    >>> saved, journal = [], []
+    >>> class Entries(list):  # what a ListState does, here
+    ...     add, clear = list.append, list.clear
+    ...     def get(self): return list(self)
+    >>> j = Journaled(Entries(), build=lambda key, meta: list(saved), replay=list.append,
+    ...               save=lambda work, meta: saved.__init__(work.copy), compact_every=2)
+    >>> meta = {}
+    >>> for x in (1, 2, 3):
+    ...     work = j.working("k", meta)
+    ...     work.copy.append(x)
+    ...     j.took(work, meta, x)
+    >>> saved, j.journal.get(), meta  # compacted after two entries; 3 only in the journal
+    ([1, 2], [3], {'journal': 1, 'stamp': 3})
+    >>> Journaled(j.journal, lambda k, m: list(saved), list.append, None).working("k", meta).copy
+    [1, 2, 3]
+    """
+
+    def __init__(self, journal, build: Callable, replay: Callable, save: Callable,
+                 compact_every: int = 512, idle_s: float = IDLE_EVICT_S):  # fmt: skip
+        self.journal = journal
+        self.copies = WorkingCopies(compact_every, idle_s)
+        self._build, self._replay, self._save = build, replay, save
+
+    def working(self, key, meta: dict) -> Working:
+        """The working copy of ``key`` as of ``meta`` (rebuilt when its stamp is not the
+        cached copy's: after a restart, a restore, or an eviction)."""
+        return self.copies.get(
+            key,
+            meta.get("stamp", 0),
+            lambda: self._build(key, meta),
+            lambda: list(self.journal.get() or []) if meta.get("journal") else [],
+            self._replay,
+        )
+
+    def took(self, work: Working, meta: dict, entry=None) -> None:
+        """``work.copy`` has taken one operation: journal ``entry`` (None: nothing to replay,
+        say a push the update rule rejected), bump the stamp, compact when the journal is
+        long."""
+        if entry is not None:
+            self.journal.add(entry)
+            meta["journal"] = meta.get("journal", 0) + 1
+        meta["stamp"] = work.stamp = meta.get("stamp", 0) + 1
+        if meta.get("journal", 0) >= self.copies.compact_every:
+            self.compact(work, meta)
+
+    def compact(self, work: Working, meta: dict) -> None:
+        """Save the working copy's state, then clear the journal."""
+        self._save(work, meta)
+        self.journal.clear()
+        meta["journal"] = 0
+
+    def restart(self, meta: dict) -> None:
+        """Forget the journal and move the stamp on: the next ``working`` builds afresh from
+        what the caller has just put in state."""
+        self.journal.clear()
+        meta["journal"] = 0
+        meta["stamp"] = meta.get("stamp", 0) + 1

@@ -15,7 +15,8 @@ from connectors.hashing import clip_values, hash_batch
 from operators.evaluation import DEAD_LETTER_COUNT
 from operators.examples import Examples
 from operators.heap import freeze_startup_heap
-from operators.ps_fn import COUNTS, DEAD_LETTERS, PsSettings
+from operators.keyed import COUNTS, DEAD_LETTERS
+from operators.ps_fn import PsSettings
 from operators.records import Count, WorkerExamples
 
 
@@ -35,16 +36,16 @@ class ParseFunction(ProcessFunction):
     def open(self, runtime_context) -> None:
         # the tasks admitted so far, in this subtask; after a restart admission starts again
         # from the checkpoint's offsets (docs/architecture.md, "Tasks")
-        self.gate = self.s.task_gate()
+        self.gate = self.s.loop.task_gate()
         freeze_startup_heap()
 
     def process_element(self, value, ctx):
         raws, where = [], []
         for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
-            for index, raw in split_record(line, self.s.ndjson):
+            for index, raw in split_record(line, self.s.topics.ndjson):
                 raws.append(raw)
                 where.append((partition, offset, index))
-        topic, events, refusals = self.s.input_topic, [], {}
+        topic, events, refusals = self.s.topics.input, [], {}
         decoded = decode_events(raws)
         for raw, (partition, offset, index), event in zip(raws, where, decoded, strict=True):
             if type(event) is not Event:
@@ -71,13 +72,15 @@ class ParseFunction(ProcessFunction):
             return
         groups: dict[str, list] = {}
         for event in events:
-            key = f"{event.task}#{worker_of(event.event_id, self.s.workers)}"
+            key = f"{event.task}#{worker_of(event.event_id, self.s.loop.workers)}"
             groups.setdefault(key, []).append(event)
         ordered = [event for group in groups.values() for event in group]
-        indptr, indices, values = hash_batch([event.features for event in ordered], self.s.bits)
+        indptr, indices, values = hash_batch(
+            [event.features for event in ordered], self.s.model.bits
+        )
         labels = np.fromiter((event.label for event in ordered), np.int8, len(ordered))
         every = Examples("", [event.event_id for event in ordered], labels, indptr, indices,
-                         clip_values(values, self.s.clip))  # fmt: skip
+                         clip_values(values, self.s.model.clip))  # fmt: skip
         start = 0
         for key, group in groups.items():
             task, stop = group[0].task, start + len(group)

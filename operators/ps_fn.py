@@ -1,5 +1,5 @@
 """The parameter server's shared pieces for its PyFlink adapters: the settings every operator
-gets (``PsSettings``), the side outputs, the keyed-state helpers of the dense working copies
+gets (``PsSettings``), the keyed-state helpers of the dense working copies
 (``operators/journal.py``), the state digests and the fan-out of model updates to the workers.
 The worker is ``worker_fn.py``, the shard ``shard_fn.py``; the parser before them is
 ``parse_fn.py``, the evaluator after them ``evaluate_fn.py``.
@@ -13,80 +13,32 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
-
-from pyflink.common import Types
-from pyflink.datastream import OutputTag
+from dataclasses import dataclass, field
 
 from connectors.errors import DecodeError
-from connectors.events import DEFAULT_CLIP
 from connectors.messages import decode_update
 from operators.dense_range import DenseRange
-from operators.journal import Working
-from operators.logistic import (
-    dimension,
-)
-from operators.optim import make_rule
-from operators.ps import BLOCK, DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, TaskGate, batch_size_at
+from operators.journal import Journaled, Working
+from operators.keyed import DIGESTS
+from operators.settings import LoopSettings, ModelSettings, TrainTopics
 
-PICKLED = Types.PICKLED_BYTE_ARRAY()
-DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
-COUNTS = OutputTag("counts", PICKLED)
-PREDICTIONS = OutputTag("predictions", PICKLED)  # a mini-batch's scores, for the evaluator
-# to train-predictions, one record each (decision 0010: why not one array per mini-batch)
-PUSHES = OutputTag("pushes", PICKLED)  # a worker's gradients, for the shards
-DIGESTS = OutputTag("digests", Types.STRING())
 # examples per keyed-state entry of a worker's buffer (operators/loop.state_pieces)
 STATE_PIECE = 256
 
 
 @dataclass(frozen=True)
 class PsSettings:
-    """What every parameter-server operator needs to know; picklable."""
+    """What every parameter-server operator gets: the run's model, loop and topic settings
+    (``operators.settings``, the objects themselves) and the run's identity; picklable."""
 
     run_id: str
-    bits: int = 20
-    shards: int = 4
-    workers: int = 2
-    batch_size: int = DEFAULT_BATCH_SIZE
-    batch_timeout_ms: int = 200
-    consistency: str = "async"
-    optimizer: str = "ftrl"
-    hyper: tuple = (("alpha", 0.2), ("beta", 1.0), ("l1", 0.0), ("l2", 0.0))
-    standardize: bool = True  # online standardization of numeric coordinates (--standardize)
-    warmup: bool = True  # mini-batch sizes grow from 1 up to batch_size (--warmup)
-    update_threshold: float = 0.0
-    input_topic: str = "events"
-    fail_marker: str | None = None
+    model: ModelSettings = field(default_factory=ModelSettings)
+    loop: LoopSettings = field(default_factory=LoopSettings)
+    topics: TrainTopics = field(default_factory=TrainTopics)
+    fail_marker: str | None = None  # tests only: --inject-failure (operators.faults)
     checkpoint_dir: str | None = None
     init_model: str | None = None  # a snapshot (or folder of them) to warm-start from
-    block: int = BLOCK  # coordinates per keyed-state entry
     digests: bool = False  # emit state digests (``--digest-topic``)
-    read_my_writes: bool = True  # workers see their own pushes at once (not in sync mode)
-    max_in_flight: int = 16  # flow control: a worker's mini-batches not yet applied everywhere
-    tasks: tuple | None = None  # the tasks it may train (``--tasks``; None: any)
-    max_tasks: int = DEFAULT_MAX_TASKS  # at most this many of them (``--max-tasks``)
-    clip: float | None = DEFAULT_CLIP  # |feature value| limit (``--clip-features``; 0: none)
-    ndjson: bool = False  # a record holds many events, one per line (``--input-format``)
-    batch_predictions: bool = False  # one prediction record per mini-batch (NDJSON)
-
-    def task_gate(self) -> TaskGate:
-        return TaskGate.of(self.tasks, self.max_tasks)
-
-    @property
-    def dim(self) -> int:
-        return dimension(self.bits)
-
-    @property
-    def rmw(self) -> bool:
-        """Read-my-writes in effect: a sync worker never runs ahead of its own pushes."""
-        return self.read_my_writes and self.consistency != "sync"
-
-    def make_optimizer(self):
-        return make_rule(self.optimizer, self.standardize, **dict(self.hyper))
-
-    def batch_size_at(self, clock: int) -> int:
-        return batch_size_at(clock, self.batch_size, self.warmup)
 
 
 def initial_models(s: PsSettings) -> dict:
@@ -123,37 +75,36 @@ def load_blocks(dr: DenseRange, state, known: set) -> DenseRange:
     return dr
 
 
-def compact(work: Working, state, journal, meta: dict) -> None:
-    """Write the blocks touched since the last compaction, then clear the journal."""
-    view = MapView(state, meta["blocks"])
-    for bid, value in work.copy.take_touched().items():
-        view[bid] = value
-    journal.clear()
-    meta["journal"] = 0
+def save_blocks(state):
+    """A ``Journaled`` save: the blocks the working copy touched since the last compaction,
+    into the MapState ``state`` (``meta["blocks"]``: the ids it holds)."""
+
+    def save(work: Working, meta: dict) -> None:
+        view = MapView(state, meta["blocks"])
+        for bid, value in work.copy.take_touched().items():
+            view[bid] = value
+
+    return save
 
 
-def replica_copy(copies, key, meta: dict, state, journal, dim: int, block: int) -> Working:
-    """A replica's dense working copy of key ``key`` (weights ``w``), rebuilt from its blocks
-    in ``state`` and its ``journal`` of updates when its stamp (updates applied) is stale."""
-    return copies.get(
-        key,
-        meta.get("applied", 0),
-        lambda: load_blocks(DenseRange(("w",), 0, dim, block), state, meta["blocks"]),
-        lambda: list(journal.get() or []) if meta.get("journal") else [],
-        lambda dr, entry: dr.assign(*entry),
+def replica_journal(journal, state, dim: int, block: int) -> Journaled:
+    """The journaled copy of a replica of weights ``w`` (a worker's without read-my-writes,
+    serve's): built from its blocks in ``state``, updates replayed by assignment."""
+    return Journaled(
+        journal,
+        build=lambda key, meta: load_blocks(
+            DenseRange(("w",), 0, dim, block), state, meta["blocks"]
+        ),  # fmt: skip
+        replay=lambda dr, entry: dr.assign(*entry),
+        save=save_blocks(state),
     )
 
 
-def assign_journaled(work: Working, update, state, journal, meta: dict, every: int) -> None:
-    """Apply a model update to a replica's working copy and journal it (compacting when the
-    journal is long): the one way replicas, the workers' and the server's, take updates."""
+def assign_update(journaled: Journaled, work: Working, meta: dict, update) -> None:
+    """Apply a model update to a replica's working copy, journaled: the one way replicas, the
+    workers' and the server's, take updates."""
     work.copy.assign(update.indices, update.values)
-    journal.add((update.indices, update.values))
-    meta["applied"] = meta.get("applied", 0) + 1
-    meta["journal"] = meta.get("journal", 0) + 1
-    work.stamp = meta["applied"]
-    if meta["journal"] >= every:
-        compact(work, state, journal, meta)
+    journaled.took(work, meta, (update.indices, update.values))
 
 
 class Digests:
@@ -195,10 +146,13 @@ def arm_timer(ctx, due_state, at: int) -> None:
     due_state.update(at)
 
 
-def fan_out_updates(workers: int, dim: int | None = None):
+def fan_out_updates(workers: int, dim: int | None = None, lines=lambda value: value[0]):
     """Decode a window's model updates ``Row(lines)`` (gathered by ``connectors.ingest``) and
     hand every worker key of a task (``task#0`` .. ``task#W-1``) that task's updates as one
     record, in topic order.
+
+    The serve job's updates come one record each (``lines``: how a record's lines are read):
+    its requests arrive one by one, and an update waiting for its window would wait for them.
 
     Updates reach the workers as keyed input rather than broadcast state, so an update that
     unblocks a worker is processed in that worker's key context and trains at once (no
@@ -211,24 +165,11 @@ def fan_out_updates(workers: int, dim: int | None = None):
 
     def fan_out(value):
         by_task: dict[str, list] = {}
-        for update in _decoded(value[0], dim):
+        for update in _decoded(lines(value), dim):
             by_task.setdefault(update.task, []).append(update)
         for task, updates in by_task.items():
             for w in range(workers):  # decoded once here; numpy arrays pickle far faster
                 yield f"{task}#{w}", updates  # than JSON parses
-
-    return fan_out
-
-
-def fan_out_each_update(workers: int, dim: int | None = None):
-    """Copy each raw model update ``Row(line, partition, offset)``, decoded, to every worker
-    key of its task: one record per key and update (the serve job, whose requests arrive one
-    by one)."""
-
-    def fan_out(value):
-        for update in _decoded([value[0]], dim):
-            for w in range(workers):
-                yield f"{update.task}#{w}", update
 
     return fan_out
 

@@ -4,7 +4,7 @@ in keyed state, answer each request with the model version that scored it.
 Records between operators are tuples (pickled across the Python/Java bridge):
 
 - requests: one :class:`~operators.serving.RequestBatch` per serving key and gathering window
-- update  ``(key, raw model-update JSON)`` (fanned out to every serving key of its task)
+- updates ``(key, [model update])``, decoded and fanned out to every serving key of its task
 """
 
 from __future__ import annotations
@@ -14,13 +14,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from pyflink.common import Types
-from pyflink.datastream import KeyedCoProcessFunction, OutputTag, ProcessFunction
-from pyflink.datastream.state import (
-    ListStateDescriptor,
-    MapStateDescriptor,
-    ValueStateDescriptor,
-)
+from pyflink.datastream import KeyedCoProcessFunction, ProcessFunction
 
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
@@ -28,17 +22,12 @@ from connectors.events import DEFAULT_CLIP, decode_event
 from connectors.hashing import clip_values, hash_batch
 from operators.faults import FailOnce
 from operators.heap import freeze_startup_heap
-from operators.journal import Working, WorkingCopies
+from operators.journal import Working
+from operators.keyed import DEAD_LETTERS, LONG, list_state, map_state, value_state
 from operators.logistic import dimension, predict_proba
 from operators.parse_fn import worker_of
 from operators.ps import BLOCK, DEFAULT_MAX_TASKS, TaskGate, timer_lapsed
-from operators.ps_fn import (
-    PICKLED,
-    MapView,
-    arm_timer,
-    assign_journaled,
-    replica_copy,
-)
+from operators.ps_fn import MapView, arm_timer, assign_update, replica_journal
 from operators.replica import Replica
 from operators.serving import (
     MAX_REQUEST_AGE_MS,
@@ -51,7 +40,13 @@ from operators.serving import (
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS = OutputTag("serve-dead-letters", Types.STRING())
+# keyed state, per task#replica. The replica: blocks as of the last compaction, the updates
+# since (the journal), the meta dict {"blocks": block ids, "follow": Following, "stamp" and
+# "journal": see operators.journal.Journaled}
+REPLICA, JOURNAL, META = "serve-replica", "serve-journal", "serve-meta"
+# requests that came before any model: (held at ms, RequestBatch) entries, how many requests
+# they hold, and when the timer that expires the oldest of them fires
+WAITING, WAITING_N, EXPIRE_AT = "waiting", "waiting-n", "expire-at"
 
 
 @dataclass(frozen=True)
@@ -130,18 +125,14 @@ class ServeFunction(KeyedCoProcessFunction):
         from operators.snapshot import load_models
 
         self.init = load_models(self.s.init_model) if self.s.init_model else {}
-        self.replica = runtime_context.get_map_state(
-            MapStateDescriptor("serve-replica", Types.LONG(), PICKLED)
-        )
-        # {"blocks": set of block ids, "follow": Following, "applied": updates applied
-        #  (the working copy's stamp), "journal": entries in the journal}
-        self.meta = runtime_context.get_state(ValueStateDescriptor("serve-meta", PICKLED))
-        self.journal = runtime_context.get_list_state(ListStateDescriptor("serve-journal", PICKLED))
-        self.copies = WorkingCopies()  # a cache of the replica state, see operators/journal.py
-        self.pending = runtime_context.get_list_state(ListStateDescriptor("waiting", PICKLED))
-        self.waiting = runtime_context.get_state(ValueStateDescriptor("waiting-n", Types.LONG()))
-        # when the timer that expires the oldest waiting requests fires
-        self.expire_at = runtime_context.get_state(ValueStateDescriptor("expire-at", Types.LONG()))
+        self.replica = map_state(runtime_context, REPLICA)
+        self.meta = value_state(runtime_context, META)
+        # the replica's dense working copy, see operators/journal.py
+        journal = list_state(runtime_context, JOURNAL)
+        self.journaled = replica_journal(journal, self.replica, dimension(self.s.bits), BLOCK)
+        self.waiting = list_state(runtime_context, WAITING)
+        self.waiting_n = value_state(runtime_context, WAITING_N, LONG)
+        self.expire_at = value_state(runtime_context, EXPIRE_AT, LONG)
         freeze_startup_heap()
 
     def _meta(self, task: str) -> dict:
@@ -158,18 +149,14 @@ class ServeFunction(KeyedCoProcessFunction):
         if meta["blocks"]:
             self.replica.clear()
             meta["blocks"] = set()
-        self.journal.clear()
-        meta["journal"] = 0
-        meta["applied"] = meta.get("applied", 0) + 1
+        self.journaled.restart(meta)
         snap = self.init.get(task)
         if snap is not None:
             meta["follow"] = Following.start(self.s.follow_run, snap)
             Replica(MapView(self.replica, meta["blocks"])).load_dense(snap.unfolded())
 
     def _working(self, key: str, meta: dict) -> Working:
-        return replica_copy(
-            self.copies, key, meta, self.replica, self.journal, dimension(self.s.bits), BLOCK
-        )
+        return self.journaled.working(key, meta)
 
     def process_element1(self, batch: RequestBatch, ctx):
         meta = self._meta(batch.task)
@@ -177,13 +164,13 @@ class ServeFunction(KeyedCoProcessFunction):
             yield from self._answer(batch, meta, batch.key)
             self.fault.tick()  # tests only: fails after the answers left, before a checkpoint
             return
-        waiting = self.waiting.value() or 0
+        waiting = self.waiting_n.value() or 0
         room = max(0, self.s.max_pending - waiting)
         held, refused = batch.split(min(room, len(batch)))
         if len(held):
             now = ctx.timer_service().current_processing_time()
-            self.pending.add((now, held))
-            self.waiting.update(waiting + len(held))
+            self.waiting.add((now, held))
+            self.waiting_n.update(waiting + len(held))
             if timer_lapsed(self.expire_at.value(), now, self.s.max_wait_ms):
                 arm_timer(ctx, self.expire_at, now + self.s.max_wait_ms)
         for raw in refused.raws:
@@ -193,7 +180,11 @@ class ServeFunction(KeyedCoProcessFunction):
                                             step="serve", run=self.s.run_id)  # fmt: skip
 
     def process_element2(self, value, ctx):
-        update = value[1]  # decoded once by fan_out_each_update
+        key, updates = value  # decoded once by fan_out_updates
+        for update in updates:
+            yield from self._update(key, update)
+
+    def _update(self, key: str, update):
         if update.bits is not None and update.bits != self.s.bits:
             return  # another run's model, of another size: never followed
         meta = self._meta(update.task)
@@ -206,9 +197,8 @@ class ServeFunction(KeyedCoProcessFunction):
             self._reset(meta, update.task)
             follow = meta["follow"]
             follow.switched(update.run)
-        key = value[0]
         work = self._working(key, meta)
-        assign_journaled(work, update, self.replica, self.journal, meta, self.copies.compact_every)
+        assign_update(self.journaled, work, meta, update)
         gaps = len(follow.gaps)
         follow.applied(update.run, update.shard, update.version, update.ts, update.offset)
         if len(follow.gaps) > gaps:
@@ -217,30 +207,30 @@ class ServeFunction(KeyedCoProcessFunction):
                         "only they wrote", update.task, update.run, update.shard,
                         update.version)  # fmt: skip
         self.meta.update(meta)
-        if self.waiting.value():
+        if self.waiting_n.value():
             waiting = RequestBatch.concat([batch for _, batch in self._held()])
-            self.pending.clear()
             self.waiting.clear()
+            self.waiting_n.clear()
             yield from self._answer(waiting, meta, key)
 
     def _held(self) -> list:
         """The waiting requests, ``(held at ms, batch)`` in arrival order."""
-        return list(self.pending.get() or [])
+        return list(self.waiting.get() or [])
 
     def on_timer(self, timestamp, ctx):
         """Requests that waited ``max_wait_ms`` for a model go to the dead letters."""
         self.expire_at.clear()
-        if not self.waiting.value():
+        if not self.waiting_n.value():
             return  # answered meanwhile
         now = ctx.timer_service().current_processing_time()
         expired, kept = expire_waiting(self._held(), now, self.s.max_wait_ms)
         if kept:
-            self.pending.update(kept)
-            self.waiting.update(sum(len(batch) for _, batch in kept))
+            self.waiting.update(kept)
+            self.waiting_n.update(sum(len(batch) for _, batch in kept))
             arm_timer(ctx, self.expire_at, kept[0][0] + self.s.max_wait_ms)
         else:
-            self.pending.clear()
             self.waiting.clear()
+            self.waiting_n.clear()
         seconds = self.s.max_wait_ms / 1000
         for batch in expired:
             reason = (f"no model for task {batch.task!r} within {seconds:g} s "

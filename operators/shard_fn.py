@@ -9,20 +9,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction
-from pyflink.datastream.state import (
-    ListStateDescriptor,
-    MapStateDescriptor,
-    ValueStateDescriptor,
-)
 
 from connectors.messages import ModelUpdate
 from operators.dense_range import DenseRange
 from operators.evaluation import REJECTED_COUNT
 from operators.faults import FailOnce
 from operators.heap import freeze_startup_heap
-from operators.journal import Working, WorkingCopies
+from operators.journal import Journaled, Working
+from operators.keyed import COUNTS, list_state, map_state, value_state
 from operators.loop import (
     awaited_clock,
     duplicate_push,
@@ -30,17 +25,19 @@ from operators.loop import (
 )
 from operators.ps import shard_width, state_digest
 from operators.ps_fn import (
-    COUNTS,
-    PICKLED,
     Digests,
     MapView,
     PsSettings,
-    compact,
     initial_models,
     load_blocks,
+    save_blocks,
 )
 from operators.records import Count
 from operators.shard_server import ShardServer
+
+# keyed state, per task/shard: the optimizer state's blocks as of the last compaction, the
+# pushes applied since (the journal), the meta dict (_new_meta), sync mode's held pushes
+BLOCKS, JOURNAL, META, HELD = "blocks", "push-journal", "meta", "held"
 
 
 def _new_meta() -> dict:
@@ -68,18 +65,21 @@ class ShardFunction(KeyedProcessFunction):
 
     def open(self, runtime_context):
         self.server = ShardServer(
-            self.s.make_optimizer(),
-            self.s.update_threshold,
-            self.s.block,
-            state_updates=self.s.rmw,
+            self.s.model.make_optimizer(),
+            self.s.loop.update_threshold,
+            self.s.loop.block,
+            state_updates=self.s.loop.rmw,
         )
-        self.blocks = runtime_context.get_map_state(
-            MapStateDescriptor("blocks", Types.LONG(), PICKLED)
+        self.blocks = map_state(runtime_context, BLOCKS)
+        self.meta = value_state(runtime_context, META)
+        self.held = value_state(runtime_context, HELD)
+        # the dense working copy of the blocks' state, see operators/journal.py
+        self.journaled = Journaled(
+            list_state(runtime_context, JOURNAL),
+            build=self._build,
+            replay=lambda dr, entry: self.server.apply_dense(dr, *entry),
+            save=save_blocks(self.blocks),
         )
-        self.meta = runtime_context.get_state(ValueStateDescriptor("meta", PICKLED))
-        self.held = runtime_context.get_state(ValueStateDescriptor("held", PICKLED))
-        self.journal = runtime_context.get_list_state(ListStateDescriptor("push-journal", PICKLED))
-        self.copies = WorkingCopies()  # a cache of the blocks' state, see operators/journal.py
         self.init = initial_models(self.s)
         self.fault = FailOnce(self.s.fail_marker, self.s.checkpoint_dir)
         self.digests = Digests(self.s, "shard")
@@ -92,7 +92,8 @@ class ShardFunction(KeyedProcessFunction):
         if meta is None:
             return state_digest({}, {}), {"version": 0}
         task, shard = key.rsplit("/", 1)
-        fields = {k: v for k, v in meta.items() if k not in ("blocks", "journal", "waited")}
+        skip = ("blocks", "journal", "stamp", "waited")  # bookkeeping, not the model's state
+        fields = {k: v for k, v in meta.items() if k not in skip}
         fields["held"] = self.held.value() or {}
         arrays = self._work(meta, task, int(shard)).copy.arrays
         return state_digest(arrays, fields), {"version": meta["version"]}
@@ -102,7 +103,7 @@ class ShardFunction(KeyedProcessFunction):
         if meta is None:
             meta = _new_meta()
             if task in self.init:  # warm start: this shard's range of the snapshot
-                width = shard_width(self.s.dim, self.s.shards)
+                width = shard_width(self.s.model.dim, self.s.loop.shards)
                 blocks = MapView(self.blocks, meta["blocks"])
                 self.server.warm(
                     blocks, self.init[task].weights, shard * width, (shard + 1) * width
@@ -120,7 +121,7 @@ class ShardFunction(KeyedProcessFunction):
             meta["duplicates_skipped"] += 1  # already applied once: never twice
             self.meta.update(meta)
             return
-        if self.s.consistency == "sync":
+        if self.s.loop.consistency == "sync":
             yield from self._hold(meta, task, shard, worker, clock, idx, g)
         else:
             yield from self._apply(meta, task, shard, [(worker, clock)], idx, g)
@@ -129,7 +130,9 @@ class ShardFunction(KeyedProcessFunction):
     def _hold(self, meta, task, shard, worker, clock, idx, g):
         held = self.held.value() or {}
         held.setdefault(clock, {})[worker] = (idx, g)
-        ready, held, meta["next_clock"] = open_barrier(held, meta["next_clock"], self.s.workers)
+        ready, held, meta["next_clock"] = open_barrier(
+            held, meta["next_clock"], self.s.loop.workers
+        )
         for round_clock, round_pushes in ready:
             workers = sorted(round_pushes)
             uniq, summed = self.server.optimizer.combine([round_pushes[w] for w in workers])
@@ -144,21 +147,15 @@ class ShardFunction(KeyedProcessFunction):
 
     def _work(self, meta, task, shard) -> Working:
         """The shard's dense working copy (rebuilt from blocks + journal when stale)."""
-        width = shard_width(self.s.dim, self.s.shards)
+        return self.journaled.working(f"{task}/{shard}", meta)
+
+    def _build(self, key: str, meta: dict) -> DenseRange:
+        """The working copy of shard ``key`` (``task/shard``) from its compacted blocks."""
+        shard = int(key.rsplit("/", 1)[1])
+        width = shard_width(self.s.model.dim, self.s.loop.shards)
         names = (*self.server.optimizer.state_names, "sent")
-        return self.copies.get(
-            f"{task}/{shard}",
-            meta["version"],
-            lambda: self.server.load_offset(
-                load_blocks(
-                    DenseRange(names, shard * width, (shard + 1) * width, self.s.block),
-                    self.blocks,
-                    meta["blocks"],
-                )
-            ),
-            lambda: list(self.journal.get() or []) if meta.get("journal") else [],
-            lambda dr, entry: self.server.apply_dense(dr, *entry),
-        )
+        dr = DenseRange(names, shard * width, (shard + 1) * width, self.s.loop.block)
+        return self.server.load_offset(load_blocks(dr, self.blocks, meta["blocks"]))
 
     def _apply(self, meta, task, shard, pushes, idx, g):
         work = self._work(meta, task, shard)
@@ -166,26 +163,23 @@ class ShardFunction(KeyedProcessFunction):
         if g.ndim == 2:  # standardized: the running row count goes in the push's last row
             g = g.copy()
             rows = g[-1, 0] = rows + g[-1, 0]
-        result, state = self.server.apply_dense(work.copy, idx, g), None
-        if result is None:
+        result, state, entry = self.server.apply_dense(work.copy, idx, g), None, None
+        if result is None:  # rejected: nothing changed, nothing to replay
             meta["rejected"] += 1
             result = (np.zeros(0, np.int64), np.zeros(0))
             yield COUNTS, Count(REJECTED_COUNT, 1)
         else:
-            if self.s.rmw:  # the workers' read-my-writes needs the state, not only weights
+            if self.s.loop.rmw:  # the workers' read-my-writes needs the state, not only weights
                 local = result[0] - work.copy.lo
                 state = {k: work.copy.arrays[k][local] for k in self.server.optimizer.state_names}
-            self.journal.add((idx, g))
-            meta["journal"] = meta.get("journal", 0) + 1
+            entry = (idx, g)
             meta["rows"] = int(rows)
         meta["version"] += 1
-        work.stamp = meta["version"]
-        if meta.get("journal", 0) >= self.copies.compact_every:
-            compact(work, self.blocks, self.journal, meta)
+        self.journaled.took(work, meta, entry)
         for worker, clock in pushes:
             meta["clock"][worker] = clock
             meta["pushes_applied"] += 1
-        offset = work.copy.offset if self.s.standardize else None
+        offset = work.copy.offset if self.s.model.standardize else None
         yield self._update(
             meta, task, shard, result, [[w, c] for w, c in pushes], state=state, offset=offset
         )
@@ -213,5 +207,5 @@ class ShardFunction(KeyedProcessFunction):
             state=state,
             offset=offset,
             rows=meta.get("rows", 0) if offset is not None else None,
-            bits=self.s.bits,
+            bits=self.s.model.bits,
         ).to_bytes()

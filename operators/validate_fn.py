@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pyflink.common import Types
-from pyflink.datastream import OutputTag, ProcessFunction
+from pyflink.datastream import ProcessFunction
 
 from connectors.deadletter import dead_letter
 from connectors.errors import DecodeError
 from connectors.events import decode_event
 from operators.faults import FailOnce
 from operators.heap import freeze_startup_heap
-
-DEAD_LETTERS = OutputTag("dead-letters", Types.STRING())
+from operators.keyed import DEAD_LETTERS
 
 
 class ValidateFunction(ProcessFunction):

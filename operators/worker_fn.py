@@ -7,19 +7,22 @@ back (``ps_fn.py`` has the records it exchanges).
 from __future__ import annotations
 
 import numpy as np
-from pyflink.common import Types
 from pyflink.datastream import KeyedCoProcessFunction
-from pyflink.datastream.state import (
-    ListStateDescriptor,
-    MapStateDescriptor,
-    ValueStateDescriptor,
-)
 
 from connectors.errors import ConfigError
 from operators.dense_range import DenseRange
 from operators.examples import Examples
 from operators.heap import freeze_startup_heap
-from operators.journal import Working, WorkingCopies
+from operators.journal import Journaled, Working
+from operators.keyed import (
+    BOOLEAN,
+    LONG,
+    PREDICTIONS,
+    PUSHES,
+    list_state,
+    map_state,
+    value_state,
+)
 from operators.logistic import (
     batch_gradient,
     batch_scores,
@@ -36,22 +39,35 @@ from operators.loop import (
 from operators.predictions import prediction_lines
 from operators.ps import Consistency, plan_batches, split_by_shard, state_digest, timer_lapsed
 from operators.ps_fn import (
-    PICKLED,
-    PREDICTIONS,
-    PUSHES,
     STATE_PIECE,
     Digests,
     MapView,
     PsSettings,
     arm_timer,
-    assign_journaled,
-    compact,
+    assign_update,
     initial_models,
     load_blocks,
-    replica_copy,
+    replica_journal,
+    save_blocks,
 )
 from operators.records import PredictionBatch, Push
 from operators.replica import Replica, StateReplica
+
+# keyed state, per task#worker. The buffered examples: one map entry per chunk as it came
+# from the parser, numbered, and the span (first, next) of the numbers in use. A map, not a
+# list state: PyFlink's state cache re-sizes a cached list on every append, so a list grew
+# quadratically dear while a worker waited (flow control) with its input still arriving
+CHUNKS, SPAN, BUFFERED = "pending-chunks", "pending-span", "buffered"
+# the next mini-batch's clock; the batch timeout's timer; a partial batch whose time is up
+# (it stays due until trained, even if blocked meanwhile)
+CLOCK, TIMER_AT, DUE = "clock", "timer-at", "due"
+# the replica: blocks as of the last compaction, the journal since, and the meta dict
+# {"blocks": block ids, "shards": {shard: (version, my applied clock)}, "applied": updates
+# taken, "stamp" and "journal": see operators.journal.Journaled}
+REPLICA, JOURNAL, META = "replica", "replica-journal", "replica-meta"
+# read-my-writes: my pushes not yet reflected, as of the last compaction (the journal holds
+# the ones since)
+OWN = "own-pushes"
 
 
 class WorkerFunction(KeyedCoProcessFunction):
@@ -64,38 +80,29 @@ class WorkerFunction(KeyedCoProcessFunction):
         self.s = s
 
     def open(self, runtime_context):
-        self.consistency = Consistency.parse(self.s.consistency, self.s.max_in_flight)
-        # buffered examples: one map entry per chunk (as it came from the parser), numbered;
-        # span = (first, next) chunk number. A map, not a list state: PyFlink's state cache
-        # re-sizes a cached list on every append, so a list grew quadratically dear while a
-        # worker waited (flow control) with its input still arriving
-        self.chunks = runtime_context.get_map_state(
-            MapStateDescriptor("pending-chunks", Types.LONG(), PICKLED)
-        )
-        self.span = runtime_context.get_state(ValueStateDescriptor("pending-span", PICKLED))
-        self.buffered = runtime_context.get_state(ValueStateDescriptor("buffered", Types.LONG()))
-        self.clock = runtime_context.get_state(ValueStateDescriptor("clock", Types.LONG()))
-        self.timer_at = runtime_context.get_state(ValueStateDescriptor("timer-at", Types.LONG()))
-        # a partial batch whose time is up stays due until trained, even if blocked meanwhile
-        self.due = runtime_context.get_state(ValueStateDescriptor("due", Types.BOOLEAN()))
-        self.replica = runtime_context.get_map_state(
-            MapStateDescriptor("replica", Types.LONG(), PICKLED)
-        )
-        # {"blocks": set of replica block ids, "shards": {shard: (version, my applied clock)},
-        #  "applied": updates applied, "journal": entries in the journal}
-        self.meta = runtime_context.get_state(ValueStateDescriptor("replica-meta", PICKLED))
-        self.journal = runtime_context.get_list_state(
-            ListStateDescriptor("replica-journal", PICKLED)
-        )
-        self.copies = WorkingCopies()  # a cache of the replica state, see operators/journal.py
+        self.consistency = Consistency.parse(self.s.loop.consistency, self.s.loop.max_in_flight)
+        self.chunks = map_state(runtime_context, CHUNKS)
+        self.span = value_state(runtime_context, SPAN)
+        self.buffered = value_state(runtime_context, BUFFERED, LONG)
+        self.clock = value_state(runtime_context, CLOCK, LONG)
+        self.timer_at = value_state(runtime_context, TIMER_AT, LONG)
+        self.due = value_state(runtime_context, DUE, BOOLEAN)
+        self.replica = map_state(runtime_context, REPLICA)
+        self.meta = value_state(runtime_context, META)
+        journal = list_state(runtime_context, JOURNAL)
+        # the replica's dense working copy, see operators/journal.py
+        if self.s.loop.rmw:
+            self.optimizer = self.s.model.make_optimizer()
+            self.own = value_state(runtime_context, OWN)
+            self.journaled = Journaled(journal, lambda key, meta: self._state_replica(meta),
+                                       _replay_rmw, self._save_rmw)  # fmt: skip
+        else:
+            self.journaled = replica_journal(
+                journal, self.replica, self.s.model.dim, self.s.loop.block
+            )
         self.incoming: Examples | None = None  # the chunk being received, not yet in state
         self.init = initial_models(self.s)
         self.digests = Digests(self.s, "worker")
-        if self.s.rmw:
-            self.optimizer = self.s.make_optimizer()
-            # read-my-writes: my pushes not yet reflected, as of the last compaction (the
-            # journal holds the ones since)
-            self.own = runtime_context.get_state(ValueStateDescriptor("own-pushes", PICKLED))
         freeze_startup_heap()
 
     def _digest(self, key: str) -> tuple:
@@ -112,7 +119,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             return state_digest({}, fields), {"clock": clock}
         fields.update(shards=meta["shards"], applied=meta.get("applied", 0))
         replica = self._replica(key, meta).copy
-        if self.s.rmw:
+        if self.s.loop.rmw:
             fields["own"] = replica.own
         return state_digest(replica.arrays, fields), {"clock": clock, "applied": fields["applied"]}
 
@@ -127,39 +134,25 @@ class WorkerFunction(KeyedCoProcessFunction):
 
     def _replica(self, key: str, meta: dict) -> Working:
         """The replica's dense working copy (rebuilt from state when stale)."""
-        if not self.s.rmw:
-            return replica_copy(
-                self.copies, key, meta, self.replica, self.journal, self.s.dim, self.s.block
-            )
-        return self.copies.get(
-            key,
-            _rmw_stamp(meta),
-            lambda: self._state_replica(meta, self.own.value() or {}),
-            lambda: list(self.journal.get() or []) if meta.get("journal") else [],
-            _replay_rmw,
-        )
+        return self.journaled.working(key, meta)
 
-    def _state_replica(self, meta: dict, own: dict) -> StateReplica:
+    def _state_replica(self, meta: dict, own: dict | None = None) -> StateReplica:
+        """A read-my-writes replica from its compacted state: blocks, my unreflected pushes
+        and the shards' row counts."""
         names = self.optimizer.state_names
         dr = load_blocks(
-            DenseRange(names, 0, self.s.dim, self.s.block), self.replica, meta["blocks"]
+            DenseRange(names, 0, self.s.model.dim, self.s.loop.block), self.replica, meta["blocks"]
         )
+        own = (self.own.value() or {}) if own is None else own
         own = {k: list(v) for k, v in own.items()}
         return StateReplica(self.optimizer, dr, own, dict(meta.get("shard-rows", {})))
 
-    def _journal_rmw(self, work: Working, meta: dict, entry: tuple) -> None:
-        """Journal one read-my-writes operation (already applied to ``work``); compact when
-        the journal is long, saving the unreflected pushes with the blocks."""
-        self.journal.add(entry)
-        counter = "applied" if entry[0] == "u" else "pushed"
-        meta[counter] = meta.get(counter, 0) + 1
-        meta["journal"] = meta.get("journal", 0) + 1
-        work.stamp = _rmw_stamp(meta)
-        if meta["journal"] >= self.copies.compact_every:
-            compact(work, self.replica, self.journal, meta)
-            self.own.update({k: list(v) for k, v in work.copy.own.items()})  # a copy: the
-            # working copy's lists change after this, the state's must not
-            meta["shard-rows"] = dict(work.copy.rows)
+    def _save_rmw(self, work: Working, meta: dict) -> None:
+        """Compact a read-my-writes replica: the blocks, with my unreflected pushes."""
+        save_blocks(self.replica)(work, meta)
+        self.own.update({k: list(v) for k, v in work.copy.own.items()})  # a copy: the
+        # working copy's lists change after this, the state's must not
+        meta["shard-rows"] = dict(work.copy.rows)
 
     def _meta(self, task: str) -> dict:
         meta = self.meta.value()
@@ -167,13 +160,13 @@ class WorkerFunction(KeyedCoProcessFunction):
             meta = {"blocks": set(), "shards": {}}
             if task in self.init:  # warm start: the replica begins as the snapshot
                 view = MapView(self.replica, meta["blocks"])
-                if self.s.rmw:
+                if self.s.loop.rmw:
                     replica = self._state_replica(meta, {})
                     replica.warm(self.init[task].weights)
                     for bid, value in replica.take_touched().items():
                         view[bid] = value
                 else:
-                    Replica(view, self.s.block).load_dense(self.init[task].weights)
+                    Replica(view, self.s.loop.block).load_dense(self.init[task].weights)
                 self.meta.update(meta)
         return meta
 
@@ -195,7 +188,7 @@ class WorkerFunction(KeyedCoProcessFunction):
             return False
         meta = self._meta(update.task)
         work = self._replica(key, meta)
-        if self.s.rmw:
+        if self.s.loop.rmw:
             state = update.state or {}
             if update.indices.size and set(state) != set(self.optimizer.state_names):
                 raise ConfigError(
@@ -204,11 +197,10 @@ class WorkerFunction(KeyedCoProcessFunction):
                 )
             work.copy.update(update.shard, mine, update.indices, state, update.rows)
             entry = ("u", update.shard, mine, update.indices, state, update.rows)
-            self._journal_rmw(work, meta, entry)
+            self.journaled.took(work, meta, entry)
         else:
-            assign_journaled(
-                work, update, self.replica, self.journal, meta, self.copies.compact_every
-            )
+            assign_update(self.journaled, work, meta, update)
+        meta["applied"] = meta.get("applied", 0) + 1
         meta["shards"][update.shard] = (update.version, mine)
         if update.offset is not None:
             meta.setdefault("offsets", {})[update.shard] = update.offset
@@ -226,9 +218,9 @@ class WorkerFunction(KeyedCoProcessFunction):
             self.due.update(True)
             yield from self._drain(ctx, self._meta(update.task), flush=True)
             return
-        for shard in range(self.s.shards):
+        for shard in range(self.s.loop.shards):
             empty = np.zeros(0, np.int64)
-            push = Push(update.task, shard, key, clock, empty, empty_push(self.s.standardize))
+            push = Push(update.task, shard, key, clock, empty, empty_push(self.s.model.standardize))
             yield PUSHES, push
         self.clock.update(clock + 1)
 
@@ -267,7 +259,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         # state: examples trained at once never make the round trip through the state channel
         # (their pushes leave in this same call, so a checkpoint has all of them or none)
         self.incoming = chunk
-        if count >= self.s.batch_size_at(self.clock.value() or 0):
+        if count >= self.s.loop.batch_size_at(self.clock.value() or 0):
             yield from self._drain(ctx, self._meta(value.task), flush=False)
         else:
             self._time_partial(ctx, count)
@@ -282,12 +274,12 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _time_partial(self, ctx, count: int) -> None:
         """Start the batch timeout of a partial mini-batch (unless one runs). A chunk, or a
         drain that trains the full batches before it, can leave one behind."""
-        size = self.s.batch_size_at(self.clock.value() or 0)
-        if 0 < count < size and self.s.batch_timeout_ms > 0:
+        size = self.s.loop.batch_size_at(self.clock.value() or 0)
+        if 0 < count < size and self.s.loop.batch_timeout_ms > 0:
             now = ctx.timer_service().current_processing_time()
             at = self.timer_at.value()
-            if timer_lapsed(at, now, self.s.batch_timeout_ms):
-                arm_timer(ctx, self.timer_at, now + self.s.batch_timeout_ms)
+            if timer_lapsed(at, now, self.s.loop.batch_timeout_ms):
+                arm_timer(ctx, self.timer_at, now + self.s.loop.batch_timeout_ms)
 
     def _cancel_timer(self, ctx) -> None:
         at = self.timer_at.value()
@@ -305,12 +297,12 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _drain(self, ctx, meta: dict, flush: bool):
         count, clock = self.buffered.value() or 0, self.clock.value() or 0
         flush = flush or bool(self.due.value())
-        if not must_train(count, self.s.batch_size_at(clock), flush):
+        if not must_train(count, self.s.loop.batch_size_at(clock), flush):
             return  # nothing to train: skip reading the buffered examples
         progress = self._progress(meta)  # no update arrives during a drain
         applied = [mine for _, mine in progress]
         # the consistency model and flow control decide how many may start
-        sizes = plan_batches(count, clock, self.s.batch_size, self.s.warmup,
+        sizes = plan_batches(count, clock, self.s.loop.batch_size, self.s.loop.warmup,
                              lambda c: self.consistency.may_start(c, applied), flush)  # fmt: skip
         n = sum(sizes)
         if n:  # else the examples wait in state (unread); the next model update retries
@@ -333,45 +325,41 @@ class WorkerFunction(KeyedCoProcessFunction):
 
     def _progress(self, meta: dict) -> list:
         """Per shard, (its version, the last of my clocks it has applied) as last heard."""
-        return [meta["shards"].get(s, (0, -1)) for s in range(self.s.shards)]
+        return [meta["shards"].get(s, (0, -1)) for s in range(self.s.loop.shards)]
 
     def _train(self, task, key, clock, batch, version, staleness, meta):
         indptr, indices, values = batch.indptr, batch.indices, batch.values
         labels = batch.labels.astype(np.float64)
         work = self._replica(key, meta)
-        rows = prepare(indptr, indices, values, self.s.bits)
+        rows = prepare(indptr, indices, values, self.s.model.bits)
         offset = -sum(meta.get("offsets", {}).values())  # the shards' centring
-        if self.s.rmw and self.s.standardize:  # with my own pushes' share of it
+        if self.s.loop.rmw and self.s.model.standardize:  # with my own pushes' share of it
             w, mine = work.copy.lookup_centred(rows.coords)
             offset -= mine
         else:
             w = work.copy.lookup(rows.coords)
         scores = batch_scores(rows, w, offset)
         idx, g = rows.coords, batch_gradient(rows, labels, scores)
-        if self.s.standardize:
+        if self.s.model.standardize:
             g = standardized_push(rows, g)
-        for shard, part_idx, part_g in split_by_shard(idx, g, self.s.dim, self.s.shards):
-            if self.s.rmw and part_idx.size:
+        for shard, part_idx, part_g in split_by_shard(idx, g, self.s.model.dim, self.s.loop.shards):
+            if self.s.loop.rmw and part_idx.size:
                 mine = part_g
-                if self.s.standardize:  # replayed as the shard will apply it
+                if self.s.model.standardize:  # replayed as the shard will apply it
                     mine = self.optimizer.self_contained(part_g)
                 work.copy.push(shard, clock, part_idx, mine)
-                self._journal_rmw(work, meta, ("p", shard, clock, part_idx, mine))
+                self.journaled.took(work, meta, ("p", shard, clock, part_idx, mine))
             yield PUSHES, Push(task, shard, key, clock, part_idx, part_g)
         event_ids = batch.event_ids
+        batched = self.s.topics.batch_predictions
         lines = prediction_lines(task, key, event_ids, labels.astype(np.int64), scores,
-                                 version, staleness, clock, self.s.batch_predictions)  # fmt: skip
+                                 version, staleness, clock, batched)  # fmt: skip
         # the main output (decision 0015): Java takes each record from this generator and
         # hands it to the chained Kafka writer itself; a side output would be a call from
         # Python into Java, the writer's work made under the interpreter's lock
         yield from lines
         yield PREDICTIONS, PredictionBatch(task, key, event_ids, labels.astype(np.int64), scores,
                                            version, staleness, clock)  # fmt: skip
-
-
-def _rmw_stamp(meta: dict) -> int:
-    """Operations a read-my-writes replica has taken: updates applied plus own pushes."""
-    return meta.get("applied", 0) + meta.get("pushed", 0)
 
 
 def _replay_rmw(replica: StateReplica, entry: tuple) -> None:

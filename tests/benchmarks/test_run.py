@@ -1,6 +1,7 @@
 """The harness's verdicts: what counts as met or missed (no runs, no JVM)."""
 
-from benchmarks.run import auc_flags, end_to_end_configs, learner_targets, table, targets
+from benchmarks.end_to_end import end_to_end_configs
+from benchmarks.run import auc_flags, learner_targets, table, targets
 from benchmarks.usage import kind, per_event_us
 
 

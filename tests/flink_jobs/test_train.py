@@ -20,6 +20,7 @@ from operators.logistic import dimension
 from operators.metrics import roc_auc
 from operators.ps import batch_size_at, whole_batches
 from operators.replica import Replica
+from operators.settings import Bounds, LoopSettings, ModelSettings, TrainTopics
 from operators.snapshot import Snapshot, from_updates, load, save
 from operators.synthetic import MALFORMED_KINDS, CtrSettings, CtrStream, corrupt, encode
 from tests.cli_helpers import SCRIPT, streamshard
@@ -131,13 +132,10 @@ def test_sync_one_worker_reproduces_the_local_reference(kafka, topic_name, tmp_p
     local_cfg = train.TrainConfig(
         kafka=kafka,
         engine="local",
-        input_topic=topic_name,
-        bits=BITS,
-        workers=1,
-        shards=4,
-        batch_size=90,
-        consistency="sync",
-        max_events=events,
+        topics=TrainTopics(input=topic_name),
+        model=ModelSettings(bits=BITS),
+        loop=LoopSettings(workers=1, shards=4, batch_size=90, consistency="sync"),
+        bounds=Bounds(max_events=events),
         init_model=str(init),
     )
     reference = local_run(local_cfg)
@@ -288,13 +286,10 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
         train.TrainConfig(
             kafka=kafka,
             engine="local",
-            input_topic=topic_name,
-            bits=BITS,
-            workers=1,
-            shards=4,
-            batch_size=100,
-            consistency="sync",
-            max_events=events,
+            topics=TrainTopics(input=topic_name),
+            model=ModelSettings(bits=BITS),
+            loop=LoopSettings(workers=1, shards=4, batch_size=100, consistency="sync"),
+            bounds=Bounds(max_events=events),
         )
     )
     local = reference.summary

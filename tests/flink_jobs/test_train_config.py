@@ -27,8 +27,23 @@ def test_ingest_window_reaches_the_config():
 
 
 def test_max_in_flight_reaches_the_workers_settings():
-    assert _config().ps_settings().max_in_flight == 16
-    assert _config("--max-in-flight", "8").ps_settings().max_in_flight == 8
+    assert _config().ps_settings().loop.max_in_flight == 16
+    assert _config("--max-in-flight", "8").ps_settings().loop.max_in_flight == 8
+
+
+def test_the_operators_get_the_configs_settings_objects_themselves():
+    cfg = _config("--hash-bits", "12", "--shards", "3", "--input-topic", "t")
+    s = cfg.ps_settings()
+    assert s.model is cfg.model and s.loop is cfg.loop and s.topics is cfg.topics
+    assert (s.model.bits, s.loop.shards, s.topics.input) == (12, 3, "t")
+
+
+def test_flag_defaults_are_the_settings_defaults():
+    from operators.settings import Bounds, LoopSettings, ModelSettings, TrainTopics
+
+    cfg = _config()
+    assert cfg.model == ModelSettings() and cfg.topics == TrainTopics()
+    assert cfg.loop == LoopSettings() and cfg.bounds == Bounds()
 
 
 def test_task_limits_are_checked():
@@ -42,23 +57,38 @@ def test_task_limits_are_checked():
             task_limits(tasks, limit)
 
 
+def _made_in_code(**fields):
+    from connectors.config import KafkaConfig
+    from operators.settings import Bounds, LoopSettings, ModelSettings, TrainTopics
+
+    parts = {"model": ModelSettings, "loop": LoopSettings, "topics": TrainTopics,
+             "bounds": Bounds}  # fmt: skip
+    made = {name: cls(**fields.pop(name)) for name, cls in parts.items() if name in fields}
+    return train.TrainConfig(KafkaConfig("h:1"), **made, **fields)
+
+
 @pytest.mark.parametrize(
     "fields,message",
     [
-        ({"shards": 0}, "--shards must be >= 1, got 0"),
-        ({"block": 0}, "--block-size must be >= 1"),
-        ({"bits": 40}, "hash bits must be an integer in"),
+        ({"loop": {"shards": 0}}, "--shards must be >= 1, got 0"),
+        ({"loop": {"block": 0}}, "--block-size must be >= 1"),
+        ({"model": {"bits": 40}}, "hash bits must be an integer in"),
         ({"delivery": "maybe"}, "--delivery must be one of"),
-        ({"consistency": "bounded:x"}, "bounded"),
-        ({"hyper": {"alpha": -1.0}}, "alpha"),
-        ({"input_format": "ndjson", "max_events": 10}, "--stop-at-offsets instead"),
-        ({"batch_timeout_ms": -1}, "--batch-timeout"),
+        ({"loop": {"consistency": "bounded:x"}}, "bounded"),
+        ({"model": {"hyper": (("alpha", -1.0),)}}, "alpha"),
+        (
+            {"topics": {"input_format": "ndjson"}, "bounds": {"max_events": 10}},
+            "--stop-at-offsets instead",
+        ),
+        ({"loop": {"batch_timeout_ms": -1}}, "--batch-timeout"),
+        ({"bounds": {"max_events": 0}}, "--max-events must be >= 1"),
+        ({"topics": {"prediction_format": "csv"}}, "--prediction-format must be one of"),
+        ({"window": 0}, "--window must be >= 1"),
     ],
 )
 def test_a_config_made_in_code_is_checked_as_the_flags_are(fields, message):
-    from connectors.config import KafkaConfig
     from connectors.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
-        train.TrainConfig(KafkaConfig("h:1"), **fields)
-    assert train.TrainConfig(KafkaConfig("h:1")).shards == 4
+        _made_in_code(**fields)
+    assert _made_in_code().loop.shards == 4

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from operators.dense_range import DenseRange
-from operators.journal import WorkingCopies
+from operators.journal import Journaled, WorkingCopies
 from operators.optim import make_optimizer
 from operators.shard_server import ShardServer
 
@@ -133,3 +133,55 @@ def test_a_thin_block_is_stored_sparse_and_loads_back_exactly(names):
         back.load(bid, value)
     for name in names:
         assert np.array_equal(back.arrays[name], dr.arrays[name])
+
+
+class Entries(list):
+    """The part of a ListState a journal uses."""
+
+    add, clear = list.append, list.clear
+
+    def get(self):
+        return list(self)
+
+
+def summing_journal(saved: dict, journal: Entries, every: int = 3) -> Journaled:
+    """A journaled running sum: the copy is a one-element list, entries are addends."""
+    return Journaled(
+        journal,
+        build=lambda key, meta: [saved.get(key, 0)],
+        replay=lambda copy, x: copy.__setitem__(0, copy[0] + x),
+        save=lambda work, meta: saved.__setitem__("k", work.copy[0]),
+        compact_every=every,
+    )
+
+
+def test_journaled_compacts_every_n_entries_and_a_fresh_instance_rebuilds_the_same():
+    saved, journal, meta = {}, Entries(), {}
+    j = summing_journal(saved, journal)
+    for x in (1, 2, 3, 4, 5):
+        work = j.working("k", meta)
+        work.copy[0] += x
+        j.took(work, meta, x)
+    assert saved == {"k": 6} and journal == [4, 5]
+    assert meta == {"stamp": 5, "journal": 2}
+    assert summing_journal(saved, journal).working("k", meta).copy == [15]
+
+
+def test_an_operation_without_entry_moves_the_stamp_but_is_not_replayed():
+    saved, journal, meta = {}, Entries(), {}
+    j = summing_journal(saved, journal)
+    work = j.working("k", meta)
+    j.took(work, meta, None)  # say a push the update rule rejected: nothing changed
+    assert meta == {"stamp": 1} and journal == []
+    assert j.working("k", meta) is work  # the stamp is the cached copy's: no rebuild
+
+
+def test_restart_forgets_the_journal_and_rebuilds_from_what_was_saved():
+    saved, journal, meta = {"k": 100}, Entries(), {}
+    j = summing_journal(saved, journal)
+    work = j.working("k", meta)
+    work.copy[0] += 7
+    j.took(work, meta, 7)
+    j.restart(meta)  # the caller replaced the saved state (serve switching runs)
+    assert journal == [] and meta["stamp"] == 2
+    assert j.working("k", meta).copy == [100]

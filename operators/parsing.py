@@ -1,0 +1,104 @@
+"""The one parse path of every job: raw records to events and dead letters, then events to
+the hashed columns a worker learns from or a replica scores.
+
+``train``'s parser, ``serve``'s request parser, ``validate`` and the local engine all call
+``parse_batch``; the two that learn or score then call ``by_worker``. Pure: no Flink here, the
+adapters only hand on what it returns (``Rejected.letter`` makes the dead-letter record).
+
+Examples
+--------
+>>> from operators.ps import TaskGate
+>>> raws = [b'{"event_id": "e1", "ts": 5, "label": 1, "task": "ctr", "features": {"os": "ios"}}',
+...         b'{"event_id": 7}',
+...         b'{"event_id": "e3", "ts": 6, "label": 0, "task": "b", "features": {"x": 2}}']
+>>> parsed = parse_batch(raws, [(0, n, None) for n in range(3)], TaskGate.of(("ctr",), 1))
+>>> [e.event_id for e in parsed.events], [(r.where[1], r.step) for r in parsed.rejected]
+(['e1'], [(1, 'decode'), (2, 'admit')])
+>>> [(key, ex.task, ex.event_ids) for key, ex, _ in by_worker(parsed.events, 2, bits=10)]
+[('ctr#1', 'ctr', ['e1'])]
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import replace
+from typing import NamedTuple
+
+import numpy as np
+
+from connectors.deadletter import dead_letter
+from connectors.events import Event, decode_events
+from connectors.hashing import clip_values, hash_batch
+from operators.examples import Examples
+
+
+def worker_of(event_id: str, workers: int) -> int:
+    """The worker (or serving replica) of an event: a stable hash of its id."""
+    return zlib.crc32(event_id.encode()) % workers
+
+
+class Rejected(NamedTuple):
+    """A raw record that did not become an event: why, where from (``(partition, offset,
+    index in its record)``, as the caller gave it) and at which step (``decode``: it does not
+    decode; ``admit``: its task is not taken)."""
+
+    raw: bytes | None
+    reason: str
+    where: tuple
+    step: str
+
+    def letter(self, topic: str, run: str | None = None) -> str:
+        """The dead-letter record of it (``connectors.deadletter``)."""
+        partition, offset, index = self.where
+        return dead_letter(self.raw, self.reason, topic, partition, offset, self.step, run=run,
+                           index=index)  # fmt: skip
+
+
+class Parsed(NamedTuple):
+    events: list  # the events taken, in input order
+    raws: list  # the raw record of each
+    rejected: list  # Rejected, in input order
+
+
+def parse_batch(raws: list, where: list, gate=None, require_label: bool = True) -> Parsed:
+    """Decode ``raws`` (one event each; ``where[i]`` says where ``raws[i]`` came from) and
+    admit their tasks through ``gate`` (``operators.ps.TaskGate``; None: every task)."""
+    events, kept, rejected, refusals = [], [], [], {}
+    for raw, at, event in zip(raws, where, decode_events(raws, require_label), strict=True):
+        if type(event) is not Event:
+            rejected.append(Rejected(raw, event.reason, at, "decode"))
+            continue
+        if gate is not None:
+            if event.task not in refusals:  # a task's admission, once per batch
+                refusals[event.task] = gate.refuse(event.task)
+            if refusals[event.task]:
+                rejected.append(Rejected(raw, refusals[event.task], at, "admit"))
+                continue
+        events.append(event)
+        kept.append(raw)
+    return Parsed(events, kept, rejected)
+
+
+def by_worker(events: list, workers: int, bits: int, clip: float | None = None):
+    """The events grouped by worker key (``task#worker``), hashed in one call (clipped to
+    ``clip``): ``(key, Examples, positions)`` per key in order of first appearance, the
+    positions being the group's indices in ``events``."""
+    if not events:
+        return []
+    groups: dict[str, list] = {}
+    for position, event in enumerate(events):
+        key = f"{event.task}#{worker_of(event.event_id, workers)}"
+        groups.setdefault(key, []).append(position)
+    order = [position for group in groups.values() for position in group]
+    ordered = [events[position] for position in order]
+    indptr, indices, values = hash_batch([event.features for event in ordered], bits)
+    labels = np.fromiter((event.label or 0 for event in ordered), np.int8, len(ordered))
+    every = Examples("", [event.event_id for event in ordered], labels, indptr, indices,
+                     clip_values(values, clip))  # fmt: skip
+    out, start = [], 0
+    for key, group in groups.items():
+        stop = start + len(group)
+        task = events[group[0]].task
+        out.append((key, replace(every.rows(start, stop), task=task), group))
+        start = stop
+    return out

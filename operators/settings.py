@@ -1,0 +1,200 @@
+"""The training job's settings, one frozen object per concern, each checked when it is made.
+
+- ``ModelSettings``: what is learned and how (hashing, optimizer, standardization, clipping);
+- ``LoopSettings``: the parameter server's loop (shards, workers, mini-batches, consistency);
+- ``TrainTopics``: where records come from and go, and in which format;
+- ``Bounds``: when a run stops.
+
+The job's config (``flink_jobs.train.TrainConfig``) holds them, its flags are made from their
+fields (``flink_jobs.options.add_field_flags``), and the operators get the same objects
+(``operators.ps_fn.PsSettings``): a default is written once, here.
+
+Every field's ``help`` is its flag's help text; ``flag`` names a flag that is not the field's
+name. A check that fails raises ``ConfigError`` with one line naming the flag.
+
+Examples
+--------
+>>> LoopSettings(shards=0)
+Traceback (most recent call last):
+...
+connectors.errors.ConfigError: --shards must be >= 1, got 0
+>>> ModelSettings(bits=18).dim  # 2**18 hashed features and the intercept
+262145
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from connectors.errors import ConfigError
+from connectors.events import DEFAULT_CLIP
+from connectors.hashing import check_bits
+from operators.logistic import dimension
+from operators.optim import make_optimizer, make_rule
+from operators.ps import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, Consistency, TaskGate, batch_size_at
+
+
+def flag_of(cls, name: str) -> str:
+    """The command-line flag of field ``name`` of settings class ``cls``."""
+    meta = cls.__dataclass_fields__[name].metadata
+    return meta.get("flag", f"--{name.replace('_', '-')}")
+
+
+def _at_least(obj, names: tuple, low: float) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not value >= low:
+            unit = " ms" if name.endswith("_ms") else ""
+            raise ConfigError(f"{flag_of(type(obj), name)} must be >= {low:g}{unit}, got {value}")
+
+
+def _one_of(obj, name: str, allowed: tuple) -> None:
+    if getattr(obj, name) not in allowed:
+        raise ConfigError(f"{flag_of(type(obj), name)} must be one of {', '.join(allowed)}, "
+                          f"got {getattr(obj, name)!r}")  # fmt: skip
+
+
+def _help(text: str, **meta) -> dict:
+    return {"help": text, **meta}
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What is learned and how."""
+
+    bits: int = field(default=20, metadata=_help("2**BITS hashed features", flag="--hash-bits"))
+    optimizer: str = field(default="ftrl", metadata=_help(None, choices=("ftrl", "adagrad", "sgd")))
+    # (name, value) pairs: --alpha, --beta, --l1, --l2, --lr
+    hyper: tuple = (("alpha", 0.2), ("beta", 1.0), ("l1", 0.0), ("l2", 0.0))
+    standardize: bool = field(default=True, metadata=_help(
+        "learn over numeric features standardized online (running mean and variance kept on "
+        "the shards with the weights; default)"))  # fmt: skip
+    clip: float | None = DEFAULT_CLIP  # |feature value| limit (--clip-features; None: none)
+
+    def __post_init__(self) -> None:
+        check_bits(self.bits)
+        make_optimizer(self.optimizer, **dict(self.hyper))
+        _at_least(self, ("clip",), 0)
+
+    @property
+    def dim(self) -> int:
+        return dimension(self.bits)
+
+    def make_optimizer(self):
+        """The shards' update rule (standardized unless ``--no-standardize``)."""
+        return make_rule(self.optimizer, self.standardize, **dict(self.hyper))
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The parameter server's loop."""
+
+    shards: int = field(default=4, metadata=_help("parameter-server shards per task"))
+    workers: int = field(default=2, metadata=_help("workers per task"))
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata=_help("examples per mini-batch"))
+    warmup: bool = field(
+        default=True,
+        metadata=_help(
+            "a worker's mini-batches grow from 1 by an eighth each up to --batch-size (default)"
+        ),
+    )
+    batch_timeout_ms: int = field(default=200, metadata=_help(
+        "train a partial mini-batch once its oldest example waited MS (0: count only)",
+        flag="--batch-timeout", metavar="MS"))  # fmt: skip
+    consistency: str = field(default="async", metadata=_help("async | bounded:TAU | sync"))
+    update_threshold: float = field(default=0.0, metadata=_help(
+        "significantly-modified filter: send a weight only once it moved more than EPS",
+        metavar="EPS"))  # fmt: skip
+    read_my_writes: bool = field(
+        default=True,
+        metadata=_help(
+            "a worker scores with its own pushes applied at once, before the shards' updates come "
+            "back (default; updates then carry the optimizer state; no effect in sync mode)"
+        ),
+    )
+    max_in_flight: int = field(
+        default=16,
+        metadata=_help(
+            "flow control: a worker waits while N of its mini-batches are not yet applied by "
+            "every shard (default 16; in every mode, bounded:TAU waits sooner)",
+            metavar="N",
+        ),
+    )
+    block: int = field(default=4096, metadata=_help(
+        "coordinates per keyed-state entry of shards and replicas (default 4096)",
+        flag="--block-size", metavar="N"))  # fmt: skip
+    tasks: tuple | None = None  # the tasks it may train (--tasks; None: any)
+    max_tasks: int = DEFAULT_MAX_TASKS  # at most this many of them (--max-tasks)
+
+    def __post_init__(self) -> None:
+        _at_least(self, ("shards", "workers", "batch_size", "block", "max_in_flight",
+                         "max_tasks"), 1)  # fmt: skip
+        _at_least(self, ("batch_timeout_ms", "update_threshold"), 0)
+        Consistency.parse(self.consistency)
+
+    @property
+    def rmw(self) -> bool:
+        """Read-my-writes in effect: a sync worker never runs ahead of its own pushes."""
+        return self.read_my_writes and self.consistency != "sync"
+
+    def task_gate(self) -> TaskGate:
+        return TaskGate.of(self.tasks, self.max_tasks)
+
+    def batch_size_at(self, clock: int) -> int:
+        return batch_size_at(clock, self.batch_size, self.warmup)
+
+
+@dataclass(frozen=True)
+class TrainTopics:
+    """Where the training job reads and writes, and in which record format."""
+
+    input: str = field(default="events", metadata=_help(None, flag="--input-topic"))
+    updates: str = field(default="model-updates", metadata=_help(None, flag="--updates-topic"))
+    predictions: str = field(default="train-predictions",
+                             metadata=_help(None, flag="--predictions-topic"))  # fmt: skip
+    metrics: str = field(default="metrics", metadata=_help(None, flag="--metrics-topic"))
+    dead_letters: str = field(default="dead-letters",
+                              metadata=_help(None, flag="--dead-letter-topic"))  # fmt: skip
+    input_format: str = field(default="event", metadata=_help(
+        "event: one event per Kafka record; ndjson: a record carries many events, one per line "
+        "(a bad one is dead-lettered with its record's partition, offset and index)",
+        choices=("event", "ndjson")))  # fmt: skip
+    prediction_format: str = field(
+        default="event",
+        metadata=_help(
+            "event: one train-predictions record per event; batch: one record per mini-batch "
+            "holding its predictions one per line (NDJSON)",
+            choices=("event", "batch"),
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _one_of(self, "input_format", ("event", "ndjson"))
+        _one_of(self, "prediction_format", ("event", "batch"))
+
+    @property
+    def ndjson(self) -> bool:
+        return self.input_format == "ndjson"
+
+    @property
+    def batch_predictions(self) -> bool:
+        return self.prediction_format == "batch"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """When a run stops (none set: it runs until cancelled)."""
+
+    max_events: int | None = field(default=None, metadata=_help("stop after N events",
+                                                                metavar="N", type=int))  # fmt: skip
+    stop_offsets: dict | None = None  # partition -> end offset (--stop-at-offsets)
+    timeout_s: float | None = field(default=None, metadata=_help(
+        "give up after S seconds", flag="--timeout", metavar="S", type=float))  # fmt: skip
+    updates_from: int | None = None  # the updates topic offset a new run starts reading at
+
+    def __post_init__(self) -> None:
+        _at_least(self, ("max_events",), 1)
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_events is not None or self.stop_offsets is not None
