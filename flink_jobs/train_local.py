@@ -71,18 +71,13 @@ class _Engine:
 
     def record(self, value: bytes | None) -> None:
         """Every event of one record (one, or many with ``--input-format ndjson``)."""
-        from connectors.errors import DecodeError
-        from connectors.events import decode_event, split_record
+        from connectors.events import split_record
+        from operators.parsing import parse_batch
 
-        for _, raw in split_record(value, self.cfg.topics.ndjson):
-            try:
-                event = decode_event(raw)
-            except DecodeError:
-                self.dead += 1
-                continue
-            if self.gate.refuse(event.task):
-                self.dead += 1
-                continue
+        raws = [raw for _, raw in split_record(value, self.cfg.topics.ndjson)]
+        parsed = parse_batch(raws, [None] * len(raws), self.gate)
+        self.dead += len(parsed.rejected)
+        for event in parsed.events:
             batch = self.pending.setdefault(event.task, [])
             batch.append(event)
             model = self.models.get(event.task)

@@ -17,15 +17,13 @@ import numpy as np
 from pyflink.datastream import KeyedCoProcessFunction, ProcessFunction
 
 from connectors.deadletter import dead_letter
-from connectors.errors import DecodeError
-from connectors.events import DEFAULT_CLIP, decode_event
-from connectors.hashing import clip_values, hash_batch
+from connectors.events import DEFAULT_CLIP
 from operators.faults import FailOnce
 from operators.heap import freeze_startup_heap
 from operators.journal import Working
 from operators.keyed import DEAD_LETTERS, LONG, list_state, map_state, value_state
 from operators.logistic import dimension, predict_proba
-from operators.parse_fn import worker_of
+from operators.parsing import by_worker, parse_batch
 from operators.ps import BLOCK, DEFAULT_MAX_TASKS, TaskGate, timer_lapsed
 from operators.ps_fn import MapView, arm_timer, assign_update, replica_journal
 from operators.replica import Replica
@@ -85,29 +83,19 @@ class ParseRequests(ProcessFunction):
         freeze_startup_heap()
 
     def process_element(self, value, ctx):
-        chunks: dict[str, list] = {}
-        for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
-            try:
-                event = decode_event(line, require_label=False)
-            except DecodeError as exc:
-                yield DEAD_LETTERS, dead_letter(line, exc.reason, self.s.requests_topic,
-                                                partition, offset, run=self.s.run_id)  # fmt: skip
-                continue
-            refused = self.gate.refuse(event.task)
-            if refused:
-                yield DEAD_LETTERS, dead_letter(line, refused, self.s.requests_topic, partition,
-                                                offset, "admit", run=self.s.run_id)  # fmt: skip
-                continue
-            key = f"{event.task}#{worker_of(event.event_id, self.s.replicas)}"
-            chunks.setdefault(key, []).append((event, line))
-        for key, chunk in chunks.items():
-            # one hasher call per batch, the same hasher as training
-            indptr, indices, values = hash_batch([e.features for e, _ in chunk], self.s.bits)
-            clip_values(values, self.s.clip)
-            yield RequestBatch(chunk[0][0].task, key, [e.event_id for e, _ in chunk],
-                               [e.ts for e, _ in chunk], indptr, indices, values,
-                               [line for _, line in chunk],
-                               int(time.time() * 1000) if self.s.trace else 0)  # fmt: skip
+        where = [(partition, offset, None) for partition, offset in zip(value[2], value[3],
+                                                                       strict=True)]  # fmt: skip
+        parsed = parse_batch(value[1], where, self.gate, require_label=False)
+        for rejected in parsed.rejected:
+            yield DEAD_LETTERS, rejected.letter(self.s.requests_topic, run=self.s.run_id)
+        parsed_at = int(time.time() * 1000) if self.s.trace else 0
+        # one hasher call per batch, the same hasher as training
+        for key, examples, positions in by_worker(parsed.events, self.s.replicas, self.s.bits,
+                                                  self.s.clip):  # fmt: skip
+            yield RequestBatch(examples.task, key, examples.event_ids,
+                               [parsed.events[p].ts for p in positions], examples.indptr,
+                               examples.indices, examples.values,
+                               [parsed.raws[p] for p in positions], parsed_at)  # fmt: skip
 
 
 class ServeFunction(KeyedCoProcessFunction):

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pyflink.datastream import ProcessFunction
 
-from connectors.deadletter import dead_letter
-from connectors.errors import DecodeError
-from connectors.events import decode_event
 from operators.faults import FailOnce
 from operators.heap import freeze_startup_heap
 from operators.keyed import DEAD_LETTERS
+from operators.parsing import parse_batch
 
 
 class ValidateFunction(ProcessFunction):
@@ -39,11 +37,10 @@ class ValidateFunction(ProcessFunction):
     def process_element(self, value, ctx):
         self.fault.tick()
         line, partition, offset = value  # Row(line bytes | None, partition, offset)
-        try:
-            event = decode_event(line, self.require_label)
-        except DecodeError as exc:
+        parsed = parse_batch([line], [(partition, offset, None)], require_label=self.require_label)
+        for rejected in parsed.rejected:
             self.dead_count.inc()
-            yield DEAD_LETTERS, dead_letter(line, exc.reason, self.source_topic, partition, offset)
-            return
-        self.valid_count.inc()
-        yield event.to_json()
+            yield DEAD_LETTERS, rejected.letter(self.source_topic)
+        for event in parsed.events:
+            self.valid_count.inc()
+            yield event.to_json()

@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 
 from operators.dense_range import DenseRange
+from operators.drift import LossDrift
 from operators.evaluation import Prequential, ScoreHistogram
 from operators.examples import Examples
 from operators.local import OnlineLogistic
 from operators.optim import make_rule
 from operators.ps import TaskGate
-from operators.replica import Replica
+from operators.replica import Replica, StateReplica
 from operators.shard_server import ShardServer
 
 BITS = 10
@@ -100,6 +101,24 @@ def _examples(ex_holder: list, b: Batch):
     return joined.indptr, joined.indices, joined.values, joined.labels, joined.event_ids
 
 
+def _state_replica(replica: StateReplica, b: Batch):
+    """A read-my-writes replica: my push, then every other batch the shard's update that
+    reflects my pushes so far (its state: the replica's own, as the shard would have it)."""
+    idx, g = push_of(b)
+    clock = replica.pushes_ = getattr(replica, "pushes_", -1) + 1
+    replica.push(0, clock, idx, g)
+    seen = replica.lookup(idx)
+    if clock % 2:
+        state = {k: replica.arrays[k][idx].copy() + 0.01 for k in replica.optimizer.state_names}
+        replica.update(0, clock, idx, state)
+    return seen, replica.lookup(idx)
+
+
+def _loss_drift(drift: LossDrift, b: Batch):
+    losses = np.abs(b.values[b.indptr[:-1]]) * (1 + b.labels)
+    return drift.add(losses), drift.seen, drift.detector.mean
+
+
 def _gate(gate: TaskGate, b: Batch):
     return [gate.refuse(f"task-{i % 7}") for i in b.indices[:20].tolist()]
 
@@ -129,6 +148,13 @@ SUBJECTS: dict[str, tuple[Callable[[], Any], Callable[[Any, Batch], Any]]] = {
     "ScoreHistogram": (ScoreHistogram, _histogram),
     "Examples": (list, _examples),
     "TaskGate": (lambda: TaskGate(max_tasks=4), _gate),
+    "StateReplica": (
+        lambda: StateReplica(
+            make_rule("ftrl", False, alpha=0.3), DenseRange(("z", "n"), 0, DIM, 64)
+        ),
+        _state_replica,
+    ),  # fmt: skip
+    "LossDrift": (lambda: LossDrift(chunk=7), _loss_drift),
 }
 
 
