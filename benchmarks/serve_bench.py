@@ -37,7 +37,7 @@ from connectors.events import decode_event  # noqa: E402
 from connectors.hashing import hash_batch, hash_features  # noqa: E402
 from flink_jobs.generate import send_requests  # noqa: E402
 from flink_jobs.procs import descendants  # noqa: E402
-from flink_jobs.serve import latency_over_time  # noqa: E402
+from flink_jobs.serve_run import latency_over_time  # noqa: E402
 from operators.local import OnlineLogistic  # noqa: E402
 from operators.logistic import sigmoid  # noqa: E402
 from operators.snapshot import Snapshot, save  # noqa: E402

@@ -56,13 +56,17 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    summary = train.run(train.config_from_args(args))
+    from flink_jobs.train_run import run
+
+    summary = run(train.config_from_args(args))
     train.print_summary(summary)
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    summary = serve.run(serve.config_from_args(args))
+    from flink_jobs.serve_run import run
+
+    summary = run(serve.config_from_args(args))
     if summary is not None:
         serve.print_summary(summary)
     return 0

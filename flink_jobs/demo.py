@@ -19,7 +19,7 @@ import numpy as np
 from connectors.broker import EmbeddedBroker
 from connectors.config import KafkaConfig
 from connectors.errors import ConfigError
-from operators.settings import Bounds, LoopSettings, ModelSettings
+from operators.settings import Bounds, LoopSettings, ModelSettings, ServingSettings
 from operators.synthetic import CtrSettings, CtrStream
 
 BITS = 20
@@ -119,6 +119,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def _generate_and_train(kafka, flink, events: int, out: Path) -> tuple:
     """The click stream (1% malformed) on ``events``, then ``train`` over all of it."""
     from flink_jobs import generate, train
+    from flink_jobs.train_run import run
 
     gen = generate.generate(
         generate.GenerateConfig(
@@ -132,7 +133,7 @@ def _generate_and_train(kafka, flink, events: int, out: Path) -> tuple:
     )
     _say(f"generated {gen.events:,} click events ({gen.malformed} malformed) on 'events'")
     _say("training: 4 shards, 2 workers, async, on a local Flink mini-cluster ...")
-    trained = train.run(
+    trained = run(
         train.TrainConfig(
             kafka=kafka,
             flink=flink,
@@ -150,17 +151,17 @@ def _generate_and_train(kafka, flink, events: int, out: Path) -> tuple:
 def _serve(kafka, flink, snap_dir: Path, docs: list, requests: int, out: Path) -> dict:
     """``serve`` from the snapshot while a thread sends ``docs`` at 500 requests/s."""
     from flink_jobs import serve
+    from flink_jobs.serve_run import run
 
     sender: list[threading.Thread] = []
-    return serve.run(
+    return run(
         serve.ServeConfig(
             kafka=kafka,
             flink=flink,
-            bits=BITS,
+            serving=ServingSettings(bits=BITS),
             init_model=str(snap_dir),
-            max_events=requests,
+            bounds=Bounds(max_events=requests, timeout_s=600),
             summary_json=str(out / "serve-summary.json"),
-            timeout_s=600,
         ),
         on_running=lambda: sender.append(_send_requests(kafka, docs, rate=500)),
     )

@@ -17,24 +17,24 @@ replica) unless ``--init-model`` gives one at once.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from connectors.config import KafkaConfig
 from connectors.errors import ConfigError
-from connectors.events import DEFAULT_CLIP
 from connectors.flink_kafka import parse_offsets
 from flink_jobs.env import FlinkSettings
 from flink_jobs.options import (
     add_clip_argument,
+    add_field_flags,
     add_flink_args,
     add_kafka_args,
     add_task_arguments,
     clip_from_args,
     fail_marker_from_args,
+    fields_from_args,
     flink_settings,
     hash_bits_from_args,
     kafka_config,
@@ -42,82 +42,63 @@ from flink_jobs.options import (
 )
 from operators.ps import DEFAULT_MAX_TASKS
 from operators.serving import MAX_REQUEST_AGE_MS, MAX_WAIT_MS
+from operators.settings import Bounds, ServeTopics, ServingSettings
 
 DELIVERIES = ("exactly-once", "at-least-once", "none")
 
 
 @dataclass(frozen=True)
 class ServeConfig:
+    """A serve job: where Kafka is, how Flink runs, and the settings of each concern
+    (``operators.settings``), checked when made, from flags or in code."""
+
     kafka: KafkaConfig
     flink: FlinkSettings = field(default_factory=FlinkSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
+    topics: ServeTopics = field(default_factory=ServeTopics)
+    bounds: Bounds = field(default_factory=Bounds)
     run_id: str = field(default_factory=lambda: f"s-{uuid.uuid4().hex[:12]}")
-    bits: int = 20
-    replicas: int = 1
-    max_pending: int = 10_000
-    requests_topic: str = "requests"
-    updates_topic: str = "model-updates"
-    predictions_topic: str = "predictions"
-    dead_letter_topic: str = "dead-letters"
     delivery: str = "at-least-once"
-    follow_run: str | None = None
     init_model: str | None = None
-    clip: float | None = DEFAULT_CLIP  # the training run's --clip-features
     ingest_window_ms: int = 5
     linger_ms: int = 5  # the predictions sink's producer
-    max_request_age_ms: int = MAX_REQUEST_AGE_MS
-    max_wait_ms: int = MAX_WAIT_MS
-    tasks: tuple | None = None  # the tasks it may serve (None: any)
-    max_tasks: int = DEFAULT_MAX_TASKS
-    trace: bool = False
-    stop_offsets: dict | None = None
-    max_events: int | None = None
     summary_json: str | None = None
-    timeout_s: float | None = None
     fail_marker: str | None = None  # tests only (--inject-failure)
     job_name: str = "streamshard-serve"
 
     def __post_init__(self) -> None:
-        """Refuse, with one line naming the flag, settings no job can run with: checked
-        however the config is made, from flags or in code."""
-        from connectors.hashing import check_bits
-
-        for name in ("replicas", "max_pending", "max_tasks"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, "
-                                  f"got {getattr(self, name)}")  # fmt: skip
         if self.ingest_window_ms < 1:
             raise ConfigError(f"--ingest-window must be >= 1 ms, got {self.ingest_window_ms}")
         if self.linger_ms < 0:
             raise ConfigError(f"--linger must be >= 0 ms, got {self.linger_ms}")
-        if self.max_request_age_ms < 1 or self.max_wait_ms < 1:
-            raise ConfigError("--max-request-age and --max-wait must be > 0 s")
-        if self.max_events is not None and self.max_events < 1:
-            raise ConfigError(f"--max-events must be >= 1, got {self.max_events}")
         if self.delivery not in DELIVERIES:
             raise ConfigError(f"--delivery must be one of {', '.join(DELIVERIES)}, "
                               f"got {self.delivery!r}")  # fmt: skip
-        check_bits(self.bits)
 
     def serve_settings(self):
+        """What the operators get: the serving settings themselves, with this job's
+        identity."""
         from operators.serve_fn import ServeSettings
 
         return ServeSettings(
             run_id=self.run_id,
-            bits=self.bits,
-            replicas=self.replicas,
-            max_pending=self.max_pending,
-            requests_topic=self.requests_topic,
-            follow_run=self.follow_run,
+            serving=self.serving,
+            requests_topic=self.topics.requests,
             init_model=self.init_model,
-            clip=self.clip,
-            max_request_age_ms=self.max_request_age_ms,
-            max_wait_ms=self.max_wait_ms,
-            tasks=self.tasks,
-            max_tasks=self.max_tasks,
-            trace=self.trace,
             fail_marker=self.fail_marker,
             checkpoint_dir=self.flink.checkpoint_dir,
         )
+
+    def settings_for_summary(self) -> dict:
+        """The settings, flat, as the summary shows them."""
+        keep = ("bits", "replicas", "max_pending", "max_request_age_ms", "max_wait_ms",
+                "follow_run")  # fmt: skip
+        doc = {k: getattr(self.serving, k) for k in keep}
+        doc.update(ingest_window_ms=self.ingest_window_ms, linger_ms=self.linger_ms,
+                   delivery=self.delivery, init_model=self.init_model)  # fmt: skip
+        doc.update({f"{k}_topic": getattr(self.topics, k)
+                    for k in ("requests", "updates", "predictions")})  # fmt: skip
+        return doc
 
 
 def build(env, cfg: ServeConfig):
@@ -131,24 +112,23 @@ def build(env, cfg: ServeConfig):
     )
     from connectors.ingest import event_batches, raw_records, table_env
     from operators.keyed import DEAD_LETTERS, PICKLED
-    from operators.logistic import dimension
     from operators.ps_fn import fan_out_updates
     from operators.serve_fn import ParseRequests, ServeFunction
 
     s = cfg.serve_settings()
     t_env = table_env(env)
     # the table connector hands over bytes, tombstones and each record's partition and offset
-    requests = event_batches(t_env, cfg.kafka, cfg.requests_topic, cfg.job_name,
-                             cfg.stop_offsets, cfg.ingest_window_ms, cfg.flink.parallelism,
+    requests = event_batches(t_env, cfg.kafka, cfg.topics.requests, cfg.job_name,
+                             cfg.bounds.stop_offsets, cfg.ingest_window_ms, cfg.flink.parallelism,
                              name="streamshard_requests",
                              **{"fetch.max.wait.ms": LATENCY_FETCH_MAX_WAIT_MS})  # fmt: skip
-    updates = raw_records(t_env, "streamshard_serve_updates", cfg.kafka, cfg.updates_topic,
+    updates = raw_records(t_env, "streamshard_serve_updates", cfg.kafka, cfg.topics.updates,
                           f"{cfg.job_name}-{cfg.run_id}",
                           **{"fetch.max.wait.ms": FEEDBACK_FETCH_MAX_WAIT_MS})  # fmt: skip
     parsed = requests.process(ParseRequests(s), output_type=PICKLED).name("parse").uid("parse")
     fanned = (
         updates.flat_map(
-            fan_out_updates(s.replicas, dimension(s.bits), lambda row: (row[0],)),
+            fan_out_updates(s.serving.replicas, s.serving.dim, lambda row: (row[0],)),
             output_type=PICKLED,
         )  # fmt: skip
         .name("fan-out-updates")
@@ -156,7 +136,7 @@ def build(env, cfg: ServeConfig):
     )
     predictions = (
         parsed.connect(fanned)
-        .key_by(lambda b: b.key, lambda u: u[0], key_type=Types.STRING())
+        .key_by(lambda b: b.key, lambda up: up.key, key_type=Types.STRING())
         .process(ServeFunction(s), output_type=Types.STRING())
         .name("serve")
         .uid("serve")
@@ -164,7 +144,7 @@ def build(env, cfg: ServeConfig):
     predictions.sink_to(
         kafka_sink(
             cfg.kafka,
-            cfg.predictions_topic,
+            cfg.topics.predictions,
             cfg.delivery,
             f"{cfg.run_id}-pred",
             low_latency=True,
@@ -172,46 +152,13 @@ def build(env, cfg: ServeConfig):
         )  # fmt: skip
     ).name("predictions-sink").uid("predictions-sink")
     parsed.get_side_output(DEAD_LETTERS).union(predictions.get_side_output(DEAD_LETTERS)).sink_to(
-        kafka_sink(cfg.kafka, cfg.dead_letter_topic, cfg.delivery, f"{cfg.run_id}-dlq")
+        kafka_sink(cfg.kafka, cfg.topics.dead_letters, cfg.delivery, f"{cfg.run_id}-dlq")
     ).name("dead-letter-sink").uid("serve-dead-letter-sink")
     return predictions
 
 
-def run(cfg: ServeConfig, on_running=None) -> dict | None:
-    from connectors.admin import bounds, create_topics
-
-    create_topics(cfg.kafka, [cfg.requests_topic, cfg.predictions_topic, cfg.dead_letter_topic])
-    create_topics(cfg.kafka, [cfg.updates_topic], partitions=1)
-    stop_offsets, expected = bounds(cfg.kafka, cfg.requests_topic, cfg.stop_offsets, cfg.max_events)
-    if expected is None:  # unbounded: serve until cancelled (Ctrl-C)
-        from flink_jobs.env import make_env
-
-        env = make_env(cfg.flink)
-        build(env, cfg)
-        env.execute(cfg.job_name)
-        return None
-    from dataclasses import replace
-
-    from flink_jobs.serve_run import run_bounded
-
-    summary = run_bounded(replace(cfg, stop_offsets=stop_offsets), expected, on_running)
-    if cfg.summary_json:
-        public = {k: v for k, v in summary.items() if not k.startswith("_")}
-        Path(cfg.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.summary_json).write_text(json.dumps(public, indent=2))
-    return summary
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hash-bits", type=int, default=20, help="the model's --hash-bits")
-    parser.add_argument("--replicas", type=int, default=1, help="serving keys per task")
-    parser.add_argument(
-        "--max-pending",
-        type=int,
-        default=10_000,
-        metavar="N",
-        help="requests a replica holds while no model is known; more go to dead-letters",
-    )
+    add_field_flags(parser, ServingSettings)
     parser.add_argument(
         "--max-wait", type=float, default=MAX_WAIT_MS / 1000, metavar="S",
         help="a request held S seconds with no model for its task goes to dead-letters "
@@ -234,21 +181,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a request whose ts is more than S seconds old (or 5 min ahead) is answered "
         f"with latency_ms null (default {MAX_REQUEST_AGE_MS // 1000})",
     )  # fmt: skip
-    parser.add_argument(
-        "--trace", action="store_true",
-        help="predictions carry when their batch was parsed and scored (where latency goes)",
-    )  # fmt: skip
-    parser.add_argument("--follow-run", metavar="RUN", help="serve this training run only")
     parser.add_argument("--inject-failure", metavar="MARKER", help=argparse.SUPPRESS)
-    parser.add_argument("--requests-topic", default="requests")
-    parser.add_argument("--updates-topic", default="model-updates")
-    parser.add_argument("--predictions-topic", default="predictions")
-    parser.add_argument("--dead-letter-topic", default="dead-letters")
+    add_field_flags(parser, ServeTopics)
     parser.add_argument("--delivery", default="at-least-once", choices=DELIVERIES)
-    parser.add_argument("--max-events", type=int, metavar="N", help="stop after N requests")
+    add_field_flags(parser, Bounds)
     parser.add_argument("--stop-at-offsets", metavar="P=OFFSET,...")
     parser.add_argument("--summary-json", metavar="PATH")
-    parser.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
     parser.add_argument("--run-id", help="tags this job's predictions (default: random)")
     add_kafka_args(parser)
     # thread mode: no gRPC hop between the JVM and Python, a tenth of process mode's
@@ -257,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    """The flags as a ``ServeConfig`` (which checks them, ``ServeConfig.__post_init__``)."""
+    """The flags as a ``ServeConfig`` (each settings object checks its own)."""
     # in seconds on the command line: checked here, before they become milliseconds
     if not args.max_request_age > 0:
         raise ConfigError(f"--max-request-age must be > 0 s, got {args.max_request_age}")
@@ -265,38 +203,29 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         raise ConfigError(f"--max-wait must be > 0 s, got {args.max_wait}")
     hash_bits_from_args(args)  # and the --init-model snapshot against it
     tasks, max_tasks = task_limits(args.tasks, args.max_tasks)
+    serving = ServingSettings(
+        **fields_from_args(ServingSettings, args),
+        max_request_age_ms=int(args.max_request_age * 1000),
+        max_wait_ms=max(1, int(args.max_wait * 1000)),
+        clip=clip_from_args(args),
+        tasks=tasks,
+        max_tasks=max_tasks,
+    )
+    stops = parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None
     cfg = ServeConfig(
         kafka=kafka_config(args),
         flink=(flink := flink_settings(args)),
-        bits=args.hash_bits,
-        replicas=args.replicas,
-        max_pending=args.max_pending,
-        requests_topic=args.requests_topic,
-        updates_topic=args.updates_topic,
-        predictions_topic=args.predictions_topic,
-        dead_letter_topic=args.dead_letter_topic,
+        serving=serving,
+        topics=ServeTopics(**fields_from_args(ServeTopics, args)),
+        bounds=Bounds(**fields_from_args(Bounds, args), stop_offsets=stops),
         delivery=args.delivery,
-        follow_run=args.follow_run,
         init_model=str(Path(args.init_model).resolve()) if args.init_model else None,
-        clip=clip_from_args(args),
         ingest_window_ms=args.ingest_window,
         linger_ms=args.linger,
-        max_request_age_ms=int(args.max_request_age * 1000),
-        max_wait_ms=max(1, int(args.max_wait * 1000)),
-        tasks=tasks,
-        max_tasks=max_tasks,
-        trace=args.trace,
-        stop_offsets=parse_offsets(args.stop_at_offsets) if args.stop_at_offsets else None,
-        max_events=args.max_events,
         summary_json=args.summary_json,
-        timeout_s=args.timeout,
         fail_marker=fail_marker_from_args(args, flink),
     )
-    if args.run_id:
-        from dataclasses import replace
-
-        cfg = replace(cfg, run_id=args.run_id)
-    return cfg
+    return replace(cfg, run_id=args.run_id) if args.run_id else cfg
 
 
 def print_summary(summary: dict) -> None:

@@ -1,15 +1,44 @@
-"""A bounded ``streamshard serve`` run: start the job, read its predictions and dead letters
-until every request is accounted for (each counted once), cancel it and sum the run up:
-latency percentiles overall and over time, model versions and freshness, gaps."""
+"""Running ``streamshard serve``: unbounded, or bounded: start the job, read its predictions
+and dead letters until every request is accounted for (each counted once), cancel it and sum
+the run up: latency percentiles overall and over time, model versions and freshness, gaps."""
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
+from pathlib import Path
 
 from connectors.config import KafkaConfig
 from connectors.errors import StreamshardError
 from flink_jobs.env import cancel_quietly
 from flink_jobs.serve import ServeConfig, build
+
+
+def run(cfg: ServeConfig, on_running=None) -> dict | None:
+    """Run the serve job: until cancelled, or for a bounded run until every request is
+    answered or dead-lettered (then its summary)."""
+    from connectors.admin import bounds, create_topics
+
+    create_topics(cfg.kafka, [cfg.topics.requests, cfg.topics.predictions, cfg.topics.dead_letters])
+    create_topics(cfg.kafka, [cfg.topics.updates], partitions=1)
+    stop_offsets, expected = bounds(
+        cfg.kafka, cfg.topics.requests, cfg.bounds.stop_offsets, cfg.bounds.max_events
+    )
+    if expected is None:  # unbounded: serve until cancelled (Ctrl-C)
+        from flink_jobs.env import make_env
+
+        env = make_env(cfg.flink)
+        build(env, cfg)
+        env.execute(cfg.job_name)
+        return None
+    limits = replace(cfg.bounds, stop_offsets=stop_offsets)
+    summary = run_bounded(replace(cfg, bounds=limits), expected, on_running)
+    if cfg.summary_json:
+        public = {k: v for k, v in summary.items() if not k.startswith("_")}
+        Path(cfg.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.summary_json).write_text(json.dumps(public, indent=2))
+    return summary
 
 
 def _read_run(kafka: KafkaConfig, topic: str, field_name: str, run_id: str):
@@ -41,8 +70,8 @@ def run_bounded(cfg: ServeConfig, expected: int, on_running=None) -> dict:
 
     env = make_env(cfg.flink)
     build(env, cfg)
-    preds, preds_mine = _read_run(cfg.kafka, cfg.predictions_topic, "serve_run", cfg.run_id)
-    dead, dead_mine = _read_run(cfg.kafka, cfg.dead_letter_topic, "run", cfg.run_id)
+    preds, preds_mine = _read_run(cfg.kafka, cfg.topics.predictions, "serve_run", cfg.run_id)
+    dead, dead_mine = _read_run(cfg.kafka, cfg.topics.dead_letters, "run", cfg.run_id)
     predictions: list[dict] = []
     dead_letters: list[dict] = []
     # requests answered, counted once: after a restore the embedded broker also hands
@@ -70,10 +99,10 @@ def run_bounded(cfg: ServeConfig, expected: int, on_running=None) -> dict:
                     running = True
                     if on_running is not None:
                         on_running()
-            if cfg.timeout_s and now - started > cfg.timeout_s:
+            if cfg.bounds.timeout_s and now - started > cfg.bounds.timeout_s:
                 raise StreamshardError(
-                    f"timed out after {cfg.timeout_s:.0f}s with {len(predictions)} predictions "
-                    f"and {len(dead_letters)} dead letters of {expected} requests"
+                    f"timed out after {cfg.bounds.timeout_s:.0f}s with {len(predictions)} "
+                    f"predictions and {len(dead_letters)} dead letters of {expected} requests"
                 )
         elapsed = time.monotonic() - started
     finally:
@@ -108,21 +137,7 @@ def summarize(cfg: ServeConfig, predictions, dead_letters, expected, elapsed) ->
         # the run's first updates (operators.serving.Following.gaps)
         "model_gaps": {p["task"]: p["model_gaps"] for p in predictions if p.get("model_gaps")},
         "tasks": sorted({p["task"] for p in predictions}),
-        "settings": {
-            "bits": cfg.bits,
-            "replicas": cfg.replicas,
-            "max_pending": cfg.max_pending,
-            "ingest_window_ms": cfg.ingest_window_ms,
-            "linger_ms": cfg.linger_ms,
-            "max_request_age_ms": cfg.max_request_age_ms,
-            "max_wait_ms": cfg.max_wait_ms,
-            "delivery": cfg.delivery,
-            "init_model": cfg.init_model,
-            "follow_run": cfg.follow_run,
-            "requests_topic": cfg.requests_topic,
-            "updates_topic": cfg.updates_topic,
-            "predictions_topic": cfg.predictions_topic,
-        },
+        "settings": cfg.settings_for_summary(),
         "_predictions": predictions,
         "_dead_letters": dead_letters,
     }

@@ -36,7 +36,7 @@ from flink_jobs.options import (
     kafka_config,
     task_limits,
 )
-from operators.evaluation import json_record, metric_text
+from operators.evaluation import metric_text
 from operators.ps import DEFAULT_MAX_TASKS
 from operators.settings import Bounds, LoopSettings, ModelSettings, TrainTopics
 
@@ -183,7 +183,7 @@ def _parameter_server(parsed, fanned, s):
 
     workers = (
         parsed.connect(fanned)
-        .key_by(lambda exs: exs.worker, lambda up: up[0], key_type=Types.STRING())
+        .key_by(lambda exs: exs.worker, lambda up: up.key, key_type=Types.STRING())
         .process(WorkerFunction(s), output_type=Types.STRING())  # the prediction records
         .name("worker")
         .uid("worker")
@@ -229,18 +229,6 @@ def _outputs(cfg: TrainConfig, parsed, workers, shards) -> None:
         workers.get_side_output(DIGESTS).union(shards.get_side_output(DIGESTS)).sink_to(
             kafka_sink(cfg.kafka, cfg.digest_topic, "at-least-once")
         ).name("digest-sink").uid("digest-sink")
-
-
-def run(cfg: TrainConfig) -> dict:
-    if cfg.engine == "local":
-        from flink_jobs.train_local import run_local as run_engine
-    else:
-        from flink_jobs.train_run import run_flink as run_engine
-    summary = run_engine(cfg)
-    if cfg.summary_json:
-        Path(cfg.summary_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.summary_json).write_text(json_record(summary, indent=2))
-    return summary
 
 
 # ---- flags ------------------------------------------------------------------------------

@@ -8,12 +8,13 @@ import json
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from connectors.config import KafkaConfig
 from connectors.errors import StreamshardError
 from flink_jobs.env import cancel_quietly
 from flink_jobs.train import TrainConfig, build, four_digits
-from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT
+from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, json_record
 
 
 def resolve_bounds(cfg: TrainConfig) -> tuple[dict[int, int] | None, int | None]:
@@ -143,6 +144,20 @@ def progress_line(watcher: _MetricsWatcher, seconds: float) -> str:
     return (f"[{seconds:,.0f}s] {n:,} events ({n / max(seconds, 1e-9):,.0f}/s overall), "
             f"dead letters {watcher.counters.get(DEAD_LETTER_COUNT, 0):,}"
             + (f"; {tasks}" if tasks else ""))  # fmt: skip
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Run ``cfg``'s engine (the job on Flink, or ``--engine local``); its summary, also
+    written to ``--summary-json``."""
+    if cfg.engine == "local":
+        from flink_jobs.train_local import run_local as run_engine
+    else:
+        run_engine = run_flink
+    summary = run_engine(cfg)
+    if cfg.summary_json:
+        Path(cfg.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.summary_json).write_text(json_record(summary, indent=2))
+    return summary
 
 
 def run_flink(cfg: TrainConfig) -> dict:

@@ -20,6 +20,7 @@ from connectors.messages import decode_update
 from operators.dense_range import DenseRange
 from operators.journal import Journaled, Working
 from operators.keyed import DIGESTS
+from operators.records import KeyedUpdates
 from operators.settings import LoopSettings, ModelSettings, TrainTopics
 
 # examples per keyed-state entry of a worker's buffer (operators/loop.state_pieces)
@@ -169,7 +170,7 @@ def fan_out_updates(workers: int, dim: int | None = None, lines=lambda value: va
             by_task.setdefault(update.task, []).append(update)
         for task, updates in by_task.items():
             for w in range(workers):  # decoded once here; numpy arrays pickle far faster
-                yield f"{task}#{w}", updates  # than JSON parses
+                yield KeyedUpdates(f"{task}#{w}", updates)  # than JSON parses
 
     return fan_out
 

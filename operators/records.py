@@ -4,9 +4,11 @@ the Python/Java bridge, so their classes must stay importable under these names)
 - ``WorkerExamples``: the parser's examples for one worker, hashed, as columns;
 - ``Push``: a worker's gradient for one shard at one of its clocks;
 - ``PredictionBatch``: a mini-batch's scores, for the evaluator;
-- ``Count``: a counter's increment (dead letters, rejected pushes), for the evaluator.
+- ``Count``: a counter's increment (dead letters, rejected pushes), for the evaluator;
+- ``KeyedUpdates``: decoded model updates of one task, for one worker (or serving replica).
 
-Model updates travel as bytes (``connectors/messages.py``); digests as JSON (``Digests``).
+Model updates travel between jobs as bytes (``connectors/messages.py``); digests as JSON
+(``Digests``).
 
 >>> p = Push("ctr", 2, "ctr#0", 7, np.array([5]), np.array([0.25]))
 >>> p.key, p.clock
@@ -66,3 +68,8 @@ class Count(NamedTuple):
     def key(self) -> str:
         """What the evaluator keeps a counter under: its name."""
         return self.name
+
+
+class KeyedUpdates(NamedTuple):
+    key: str  # the worker's (or serving replica's) key, ``task#i``
+    updates: list  # connectors.messages.ModelUpdate, in topic order

@@ -11,30 +11,28 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pyflink.datastream import KeyedCoProcessFunction, ProcessFunction
 
 from connectors.deadletter import dead_letter
-from connectors.events import DEFAULT_CLIP
 from operators.faults import FailOnce
 from operators.heap import freeze_startup_heap
 from operators.journal import Working
 from operators.keyed import DEAD_LETTERS, LONG, list_state, map_state, value_state
-from operators.logistic import dimension, predict_proba
+from operators.logistic import predict_proba
 from operators.parsing import by_worker, parse_batch
-from operators.ps import BLOCK, DEFAULT_MAX_TASKS, TaskGate, timer_lapsed
+from operators.ps import BLOCK, timer_lapsed
 from operators.ps_fn import MapView, arm_timer, assign_update, replica_journal
 from operators.replica import Replica
 from operators.serving import (
-    MAX_REQUEST_AGE_MS,
-    MAX_WAIT_MS,
     Following,
     RequestBatch,
     expire_waiting,
     prediction_records,
 )
+from operators.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +47,13 @@ WAITING, WAITING_N, EXPIRE_AT = "waiting", "waiting-n", "expire-at"
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """What the serve operators need to know; picklable."""
+    """What the serve operators get: the job's serving settings (``operators.settings``, the
+    object itself), where requests come from and the job's identity; picklable."""
 
     run_id: str
-    bits: int = 20
-    replicas: int = 1
-    max_pending: int = 10_000
+    serving: ServingSettings = field(default_factory=ServingSettings)
     requests_topic: str = "requests"
-    follow_run: str | None = None
     init_model: str | None = None
-    clip: float | None = DEFAULT_CLIP  # as the training run's --clip-features
-    max_request_age_ms: int = MAX_REQUEST_AGE_MS
-    max_wait_ms: int = MAX_WAIT_MS  # a request waiting this long for a model: dead-lettered
-    tasks: tuple | None = None  # the tasks it may serve (``--tasks``; None: any)
-    max_tasks: int = DEFAULT_MAX_TASKS  # at most this many of them (``--max-tasks``)
-    trace: bool = False  # predictions carry when their batch was parsed and scored
     fail_marker: str | None = None  # tests only: --inject-failure (operators.faults)
     checkpoint_dir: str | None = None
 
@@ -79,7 +69,7 @@ class ParseRequests(ProcessFunction):
         self.s = s
 
     def open(self, runtime_context):
-        self.gate = TaskGate.of(self.s.tasks, self.s.max_tasks)
+        self.gate = self.s.serving.task_gate()
         freeze_startup_heap()
 
     def process_element(self, value, ctx):
@@ -88,10 +78,11 @@ class ParseRequests(ProcessFunction):
         parsed = parse_batch(value[1], where, self.gate, require_label=False)
         for rejected in parsed.rejected:
             yield DEAD_LETTERS, rejected.letter(self.s.requests_topic, run=self.s.run_id)
-        parsed_at = int(time.time() * 1000) if self.s.trace else 0
+        serving = self.s.serving
+        parsed_at = int(time.time() * 1000) if serving.trace else 0
         # one hasher call per batch, the same hasher as training
-        for key, examples, positions in by_worker(parsed.events, self.s.replicas, self.s.bits,
-                                                  self.s.clip):  # fmt: skip
+        for key, examples, positions in by_worker(parsed.events, serving.replicas, serving.bits,
+                                                  serving.clip):  # fmt: skip
             yield RequestBatch(examples.task, key, examples.event_ids,
                                [parsed.events[p].ts for p in positions], examples.indptr,
                                examples.indices, examples.values,
@@ -117,7 +108,7 @@ class ServeFunction(KeyedCoProcessFunction):
         self.meta = value_state(runtime_context, META)
         # the replica's dense working copy, see operators/journal.py
         journal = list_state(runtime_context, JOURNAL)
-        self.journaled = replica_journal(journal, self.replica, dimension(self.s.bits), BLOCK)
+        self.journaled = replica_journal(journal, self.replica, self.s.serving.dim, BLOCK)
         self.waiting = list_state(runtime_context, WAITING)
         self.waiting_n = value_state(runtime_context, WAITING_N, LONG)
         self.expire_at = value_state(runtime_context, EXPIRE_AT, LONG)
@@ -126,7 +117,7 @@ class ServeFunction(KeyedCoProcessFunction):
     def _meta(self, task: str) -> dict:
         meta = self.meta.value()
         if meta is None:
-            meta = {"blocks": set(), "follow": Following.start(self.s.follow_run)}
+            meta = {"blocks": set(), "follow": Following.start(self.s.serving.follow_run)}
             self._reset(meta, task)
             self.meta.update(meta)
         return meta
@@ -140,7 +131,7 @@ class ServeFunction(KeyedCoProcessFunction):
         self.journaled.restart(meta)
         snap = self.init.get(task)
         if snap is not None:
-            meta["follow"] = Following.start(self.s.follow_run, snap)
+            meta["follow"] = Following.start(self.s.serving.follow_run, snap)
             Replica(MapView(self.replica, meta["blocks"])).load_dense(snap.unfolded())
 
     def _working(self, key: str, meta: dict) -> Working:
@@ -153,17 +144,18 @@ class ServeFunction(KeyedCoProcessFunction):
             self.fault.tick()  # tests only: fails after the answers left, before a checkpoint
             return
         waiting = self.waiting_n.value() or 0
-        room = max(0, self.s.max_pending - waiting)
+        room = max(0, self.s.serving.max_pending - waiting)
         held, refused = batch.split(min(room, len(batch)))
         if len(held):
             now = ctx.timer_service().current_processing_time()
             self.waiting.add((now, held))
             self.waiting_n.update(waiting + len(held))
-            if timer_lapsed(self.expire_at.value(), now, self.s.max_wait_ms):
-                arm_timer(ctx, self.expire_at, now + self.s.max_wait_ms)
+            if timer_lapsed(self.expire_at.value(), now, self.s.serving.max_wait_ms):
+                arm_timer(ctx, self.expire_at, now + self.s.serving.max_wait_ms)
         for raw in refused.raws:
-            reason = (f"no model yet for task {batch.task!r} and {self.s.max_pending} requests "
-                      f"already wait (--max-pending {self.s.max_pending})")  # fmt: skip
+            pending = self.s.serving.max_pending
+            reason = (f"no model yet for task {batch.task!r} and {pending} requests already "
+                      f"wait (--max-pending {pending})")  # fmt: skip
             yield DEAD_LETTERS, dead_letter(raw, reason, topic=self.s.requests_topic,
                                             step="serve", run=self.s.run_id)  # fmt: skip
 
@@ -173,7 +165,7 @@ class ServeFunction(KeyedCoProcessFunction):
             yield from self._update(key, update)
 
     def _update(self, key: str, update):
-        if update.bits is not None and update.bits != self.s.bits:
+        if update.bits is not None and update.bits != self.s.serving.bits:
             return  # another run's model, of another size: never followed
         meta = self._meta(update.task)
         follow: Following = meta["follow"]
@@ -211,15 +203,15 @@ class ServeFunction(KeyedCoProcessFunction):
         if not self.waiting_n.value():
             return  # answered meanwhile
         now = ctx.timer_service().current_processing_time()
-        expired, kept = expire_waiting(self._held(), now, self.s.max_wait_ms)
+        expired, kept = expire_waiting(self._held(), now, self.s.serving.max_wait_ms)
         if kept:
             self.waiting.update(kept)
             self.waiting_n.update(sum(len(batch) for _, batch in kept))
-            arm_timer(ctx, self.expire_at, kept[0][0] + self.s.max_wait_ms)
+            arm_timer(ctx, self.expire_at, kept[0][0] + self.s.serving.max_wait_ms)
         else:
             self.waiting.clear()
             self.waiting_n.clear()
-        seconds = self.s.max_wait_ms / 1000
+        seconds = self.s.serving.max_wait_ms / 1000
         for batch in expired:
             reason = (f"no model for task {batch.task!r} within {seconds:g} s "
                       f"(--max-wait {seconds:g})")  # fmt: skip
@@ -232,10 +224,10 @@ class ServeFunction(KeyedCoProcessFunction):
         replica = self._working(key, meta).copy
         follow: Following = meta["follow"]
         scores = predict_proba(batch.indptr, batch.indices, batch.values, replica.lookup,
-                               self.s.bits, follow.margin_offset)  # fmt: skip
+                               self.s.serving.bits, follow.margin_offset)  # fmt: skip
         now = int(time.time() * 1000)
         trace = None
-        if self.s.trace and batch.parsed_at:
+        if self.s.serving.trace and batch.parsed_at:
             trace = {"parsed": batch.parsed_at, "scoring": int(scored_at * 1000)}
         yield from prediction_records(batch, np.asarray(scores), follow, self.s.run_id, now,
-                                      self.s.max_request_age_ms, trace)  # fmt: skip
+                                      self.s.serving.max_request_age_ms, trace)  # fmt: skip

@@ -1,13 +1,15 @@
-"""The training job's settings, one frozen object per concern, each checked when it is made.
+"""The jobs' settings, one frozen object per concern, each checked when it is made.
 
 - ``ModelSettings``: what is learned and how (hashing, optimizer, standardization, clipping);
 - ``LoopSettings``: the parameter server's loop (shards, workers, mini-batches, consistency);
-- ``TrainTopics``: where records come from and go, and in which format;
-- ``Bounds``: when a run stops.
+- ``TrainTopics``: where training records come from and go, and in which format;
+- ``Bounds``: when a run stops (train and serve);
+- ``ServingSettings``, ``ServeTopics``: the serve job's.
 
-The job's config (``flink_jobs.train.TrainConfig``) holds them, its flags are made from their
-fields (``flink_jobs.options.add_field_flags``), and the operators get the same objects
-(``operators.ps_fn.PsSettings``): a default is written once, here.
+A job's config (``flink_jobs.train.TrainConfig``, ``flink_jobs.serve.ServeConfig``) holds
+them, its flags are made from their fields (``flink_jobs.options.add_field_flags``), and the
+operators get the same objects (``operators.ps_fn.PsSettings``,
+``operators.serve_fn.ServeSettings``): a default is written once, here.
 
 Every field's ``help`` is its flag's help text; ``flag`` names a flag that is not the field's
 name. A check that fails raises ``ConfigError`` with one line naming the flag.
@@ -32,6 +34,7 @@ from connectors.hashing import check_bits
 from operators.logistic import dimension
 from operators.optim import make_optimizer, make_rule
 from operators.ps import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, Consistency, TaskGate, batch_size_at
+from operators.serving import MAX_REQUEST_AGE_MS, MAX_WAIT_MS
 
 
 def flag_of(cls, name: str) -> str:
@@ -185,8 +188,8 @@ class TrainTopics:
 class Bounds:
     """When a run stops (none set: it runs until cancelled)."""
 
-    max_events: int | None = field(default=None, metadata=_help("stop after N events",
-                                                                metavar="N", type=int))  # fmt: skip
+    max_events: int | None = field(default=None, metadata=_help(
+        "stop after N events (serve: requests)", metavar="N", type=int))  # fmt: skip
     stop_offsets: dict | None = None  # partition -> end offset (--stop-at-offsets)
     timeout_s: float | None = field(default=None, metadata=_help(
         "give up after S seconds", flag="--timeout", metavar="S", type=float))  # fmt: skip
@@ -198,3 +201,53 @@ class Bounds:
     @property
     def bounded(self) -> bool:
         return self.max_events is not None or self.stop_offsets is not None
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How the serve job answers: the model's size, its replicas, requests that wait."""
+
+    bits: int = field(default=20, metadata=_help("the model's --hash-bits", flag="--hash-bits"))
+    replicas: int = field(default=1, metadata=_help("serving keys per task"))
+    max_pending: int = field(default=10_000, metadata=_help(
+        "requests a replica holds while no model is known; more go to dead-letters",
+        metavar="N"))  # fmt: skip
+    max_wait_ms: int = MAX_WAIT_MS  # a request waiting this long for a model (--max-wait S)
+    max_request_age_ms: int = MAX_REQUEST_AGE_MS  # older ts: no latency (--max-request-age S)
+    clip: float | None = DEFAULT_CLIP  # as the training run's --clip-features
+    tasks: tuple | None = None  # the tasks it may serve (--tasks; None: any)
+    max_tasks: int = DEFAULT_MAX_TASKS  # at most this many of them (--max-tasks)
+    follow_run: str | None = field(default=None, metadata=_help(
+        "serve this training run only", metavar="RUN", type=str))  # fmt: skip
+    trace: bool = field(
+        default=False,
+        metadata=_help(
+            "predictions carry when their batch was parsed and scored (where latency goes)"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        check_bits(self.bits)
+        _at_least(self, ("replicas", "max_pending", "max_tasks"), 1)
+        _at_least(self, ("clip",), 0)
+        if self.max_request_age_ms < 1 or self.max_wait_ms < 1:
+            raise ConfigError("--max-request-age and --max-wait must be > 0 s")
+
+    @property
+    def dim(self) -> int:
+        return dimension(self.bits)
+
+    def task_gate(self) -> TaskGate:
+        return TaskGate.of(self.tasks, self.max_tasks)
+
+
+@dataclass(frozen=True)
+class ServeTopics:
+    """Where the serve job reads and writes."""
+
+    requests: str = field(default="requests", metadata=_help(None, flag="--requests-topic"))
+    updates: str = field(default="model-updates", metadata=_help(None, flag="--updates-topic"))
+    predictions: str = field(default="predictions",
+                             metadata=_help(None, flag="--predictions-topic"))  # fmt: skip
+    dead_letters: str = field(default="dead-letters",
+                              metadata=_help(None, flag="--dead-letter-topic"))  # fmt: skip
