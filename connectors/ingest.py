@@ -152,6 +152,20 @@ def event_batches(
     return t_env.to_data_stream(t_env.sql_query(query))
 
 
+def record_batches(t_env, kafka: KafkaConfig, topic: str, group_id: str,
+                   stop_offsets: Mapping[int, int] | None, name: str = "streamshard_records",
+                   **options):  # fmt: skip
+    """``event_batches``' rows, one per Kafka record, not gathered: for records that carry
+    many events each (``--input-format ndjson``), which need no window to reach Python in
+    batches."""
+    _kafka_table(t_env, name, kafka, topic, group_id, **options)
+    query = f"""
+        SELECT '' AS task, ARRAY[line] AS lines, ARRAY[part] AS parts, ARRAY[off] AS offs
+        FROM {name} {offset_filter(stop_offsets)}
+    """
+    return t_env.to_data_stream(t_env.sql_query(query))
+
+
 def update_batches(t_env, kafka: KafkaConfig, topic: str, group_id: str, window_ms: int,
                    start_offset: int | None = None):  # fmt: skip
     """A DataStream of ``Row(lines)``: the records of the model-updates ``topic`` gathered

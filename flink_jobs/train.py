@@ -142,21 +142,25 @@ def _inputs(env, cfg: TrainConfig, s):
     workers; both reach Python in batches gathered in Java window state
     (connectors/ingest.py)."""
     from connectors.flink_kafka import kafka_sink
-    from connectors.ingest import event_batches, table_env, update_batches
+    from connectors.ingest import event_batches, record_batches, table_env, update_batches
     from operators.keyed import DEAD_LETTERS, PICKLED
     from operators.parse_fn import ParseFunction
     from operators.ps_fn import fan_out_updates
 
     t_env = table_env(env)
-    batches_in = event_batches(
-        t_env,
-        cfg.kafka,
-        cfg.topics.input,
-        cfg.job_name,
-        cfg.bounds.stop_offsets,
-        cfg.ingest_window_ms,
-        cfg.flink.parallelism,
-    )
+    if cfg.topics.ndjson:
+        batches_in = record_batches(t_env, cfg.kafka, cfg.topics.input, cfg.job_name,
+                                    cfg.bounds.stop_offsets)  # fmt: skip
+    else:
+        batches_in = event_batches(
+            t_env,
+            cfg.kafka,
+            cfg.topics.input,
+            cfg.job_name,
+            cfg.bounds.stop_offsets,
+            cfg.ingest_window_ms,
+            cfg.flink.parallelism,
+        )
     updates = update_batches(t_env, cfg.kafka, cfg.topics.updates, f"{cfg.job_name}-{cfg.run_id}",
                              UPDATE_WINDOW_MS, cfg.bounds.updates_from)  # fmt: skip
 
@@ -262,7 +266,8 @@ def _ps_args(ps) -> None:
         default=50,
         metavar="MS",
         help="gather raw events for MS ms in Flink's window state and hand them to Python as "
-        "one record per task (default 50; see docs/architecture.md)",
+        "one record (default 50; see docs/architecture.md); --input-format ndjson records "
+        "reach Python one by one, ungathered",
     )
     add_clip_argument(ps, "so one huge value cannot make a shard reject a whole push; serve "
                       "must use the same X")  # fmt: skip
