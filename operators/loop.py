@@ -46,6 +46,22 @@ def state_pieces(count: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, count)) for start in range(0, count, size)]
 
 
+def staleness(clock: int, applied: list[int]) -> int:
+    """How many of a worker's own mini-batches the model that scores mini-batch ``clock``
+    lacks: those before ``clock`` that some shard has not applied yet (``applied``: per shard,
+    the last of the worker's clocks it has applied, -1 for none), as far as the worker has
+    heard back.
+
+    >>> staleness(clock=10, applied=[9, 9, 9])  # every shard has everything before 10
+    0
+    >>> staleness(clock=10, applied=[9, 6, 8])  # clocks 7, 8 and 9 missing on one shard
+    3
+    >>> staleness(clock=0, applied=[-1, -1])
+    0
+    """
+    return clock - (min(applied) + 1)
+
+
 def from_rolled_back_timeline(reflected: int, clock: int) -> bool:
     """Whether a model update must be ignored because it reflects a push this worker has not
     made on its present timeline: ``reflected`` is the last of the worker's clocks the update

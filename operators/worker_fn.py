@@ -34,6 +34,7 @@ from operators.loop import (
     answer_to_wait,
     from_rolled_back_timeline,
     must_train,
+    staleness,
     state_pieces,
 )
 from operators.predictions import prediction_lines
@@ -308,12 +309,12 @@ class WorkerFunction(KeyedCoProcessFunction):
         if n:  # else the examples wait in state (unread); the next model update retries
             examples = self._take_buffered(n)
             key, task = ctx.get_current_key(), examples.task
-            version, staleness = sum(v for v, _ in progress), clock - (min(applied) + 1)
-            start = 0
-            for size in sizes:
+            version, start = sum(v for v, _ in progress), 0
+            for size in sizes:  # no update arrives meanwhile: each batch is one staler
                 batch = examples.rows(start, start + size)
-                yield from self._train(task, key, clock, batch, version, staleness, meta)
-                clock, staleness, start = clock + 1, staleness + 1, start + size
+                stale = staleness(clock, applied)
+                yield from self._train(task, key, clock, batch, version, stale, meta)
+                clock, start = clock + 1, start + size
             self.meta.update(meta)
             self.clock.update(clock)
             self.buffered.update(count - n)

@@ -7,6 +7,7 @@ from operators.loop import (
     from_rolled_back_timeline,
     must_train,
     open_barrier,
+    staleness,
     state_pieces,
 )
 
@@ -64,3 +65,11 @@ def test_state_pieces_cover_the_examples_in_order_and_bound_each_entry():
         covered = [i for start, stop in pieces for i in range(start, stop)]
         assert covered == list(range(count))
         assert all(0 < stop - start <= 256 for start, stop in pieces)
+
+
+def test_staleness_counts_my_batches_the_slowest_shard_has_not_applied():
+    assert staleness(5, [4, 4, 4, 4]) == 0  # sync: every earlier batch applied everywhere
+    assert staleness(5, [4, 4, 1, 4]) == 3  # one shard behind by batches 2, 3 and 4
+    assert staleness(16, [-1, -1]) == 16  # at the flow-control limit, nothing heard back
+    # async: while a worker trains a run of batches, each one is one staler
+    assert [staleness(c, [2, 3]) for c in (5, 6, 7)] == [2, 3, 4]
