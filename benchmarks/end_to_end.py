@@ -103,8 +103,8 @@ def _train_command(kafka, topic: str, events: int, cfg: dict, tag: str, tmp: str
         "--dead-letter-topic", f"{tag}-dlq", "--hash-bits", str(BITS),
         "--workers", str(cfg["workers"]), "--shards", str(cfg["shards"]),
         "--consistency", cfg["consistency"], "--update-threshold", str(cfg.get("eps", 0.0)),
-        *(["--stop-at-offsets", f"0={-(-events // cfg['batched'])}", "--input-format", "ndjson",
-            "--prediction-format", "batch"] if cfg.get("batched")
+        *(["--stop-at-offsets", f"0={-(-events // cfg['batched'])}", "--input-format",
+            BATCH_FORMAT, "--prediction-format", "batch"] if cfg.get("batched")
           else ["--max-events", str(events)]),
         "--batch-timeout", str(cfg.get("batch_timeout", 200)),
         "--checkpoint-dir", f"file://{tmp}/ckpt-{tag}", "--timeout", str(cfg["timeout"]),
@@ -155,6 +155,7 @@ def _predictions_read_back(kafka, tag: str, events: int, cfg: dict) -> dict:
 
 
 BATCH_EVENTS = 1_000  # events per Kafka record in the batched run
+BATCH_FORMAT = "columns"  # the batched run's --input-format (connectors/columns.py)
 SYNC_EVENTS = 200_000  # events of the 1 worker, 1 shard, sync run
 
 E2E_CONFIGS = [
@@ -163,6 +164,18 @@ E2E_CONFIGS = [
     for s in (1, 4)
     for c in ("async", "bounded:2", "sync")
 ]
+
+
+def batched_records(lines: list[bytes]) -> list[bytes]:
+    """The stream as records of ``BATCH_EVENTS`` events in ``BATCH_FORMAT``."""
+    import orjson
+
+    from connectors.columns import encode_columns
+
+    chunks = [lines[i : i + BATCH_EVENTS] for i in range(0, len(lines), BATCH_EVENTS)]
+    if BATCH_FORMAT == "columns":
+        return [encode_columns(list(map(orjson.loads, chunk))) for chunk in chunks]
+    return [b"\n".join(chunk) for chunk in chunks]
 
 
 def end_to_end_configs(quick: bool, events: int, prefix: int) -> list[dict]:
@@ -188,7 +201,8 @@ def end_to_end_configs(quick: bool, events: int, prefix: int) -> list[dict]:
     pair = {"workers": 1, "shards": 4, "consistency": "sync", "batch_timeout": 0,
             "events": pair_events}  # fmt: skip
     batched = {**headline, "batched": BATCH_EVENTS, "label": f"2w 4s async, all {events:,}, "
-               f"records of {BATCH_EVENTS:,} events in, prediction batches out"}  # fmt: skip
+               f"records of {BATCH_EVENTS:,} events as {BATCH_FORMAT} in, prediction batches "
+               "out"}  # fmt: skip
     return [
         {**headline, "label": f"2w 4s async, all {events:,}", "headline": True},
         batched,
@@ -215,8 +229,7 @@ def run_end_to_end(events: int, prefix: int, data: Path, quick: bool) -> list[di
         head = [c for c in configs if c.get("headline")]
         batched = [c for c in configs if c.get("batched")]
         rest = [c for c in configs if not c.get("headline") and not c.get("batched")]
-        records = [b"\n".join(lines[i : i + BATCH_EVENTS]) for i in range(0, len(lines),
-                                                                       BATCH_EVENTS)]  # fmt: skip
+        records = batched_records(lines)
         # the headline on a broker of its own, the batched run too, the shorter runs on one
         # broker for all
         for group, stream in ((head, lines), (batched, records),

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import orjson
 
+from connectors.columns import encode_columns
 from connectors.config import KafkaConfig
 from connectors.errors import StreamshardError
 from flink_jobs.options import add_kafka_args, kafka_config
@@ -40,6 +42,7 @@ class GenerateConfig:
     progress: bool = False
     stamp_now: bool = False  # ts = the time each event is sent, not the synthetic clock
     batch: int = 1  # events per Kafka record (> 1: NDJSON, for train --input-format ndjson)
+    columns: bool = False  # records of ``batch`` events as columns (--input-format columns)
     requests: bool = False  # requests to serve (no label, ts = send time), not events
 
 
@@ -147,7 +150,7 @@ class _Records:
     def __init__(self, cfg: GenerateConfig):
         from connectors.admin import producer
 
-        self.topic, self.batch = cfg.topic, cfg.batch
+        self.topic, self.batch, self.columns = cfg.topic, cfg.batch, cfg.columns
         self.prod = producer(cfg.kafka, acks="all", linger_ms=20, batch_size=512 * 1024)
         self.held: list[tuple[bytes, bytes]] = []  # events of the record being filled
         self.futures: list = []
@@ -163,7 +166,10 @@ class _Records:
 
     def _send_held(self) -> None:
         """One record of the held events, keyed by the first one's key."""
-        value = b"\n".join(v for _, v in self.held)
+        if self.columns:
+            value = encode_columns([orjson.loads(v) for _, v in self.held])
+        else:
+            value = b"\n".join(v for _, v in self.held)
         self.futures.append(self.prod.send(self.topic, key=self.held[0][0], value=value))
         self.held = []
 
@@ -271,6 +277,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="N events per Kafka record, one per line (NDJSON; for train --input-format ndjson)",
     )  # fmt: skip
     parser.add_argument(
+        "--columns", action="store_true",
+        help="with --batch N: each record holds its N events as columns (for train "
+        "--input-format columns; connectors/columns.py)",
+    )  # fmt: skip
+    parser.add_argument(
         "--now", action="store_true",
         help="stamp each event's ts with the time it is sent (for serving latency); by default "
         "a synthetic clock, so a seed always gives the same stream",
@@ -287,6 +298,8 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         raise ConfigError(f"--{'requests' if requests else 'events'} must be >= 0, got {count}")
     if requests and (args.malformed or args.batch != 1 or args.truth):
         raise ConfigError("--requests takes none of --malformed, --batch, --truth")
+    if args.columns and (args.batch < 2 or args.malformed):
+        raise ConfigError("--columns needs --batch N (N >= 2) and takes no --malformed")
     if args.batch < 1:
         raise ConfigError(f"--batch must be >= 1 events per record, got {args.batch}")
     if args.rate is not None and args.rate <= 0:
@@ -308,5 +321,6 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         progress=sys.stderr.isatty(),
         stamp_now=args.now,
         batch=args.batch,
+        columns=args.columns,
         requests=requests,
     )

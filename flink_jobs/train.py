@@ -88,9 +88,10 @@ class TrainConfig:
                                      ("--delivery", self.delivery, DELIVERIES)):  # fmt: skip
             if value not in allowed:
                 raise ConfigError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.topics.ndjson and self.bounds.max_events is not None:
-            raise ConfigError("--input-format ndjson counts events inside records: bound the "
-                              "run with --stop-at-offsets instead of --max-events")  # fmt: skip
+        if self.topics.batched and self.bounds.max_events is not None:
+            raise ConfigError(f"--input-format {self.topics.input_format} counts events inside "
+                              "records: bound the run with --stop-at-offsets instead of "
+                              "--max-events")  # fmt: skip
 
     def ps_settings(self):
         """What the operators get: the model's, the loop's and the topics' settings
@@ -148,7 +149,7 @@ def _inputs(env, cfg: TrainConfig, s):
     from operators.ps_fn import fan_out_updates
 
     t_env = table_env(env)
-    if cfg.topics.ndjson:
+    if cfg.topics.batched:
         batches_in = record_batches(t_env, cfg.kafka, cfg.topics.input, cfg.job_name,
                                     cfg.bounds.stop_offsets)  # fmt: skip
     else:

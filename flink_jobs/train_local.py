@@ -34,18 +34,22 @@ def local_run(cfg: TrainConfig) -> LocalRun:
     engine = _Engine(cfg)
     started = time.monotonic()
     cons = consumer(cfg.kafka, cfg.topics.input, committed_only=True)
+    # where each partition's reading stands; done at the end offsets (a record may carry
+    # many events, so the records, not the events, say when)
+    ends = {p: end for p, end in (stop_offsets or {}).items() if end > 0}
+    position: dict[int, int] = {}
     try:
-        seen = 0
-        while expected is None or seen < expected:
+        while stop_offsets is None or any(position.get(p, 0) < e for p, e in ends.items()):
             polled = cons.poll(timeout_ms=500)
-            if not polled and expected is None:
+            if not polled and stop_offsets is None:
                 break
             for tp, records in sorted(polled.items(), key=lambda kv: kv[0].partition):
                 for record in records:
                     if stop_offsets and record.offset >= stop_offsets.get(tp.partition, 0):
                         continue
-                    seen += 1
                     engine.record(record.value)
+            for tp in cons.assignment():  # past transaction markers too
+                position[tp.partition] = cons.position(tp)
     finally:
         cons.close()
     engine.flush()
@@ -70,14 +74,8 @@ class _Engine:
         self.gate = cfg.loop.task_gate()  # the tasks the job would admit, in order
 
     def record(self, value: bytes | None) -> None:
-        """Every event of one record (one, or many with ``--input-format ndjson``)."""
-        from connectors.events import split_record
-        from operators.parsing import parse_batch
-
-        raws = [raw for _, raw in split_record(value, self.cfg.topics.ndjson)]
-        parsed = parse_batch(raws, [None] * len(raws), self.gate)
-        self.dead += len(parsed.rejected)
-        for event in parsed.events:
+        """Every event of one record (one, or many with ``--input-format ndjson|columns``)."""
+        for event in self._events(value):
             batch = self.pending.setdefault(event.task, [])
             batch.append(event)
             model = self.models.get(event.task)
@@ -85,6 +83,21 @@ class _Engine:
             if len(batch) >= self.cfg.loop.batch_size_at(batches):
                 self.train(event.task, batch)
                 self.pending[event.task] = []
+
+    def _events(self, value: bytes | None) -> list:
+        """The record's events that decode and whose task the gate admits (the others
+        counted as dead letters)."""
+        from connectors.events import Event, split_record
+        from operators.parsing import parse_batch, parse_columns
+
+        if self.cfg.topics.input_format == "columns":
+            cols, rejected = parse_columns(value, (None, None), self.gate)
+            self.dead += len(rejected)
+            return [Event(**cols.event(i)) for i in range(len(cols))]
+        raws = [raw for _, raw in split_record(value, self.cfg.topics.ndjson)]
+        parsed = parse_batch(raws, [None] * len(raws), self.gate)
+        self.dead += len(parsed.rejected)
+        return parsed.events
 
     def train(self, task: str, batch: list) -> None:
         from connectors.hashing import clip_values, hash_batch

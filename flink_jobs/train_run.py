@@ -24,16 +24,37 @@ def resolve_bounds(cfg: TrainConfig) -> tuple[dict[int, int] | None, int | None]
     ends, records = bounds(
         cfg.kafka, cfg.topics.input, cfg.bounds.stop_offsets, cfg.bounds.max_events
     )
-    if ends is None or cfg.topics.input_format != "ndjson":
+    if ends is None or not cfg.topics.batched:
         return ends, records
-    return ends, count_ndjson_events(cfg.kafka, cfg.topics.input, ends, records)
+    count = events_in_columns if cfg.topics.input_format == "columns" else events_in_ndjson
+    return ends, count_batched_events(cfg.kafka, cfg.topics.input, ends, records, count)
 
 
-def count_ndjson_events(kafka, topic: str, ends: dict[int, int], records: int) -> int:
-    """How many events the records below ``ends`` carry (``--input-format ndjson``): a
+def events_in_ndjson(value: bytes | None) -> int:
+    from connectors.events import split_record
+
+    return len(split_record(value, True))
+
+
+def events_in_columns(value: bytes | None) -> int:
+    """What the parser accounts for in a columns record: one per event (taken or
+    dead-lettered), or one for a record that is not a columns record.
+
+    >>> events_in_columns(b'{"event_id": ["a", 1], "ts": [1, 2], "label": [0, 0], "features": {}}')
+    2
+    >>> events_in_columns(b'{"event_id": ["a"]}'), events_in_columns(None)
+    (1, 1)
+    """
+    from connectors.columns import decode_columns
+
+    cols, bad = decode_columns(value)
+    return len(cols) + len(bad)
+
+
+def count_batched_events(kafka, topic: str, ends: dict[int, int], records: int, count) -> int:
+    """How many events the records below ``ends`` carry (``count(value)`` of each): a
     bounded run ends when every one is accounted for."""
     from connectors.admin import consumer
-    from connectors.events import split_record
 
     cons = consumer(kafka, topic, committed_only=False)
     seen = events = 0
@@ -44,7 +65,7 @@ def count_ndjson_events(kafka, topic: str, ends: dict[int, int], records: int) -
                 for record in batch:
                     if record.offset < ends.get(tp.partition, 0):
                         seen += 1
-                        events += len(split_record(record.value, True))
+                        events += count(record.value)
     finally:
         cons.close()
     if seen < records:

@@ -9,7 +9,7 @@ from connectors.events import split_record
 from operators.evaluation import DEAD_LETTER_COUNT
 from operators.heap import freeze_startup_heap
 from operators.keyed import COUNTS, DEAD_LETTERS
-from operators.parsing import by_worker, parse_batch
+from operators.parsing import by_worker, columns_by_worker, parse_batch, parse_columns
 from operators.ps_fn import PsSettings
 from operators.records import Count, WorkerExamples
 
@@ -30,6 +30,9 @@ class ParseFunction(ProcessFunction):
         freeze_startup_heap()
 
     def process_element(self, value, ctx):
+        if self.s.topics.input_format == "columns":
+            yield from self._columns(value)
+            return
         raws, where = [], []
         for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
             for index, raw in split_record(line, self.s.topics.ndjson):
@@ -46,3 +49,16 @@ class ParseFunction(ProcessFunction):
         for key, examples, _ in by_worker(parsed.events, self.s.loop.workers, model.bits,
                                           model.clip):  # fmt: skip
             yield WorkerExamples(examples.task, key, examples)
+
+    def _columns(self, value):
+        """The same for records in the columns format, one record at a time."""
+        model, topic = self.s.model, self.s.topics.input
+        for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
+            cols, rejected = parse_columns(line, (partition, offset), self.gate)
+            for letter in rejected:
+                yield DEAD_LETTERS, letter.letter(topic)
+            if rejected:
+                yield COUNTS, Count(DEAD_LETTER_COUNT, len(rejected))
+            for key, examples, _ in columns_by_worker(cols, self.s.loop.workers, model.bits,
+                                                      model.clip):  # fmt: skip
+                yield WorkerExamples(examples.task, key, examples)

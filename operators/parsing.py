@@ -2,7 +2,9 @@
 the hashed columns a worker learns from or a replica scores.
 
 ``train``'s parser, ``serve``'s request parser, ``validate`` and the local engine all call
-``parse_batch``; the two that learn or score then call ``by_worker``. Pure: no Flink here, the
+``parse_batch``; the two that learn or score then call ``by_worker``. Records in the columns
+format (``connectors/columns.py``) go through ``parse_columns`` and ``columns_by_worker``
+instead, which never make an object per event. Pure: no Flink here, the
 adapters only hand on what it returns (``Rejected.letter`` makes the dead-letter record).
 
 Examples
@@ -25,10 +27,12 @@ from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
+import orjson
 
+from connectors.columns import decode_columns
 from connectors.deadletter import dead_letter
 from connectors.events import Event, decode_events
-from connectors.hashing import clip_values, hash_batch
+from connectors.hashing import clip_values, hash_batch, hash_columns
 from operators.examples import Examples
 
 
@@ -79,6 +83,61 @@ def parse_batch(raws: list, where: list, gate=None, require_label: bool = True) 
     return Parsed(events, kept, rejected)
 
 
+def parse_columns(raw: bytes | None, where: tuple, gate=None, require_label: bool = True):
+    """A columns record (``connectors.columns``) from ``where`` (``(partition, offset)``):
+    its events that decode and whose task ``gate`` admits, as ``Columns``, and a
+    ``Rejected`` for each of the others, with its index in the record (None: the record)."""
+    cols, bad = decode_columns(raw, require_label)
+    partition, offset = where
+    rejected = [Rejected(b.payload, b.reason, (partition, offset, b.index), "decode")
+                for b in bad]  # fmt: skip
+    if gate is not None and len(cols):
+        refusals = {task: gate.refuse(task) for task in dict.fromkeys(cols.tasks)}
+        if any(refusals.values()):
+            refused = [i for i, task in enumerate(cols.tasks) if refusals[task]]
+            rejected += [Rejected(orjson.dumps(cols.event(i)), refusals[cols.tasks[i]],
+                                  (partition, offset, cols.positions[i]), "admit")
+                         for i in refused]  # fmt: skip
+            cols = cols.without(refused)
+    return cols, rejected
+
+
+def columns_by_worker(cols, workers: int, bits: int, clip: float | None = None):
+    """``by_worker`` for events as ``Columns``: hashed in one call, column by column."""
+    if not len(cols):
+        return []
+    groups: dict[str, list] = {}
+    for position, (task, event_id) in enumerate(zip(cols.tasks, cols.event_ids, strict=True)):
+        groups.setdefault(f"{task}#{worker_of(event_id, workers)}", []).append(position)
+    indptr, indices, values = hash_columns(cols.features, len(cols), bits)
+    order = np.fromiter((p for group in groups.values() for p in group), np.int64, len(cols))
+    indptr, indices, values = _rows(indptr, indices, values, order)
+    labels = np.array([cols.labels[p] or 0 for p in order], np.int8)
+    every = Examples("", [cols.event_ids[p] for p in order], labels, indptr, indices,
+                     clip_values(values, clip))  # fmt: skip
+    return _split(every, groups, cols.tasks)
+
+
+def _rows(indptr, indices, values, order):
+    """The CSR rows ``order`` of a matrix, in that order."""
+    lengths = np.diff(indptr)[order]
+    out = np.zeros(len(order) + 1, np.int64)
+    np.cumsum(lengths, out=out[1:])
+    take = np.repeat(indptr[:-1][order] - out[:-1], lengths) + np.arange(out[-1])
+    return out, indices[take], values[take]
+
+
+def _split(every: Examples, groups: dict, tasks) -> list:
+    """``every`` (the groups' rows one group after the other) cut into one Examples per
+    group: ``(key, Examples, positions)``."""
+    out, start = [], 0
+    for key, group in groups.items():
+        stop = start + len(group)
+        out.append((key, replace(every.rows(start, stop), task=tasks[group[0]]), group))
+        start = stop
+    return out
+
+
 def by_worker(events: list, workers: int, bits: int, clip: float | None = None):
     """The events grouped by worker key (``task#worker``), hashed in one call (clipped to
     ``clip``): ``(key, Examples, positions)`` per key in order of first appearance, the
@@ -95,10 +154,4 @@ def by_worker(events: list, workers: int, bits: int, clip: float | None = None):
     labels = np.fromiter((event.label or 0 for event in ordered), np.int8, len(ordered))
     every = Examples("", [event.event_id for event in ordered], labels, indptr, indices,
                      clip_values(values, clip))  # fmt: skip
-    out, start = [], 0
-    for key, group in groups.items():
-        stop = start + len(group)
-        task = events[group[0]].task
-        out.append((key, replace(every.rows(start, stop), task=task), group))
-        start = stop
-    return out
+    return _split(every, groups, [event.task for event in events])

@@ -36,6 +36,8 @@ from operators.optim import make_optimizer, make_rule
 from operators.ps import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, Consistency, TaskGate, batch_size_at
 from operators.serving import MAX_REQUEST_AGE_MS, MAX_WAIT_MS
 
+INPUT_FORMATS = ("event", "ndjson", "columns")
+
 
 def flag_of(cls, name: str) -> str:
     """The command-line flag of field ``name`` of settings class ``cls``."""
@@ -159,9 +161,10 @@ class TrainTopics:
     dead_letters: str = field(default="dead-letters",
                               metadata=_help(None, flag="--dead-letter-topic"))  # fmt: skip
     input_format: str = field(default="event", metadata=_help(
-        "event: one event per Kafka record; ndjson: a record carries many events, one per line "
-        "(a bad one is dead-lettered with its record's partition, offset and index)",
-        choices=("event", "ndjson")))  # fmt: skip
+        "event: one event per Kafka record; ndjson: a record carries many events, one per line; "
+        "columns: a record carries many events as columns (connectors/columns.py); a bad event "
+        "of a record is dead-lettered with its record's partition, offset and index",
+        choices=INPUT_FORMATS))  # fmt: skip
     prediction_format: str = field(
         default="event",
         metadata=_help(
@@ -172,12 +175,17 @@ class TrainTopics:
     )
 
     def __post_init__(self) -> None:
-        _one_of(self, "input_format", ("event", "ndjson"))
+        _one_of(self, "input_format", INPUT_FORMATS)
         _one_of(self, "prediction_format", ("event", "batch"))
 
     @property
     def ndjson(self) -> bool:
         return self.input_format == "ndjson"
+
+    @property
+    def batched(self) -> bool:
+        """Whether a record carries many events (``ndjson`` or ``columns``)."""
+        return self.input_format != "event"
 
     @property
     def batch_predictions(self) -> bool:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from connectors.admin import create_topics, produce, read_records
+from connectors.columns import encode_columns
 from connectors.hashing import hash_batch
 from connectors.messages import ModelUpdate, decode_update
 from flink_jobs import train
@@ -539,6 +540,41 @@ def test_batched_records_in_and_prediction_batches_out(kafka, topic_name, tmp_pa
     ids = [json.loads(line)["event_id"] for r in records for line in r.value.splitlines()]
     assert len(ids) == len(set(ids)) == 5000 - len(letters)
     assert len(records) < len(ids) / 10  # batches, not one record per event
+
+
+def test_columns_records_in_each_bad_event_dead_lettered_by_index(kafka, topic_name, tmp_path):
+    """--input-format columns: 4,000 events as records of 50 in columns (generate --columns),
+    then one record with two bad events and one that is not a columns record: every event is
+    predicted once or dead-lettered once, a bad event with its record's offset and index and
+    its own JSON as the payload; the local engine takes the same events."""
+    out = streamshard("generate", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                      topic_name, "--events", "4000", "--batch", "50", "--columns",
+                      "--seed", "22")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("end offsets ")[1].split()[0] == "0=80"
+    docs = [doc for doc, _ in CtrStream(CtrSettings(events=5, seed=99)).events()]
+    docs = [{**d, "event_id": f"extra-{i}"} for i, d in enumerate(docs)]
+    record = json.loads(encode_columns(docs))
+    record["label"][1] = 7
+    record["ts"][3] = -5
+    produce(kafka, topic_name, [(None, json.dumps(record).encode()), (None, b"[not columns]")])
+    summary = run_train(kafka, topic_name, tmp_path, "--stop-at-offsets", "0=82",
+                        "--input-format", "columns", "--prediction-format", "batch")  # fmt: skip
+    assert summary["events"] == 4000 + 5 + 1 and summary["dead_letters"] == 3
+    letters = [json.loads(r.value) for r in read_records(kafka, f"{topic_name}-dlq", idle=3)]
+    assert sorted((d["offset"], d.get("index")) for d in letters) == [(80, 1), (80, 3), (81, None)]
+    by_index = {d.get("index"): d for d in letters}
+    assert json.loads(by_index[1]["payload"])["event_id"] == "extra-1"
+    records = committed_records(kafka, f"{topic_name}-pred", count=4003, idle=3)
+    ids = [json.loads(line)["event_id"] for r in records for line in r.value.splitlines()]
+    assert len(ids) == len(set(ids)) == 4003
+    assert {"extra-0", "extra-2", "extra-4"} <= set(ids)
+    local = local_run(train.TrainConfig(kafka=kafka, engine="local", model=ModelSettings(bits=BITS),
+                                        topics=TrainTopics(input=topic_name,
+                                                           input_format="columns"),
+                                        bounds=Bounds(stop_offsets={0: 82})))  # fmt: skip
+    assert local.summary["dead_letters"] == 3
+    assert sorted(i for i, _ in local.predictions) == sorted(ids)
 
 
 def test_a_drift_in_the_stream_is_reported_once_after_it(kafka, topic_name, tmp_path):
