@@ -21,9 +21,15 @@ import sys
 
 if os.environ.get("STREAMSHARD_THREAD_BOOT") == "1" and not sys.orig_argv:
     try:
+        # scikit-learn and scipy first, by name: the operators import them only when they
+        # first hash (connectors.hashing), which must not happen on an operator's thread
+        import scipy.sparse  # noqa: F401
+        import sklearn.feature_extraction  # noqa: F401
+        import sklearn.utils  # noqa: F401
+
         import operators.evaluate_fn  # noqa: F401
         import operators.parse_fn  # noqa: F401
-        import operators.ps_fn  # noqa: F401  (numpy, scikit-learn, scipy)
+        import operators.ps_fn  # noqa: F401
         import operators.serve_fn  # noqa: F401
         import operators.shard_fn  # noqa: F401
         import operators.validate_fn  # noqa: F401
