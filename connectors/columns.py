@@ -28,18 +28,16 @@ from connectors.errors import DecodeError
 from connectors.events import (
     DEFAULT_TASK,
     MAX_FEATURES,
-    MAX_ID_CHARS,
     MAX_INT_FEATURE,
     MAX_NAME_CHARS,
     MAX_VALUE_CHARS,
     Event,
     decode_event,
-    valid_task_name,
+    plain_fields,
 )
 
 _FIELDS = {"event_id", "ts", "label", "task", "features"}
 _VALUE_KINDS = {str, int, float, type(None)}
-_NONE = type(None)
 
 
 class Columns(NamedTuple):
@@ -150,16 +148,7 @@ def _columns(doc, require_label: bool) -> Columns:
 def _plain(c: Columns, require_label: bool) -> bool:
     """Whether every event is one the one-event decoder accepts, checked column by column
     (each rule once over all of it); False if any event may break a rule."""
-    if set(map(type, c.event_ids)) != {str} or max(map(len, c.event_ids)) > MAX_ID_CHARS:
-        return False
-    if min(map(len, c.event_ids)) == 0 or set(map(type, c.ts)) != {int} or min(c.ts) < 0:
-        return False
-    kinds = set(map(type, c.labels))
-    if not (kinds == {int} or (not require_label and kinds <= {int, _NONE})):
-        return False
-    if not set(c.labels) <= {0, 1, None}:
-        return False
-    if set(map(type, c.tasks)) != {str} or not all(map(valid_task_name, set(c.tasks))):
+    if not plain_fields(c.event_ids, c.ts, c.labels, c.tasks, require_label):
         return False
     if len(c.features) > MAX_FEATURES:
         return False

@@ -259,6 +259,22 @@ def decode_events(raws: list, require_label: bool = True) -> list[Event | Decode
     return out
 
 
+def plain_fields(ids: list, stamps: list, labels: list, tasks: list, require_label: bool) -> bool:
+    """Whether the ids, timestamps, labels and task names of a batch of events (one entry per
+    event, None where absent) all pass :func:`decode_event`'s rules, each rule checked once
+    over the whole column; False if any may not (the caller then checks event by event)."""
+    if set(map(type, ids)) != {str} or min(map(len, ids)) == 0 or max(map(len, ids)) > MAX_ID_CHARS:
+        return False
+    if set(map(type, stamps)) != {int} or min(stamps) < 0:
+        return False
+    kinds = set(map(type, labels))
+    if not (kinds == {int} or (not require_label and kinds <= {int, type(None)})):
+        return False
+    if not set(labels) <= {0, 1, None}:
+        return False
+    return set(map(type, tasks)) == {str} and all(map(valid_task_name, set(tasks)))
+
+
 def _plain_events(raws: list, require_label: bool) -> list[Event] | None:
     """The events of a batch whose every record :func:`_plain_event` would accept, checked
     rule by rule over the whole batch; None if any record may break a rule."""
@@ -276,16 +292,7 @@ def _plain_events(raws: list, require_label: bool) -> list[Event] | None:
     labels = list(map(get, docs, many("label")))
     tasks = list(map(get, docs, many("task"), many(DEFAULT_TASK)))
     features = list(map(get, docs, many("features")))
-    if set(map(type, ids)) != {str} or min(map(len, ids)) == 0 or max(map(len, ids)) > MAX_ID_CHARS:
-        return None
-    if set(map(type, stamps)) != {int} or min(stamps) < 0:
-        return None
-    kinds = set(map(type, labels))
-    if not (kinds == {int} or (not require_label and kinds <= {int, type(None)})):
-        return None
-    if not set(labels) <= {0, 1, None}:
-        return None
-    if set(map(type, tasks)) != {str} or not all(map(valid_task_name, set(tasks))):
+    if not plain_fields(ids, stamps, labels, tasks, require_label):
         return None
     if set(map(type, features)) != {dict} or max(map(len, features)) > MAX_FEATURES:
         return None

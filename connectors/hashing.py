@@ -132,7 +132,8 @@ def hash_columns(features: Mapping[str, list], n: int, bits: int):
     from scipy.sparse import csr_matrix
 
     n_features = 1 << bits
-    rows, cols, vals = [], [], []
+    empty = np.zeros(0, np.int64)
+    rows, cols, vals = [empty], [empty], [np.zeros(0)]
     every = np.arange(n)
     for name, col in features.items():
         kinds = set(map(type, col))
@@ -152,8 +153,6 @@ def hash_columns(features: Mapping[str, list], n: int, bits: int):
             rows.append(every[keep])
             cols.append(np.full(int(keep.sum()), index, np.int64))
             vals.append(sign * x[keep])
-    if not rows:
-        return stack_rows([(np.zeros(0, np.int64), np.zeros(0))] * n) if n else stack_rows([])
     matrix = csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n, n_features),

@@ -106,9 +106,7 @@ def columns_by_worker(cols, workers: int, bits: int, clip: float | None = None):
     """``by_worker`` for events as ``Columns``: hashed in one call, column by column."""
     if not len(cols):
         return []
-    groups: dict[str, list] = {}
-    for position, (task, event_id) in enumerate(zip(cols.tasks, cols.event_ids, strict=True)):
-        groups.setdefault(f"{task}#{worker_of(event_id, workers)}", []).append(position)
+    groups = _worker_groups(cols.tasks, cols.event_ids, workers)
     indptr, indices, values = hash_columns(cols.features, len(cols), bits)
     order = np.fromiter((p for group in groups.values() for p in group), np.int64, len(cols))
     indptr, indices, values = _rows(indptr, indices, values, order)
@@ -116,6 +114,15 @@ def columns_by_worker(cols, workers: int, bits: int, clip: float | None = None):
     every = Examples("", [cols.event_ids[p] for p in order], labels, indptr, indices,
                      clip_values(values, clip))  # fmt: skip
     return _split(every, groups, cols.tasks)
+
+
+def _worker_groups(tasks: list, event_ids: list, workers: int) -> dict[str, list]:
+    """The events' positions by worker key (``task#worker``), keys in order of first
+    appearance."""
+    groups: dict[str, list] = {}
+    for position, (task, event_id) in enumerate(zip(tasks, event_ids, strict=True)):
+        groups.setdefault(f"{task}#{worker_of(event_id, workers)}", []).append(position)
+    return groups
 
 
 def _rows(indptr, indices, values, order):
@@ -144,14 +151,12 @@ def by_worker(events: list, workers: int, bits: int, clip: float | None = None):
     positions being the group's indices in ``events``."""
     if not events:
         return []
-    groups: dict[str, list] = {}
-    for position, event in enumerate(events):
-        key = f"{event.task}#{worker_of(event.event_id, workers)}"
-        groups.setdefault(key, []).append(position)
+    tasks = [event.task for event in events]
+    groups = _worker_groups(tasks, [event.event_id for event in events], workers)
     order = [position for group in groups.values() for position in group]
     ordered = [events[position] for position in order]
     indptr, indices, values = hash_batch([event.features for event in ordered], bits)
     labels = np.fromiter((event.label or 0 for event in ordered), np.int8, len(ordered))
     every = Examples("", [event.event_id for event in ordered], labels, indptr, indices,
                      clip_values(values, clip))  # fmt: skip
-    return _split(every, groups, [event.task for event in events])
+    return _split(every, groups, tasks)
