@@ -104,7 +104,7 @@ def _train_command(kafka, topic: str, events: int, cfg: dict, tag: str, tmp: str
         "--workers", str(cfg["workers"]), "--shards", str(cfg["shards"]),
         "--consistency", cfg["consistency"], "--update-threshold", str(cfg.get("eps", 0.0)),
         *(["--stop-at-offsets", f"0={-(-events // cfg['batched'])}", "--input-format",
-            BATCH_FORMAT, "--prediction-format", "batch"] if cfg.get("batched")
+            BATCH_FORMAT, "--prediction-format", BATCH_PREDICTIONS] if cfg.get("batched")
           else ["--max-events", str(events)]),
         "--batch-timeout", str(cfg.get("batch_timeout", 200)),
         "--checkpoint-dir", f"file://{tmp}/ckpt-{tag}", "--timeout", str(cfg["timeout"]),
@@ -130,10 +130,11 @@ def _predictions_read_back(kafka, tag: str, events: int, cfg: dict) -> dict:
     prediction records."""
     from connectors.admin import read_records
     from operators.metrics import summary as metric_summary
+    from operators.predictions import read_predictions
 
     records = read_records(kafka, f"{tag}-pred", None if cfg.get("batched") else events,
                            timeout=900, idle=10)  # fmt: skip
-    preds = [json.loads(line) for r in records for line in r.value.splitlines()]
+    preds = [p for r in records for p in read_predictions(r.value)]
     preds.sort(key=lambda p: p["event_id"])  # stream order: e-000000001, e-000000002, ...
     stale = np.array([p["staleness"] for p in preds]) if preds else np.zeros(1)
     labels = np.array([p["label"] for p in preds])
@@ -155,7 +156,8 @@ def _predictions_read_back(kafka, tag: str, events: int, cfg: dict) -> dict:
 
 
 BATCH_EVENTS = 1_000  # events per Kafka record in the batched run
-BATCH_FORMAT = "columns"  # the batched run's --input-format (connectors/columns.py)
+BATCH_FORMAT = "arrow"  # the batched run's --input-format (connectors/arrow_records.py)
+BATCH_PREDICTIONS = "columns"  # and its --prediction-format (operators/predictions.py)
 SYNC_EVENTS = 200_000  # events of the 1 worker, 1 shard, sync run
 
 E2E_CONFIGS = [
@@ -170,11 +172,13 @@ def batched_records(lines: list[bytes]) -> list[bytes]:
     """The stream as records of ``BATCH_EVENTS`` events in ``BATCH_FORMAT``."""
     import orjson
 
+    from connectors.arrow_records import encode_arrow
     from connectors.columns import encode_columns
 
     chunks = [lines[i : i + BATCH_EVENTS] for i in range(0, len(lines), BATCH_EVENTS)]
-    if BATCH_FORMAT == "columns":
-        return [encode_columns(list(map(orjson.loads, chunk))) for chunk in chunks]
+    encode = {"columns": encode_columns, "arrow": encode_arrow}.get(BATCH_FORMAT)
+    if encode:
+        return [encode(list(map(orjson.loads, chunk))) for chunk in chunks]
     return [b"\n".join(chunk) for chunk in chunks]
 
 

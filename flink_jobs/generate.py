@@ -42,7 +42,8 @@ class GenerateConfig:
     progress: bool = False
     stamp_now: bool = False  # ts = the time each event is sent, not the synthetic clock
     batch: int = 1  # events per Kafka record (> 1: NDJSON, for train --input-format ndjson)
-    columns: bool = False  # records of ``batch`` events as columns (--input-format columns)
+    # with batch > 1, the records' format: ndjson, columns or arrow (train --input-format)
+    record_format: str = "ndjson"
     requests: bool = False  # requests to serve (no label, ts = send time), not events
 
 
@@ -150,7 +151,7 @@ class _Records:
     def __init__(self, cfg: GenerateConfig):
         from connectors.admin import producer
 
-        self.topic, self.batch, self.columns = cfg.topic, cfg.batch, cfg.columns
+        self.topic, self.batch, self.form = cfg.topic, cfg.batch, cfg.record_format
         self.prod = producer(cfg.kafka, acks="all", linger_ms=20, batch_size=512 * 1024)
         self.held: list[tuple[bytes, bytes]] = []  # events of the record being filled
         self.futures: list = []
@@ -166,8 +167,12 @@ class _Records:
 
     def _send_held(self) -> None:
         """One record of the held events, keyed by the first one's key."""
-        if self.columns:
+        if self.form == "columns":
             value = encode_columns([orjson.loads(v) for _, v in self.held])
+        elif self.form == "arrow":
+            from connectors.arrow_records import encode_arrow
+
+            value = encode_arrow([orjson.loads(v) for _, v in self.held])
         else:
             value = b"\n".join(v for _, v in self.held)
         self.futures.append(self.prod.send(self.topic, key=self.held[0][0], value=value))
@@ -276,10 +281,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch", type=int, default=1, metavar="N",
         help="N events per Kafka record, one per line (NDJSON; for train --input-format ndjson)",
     )  # fmt: skip
-    parser.add_argument(
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument(
         "--columns", action="store_true",
-        help="with --batch N: each record holds its N events as columns (for train "
+        help="with --batch N: each record holds its N events as JSON columns (for train "
         "--input-format columns; connectors/columns.py)",
+    )  # fmt: skip
+    form.add_argument(
+        "--arrow", action="store_true",
+        help="with --batch N: each record holds its N events as an Arrow record batch (for "
+        "train --input-format arrow; connectors/arrow_records.py)",
     )  # fmt: skip
     parser.add_argument(
         "--now", action="store_true",
@@ -298,8 +309,9 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         raise ConfigError(f"--{'requests' if requests else 'events'} must be >= 0, got {count}")
     if requests and (args.malformed or args.batch != 1 or args.truth):
         raise ConfigError("--requests takes none of --malformed, --batch, --truth")
-    if args.columns and (args.batch < 2 or args.malformed):
-        raise ConfigError("--columns needs --batch N (N >= 2) and takes no --malformed")
+    form = "columns" if args.columns else "arrow" if args.arrow else "ndjson"
+    if form != "ndjson" and (args.batch < 2 or args.malformed):
+        raise ConfigError(f"--{form} needs --batch N (N >= 2) and takes no --malformed")
     if args.batch < 1:
         raise ConfigError(f"--batch must be >= 1 events per record, got {args.batch}")
     if args.rate is not None and args.rate <= 0:
@@ -321,6 +333,6 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         progress=sys.stderr.isatty(),
         stamp_now=args.now,
         batch=args.batch,
-        columns=args.columns,
+        record_format=form,
         requests=requests,
     )

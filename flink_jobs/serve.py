@@ -111,7 +111,7 @@ def build(env, cfg: ServeConfig):
         kafka_sink,
     )
     from connectors.ingest import event_batches, raw_records, table_env
-    from operators.keyed import DEAD_LETTERS, PICKLED
+    from operators.keyed import DEAD_LETTERS, KEYED, keyed, side_output
     from operators.ps_fn import fan_out_updates
     from operators.serve_fn import ParseRequests, ServeFunction
 
@@ -125,18 +125,18 @@ def build(env, cfg: ServeConfig):
     updates = raw_records(t_env, "streamshard_serve_updates", cfg.kafka, cfg.topics.updates,
                           f"{cfg.job_name}-{cfg.run_id}",
                           **{"fetch.max.wait.ms": FEEDBACK_FETCH_MAX_WAIT_MS})  # fmt: skip
-    parsed = requests.process(ParseRequests(s), output_type=PICKLED).name("parse").uid("parse")
+    parsed = requests.process(ParseRequests(s), output_type=KEYED).name("parse").uid("parse")
     fanned = (
         updates.flat_map(
             fan_out_updates(s.serving.replicas, s.serving.dim, lambda row: (row[0],)),
-            output_type=PICKLED,
+            output_type=KEYED,
         )  # fmt: skip
         .name("fan-out-updates")
         .uid("serve-fan-out-updates")
     )
     predictions = (
-        parsed.connect(fanned)
-        .key_by(lambda b: b.key, lambda up: up.key, key_type=Types.STRING())
+        keyed(parsed)
+        .connect(keyed(fanned))  # each record with its key (operators.keyed)
         .process(ServeFunction(s), output_type=Types.STRING())
         .name("serve")
         .uid("serve")
@@ -151,7 +151,7 @@ def build(env, cfg: ServeConfig):
             linger_ms=cfg.linger_ms,
         )  # fmt: skip
     ).name("predictions-sink").uid("predictions-sink")
-    parsed.get_side_output(DEAD_LETTERS).union(predictions.get_side_output(DEAD_LETTERS)).sink_to(
+    side_output(parsed, DEAD_LETTERS).union(side_output(predictions, DEAD_LETTERS)).sink_to(
         kafka_sink(cfg.kafka, cfg.topics.dead_letters, cfg.delivery, f"{cfg.run_id}-dlq")
     ).name("dead-letter-sink").uid("serve-dead-letter-sink")
     return predictions

@@ -144,7 +144,7 @@ def _inputs(env, cfg: TrainConfig, s):
     (connectors/ingest.py)."""
     from connectors.flink_kafka import kafka_sink
     from connectors.ingest import event_batches, record_batches, table_env, update_batches
-    from operators.keyed import DEAD_LETTERS, PICKLED
+    from operators.keyed import DEAD_LETTERS, KEYED, side_output
     from operators.parse_fn import ParseFunction
     from operators.ps_fn import fan_out_updates
 
@@ -165,12 +165,12 @@ def _inputs(env, cfg: TrainConfig, s):
     updates = update_batches(t_env, cfg.kafka, cfg.topics.updates, f"{cfg.job_name}-{cfg.run_id}",
                              UPDATE_WINDOW_MS, cfg.bounds.updates_from)  # fmt: skip
 
-    parsed = batches_in.process(ParseFunction(s), output_type=PICKLED).name("parse").uid("parse")
-    parsed.get_side_output(DEAD_LETTERS).sink_to(
+    parsed = batches_in.process(ParseFunction(s), output_type=KEYED).name("parse").uid("parse")
+    side_output(parsed, DEAD_LETTERS).sink_to(
         kafka_sink(cfg.kafka, cfg.topics.dead_letters, cfg.delivery, f"{cfg.run_id}-dlq")
     ).name("dead-letter-sink").uid("dead-letter-sink")
     fanned = (
-        updates.flat_map(fan_out_updates(s.loop.workers, s.model.dim), output_type=PICKLED)
+        updates.flat_map(fan_out_updates(s.loop.workers, s.model.dim), output_type=KEYED)
         .name("fan-out-updates")
         .uid("fan-out-updates")
     )
@@ -179,23 +179,23 @@ def _inputs(env, cfg: TrainConfig, s):
 
 def _parameter_server(parsed, fanned, s):
     """Workers keyed by ``task#worker`` (examples and model updates in), shards keyed by
-    ``task/shard`` (pushes in, model updates out)."""
+    ``task/shard`` (pushes in, model updates out); each record comes with its key
+    (``operators.keyed.keyed``)."""
     from pyflink.common import Types
 
-    from operators.keyed import PUSHES
+    from operators.keyed import PUSHES, keyed, side_output
     from operators.shard_fn import ShardFunction
     from operators.worker_fn import WorkerFunction
 
     workers = (
-        parsed.connect(fanned)
-        .key_by(lambda exs: exs.worker, lambda up: up.key, key_type=Types.STRING())
+        keyed(parsed)
+        .connect(keyed(fanned))
         .process(WorkerFunction(s), output_type=Types.STRING())  # the prediction records
         .name("worker")
         .uid("worker")
     )
     shards = (
-        workers.get_side_output(PUSHES)
-        .key_by(lambda push: push.key, key_type=Types.STRING())
+        keyed(side_output(workers, PUSHES))
         .process(ShardFunction(s), output_type=Types.PRIMITIVE_ARRAY(Types.BYTE()))
         .name("shard")
         .uid("shard")
@@ -209,29 +209,29 @@ def _outputs(cfg: TrainConfig, parsed, workers, shards) -> None:
 
     from connectors.flink_kafka import kafka_sink
     from operators.evaluate_fn import EvaluatorFunction
-    from operators.keyed import COUNTS, DIGESTS, PREDICTIONS
+    from operators.keyed import COUNTS, DIGESTS, PREDICTIONS, keyed, side_output
 
     # the feedback edge: at-least-once by design, updates are absolute and idempotent
     shards.sink_to(
         kafka_sink(cfg.kafka, cfg.topics.updates, "at-least-once", low_latency=True, raw=True)
     ).name("model-updates-sink").uid("model-updates-sink")
 
-    batches = workers.get_side_output(PREDICTIONS)
+    batches = side_output(workers, PREDICTIONS)
     # the workers write the prediction records themselves: a mini-batch enters Python once
     # more (the evaluator), not twice
     workers.sink_to(
         kafka_sink(cfg.kafka, cfg.topics.predictions, cfg.delivery, f"{cfg.run_id}-pred")
     ).name("train-predictions-sink").uid("train-predictions-sink")
 
-    counts = parsed.get_side_output(COUNTS).union(shards.get_side_output(COUNTS))
-    batches.union(counts).key_by(lambda r: r.key, key_type=Types.STRING()).process(
+    counts = side_output(parsed, COUNTS).union(side_output(shards, COUNTS))
+    keyed(batches.union(counts)).process(
         EvaluatorFunction(cfg.window, cfg.run_id), output_type=Types.STRING()
     ).name("evaluator").uid("evaluator").sink_to(
         kafka_sink(cfg.kafka, cfg.topics.metrics, cfg.delivery, f"{cfg.run_id}-metrics")
     ).name("metrics-sink").uid("metrics-sink")
 
     if cfg.digest_topic:
-        workers.get_side_output(DIGESTS).union(shards.get_side_output(DIGESTS)).sink_to(
+        side_output(workers, DIGESTS).union(side_output(shards, DIGESTS)).sink_to(
             kafka_sink(cfg.kafka, cfg.digest_topic, "at-least-once")
         ).name("digest-sink").uid("digest-sink")
 

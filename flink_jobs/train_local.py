@@ -88,10 +88,11 @@ class _Engine:
         """The record's events that decode and whose task the gate admits (the others
         counted as dead letters)."""
         from connectors.events import Event, split_record
-        from operators.parsing import parse_batch, parse_columns
+        from operators.parsing import parse_batch, parse_columns, record_decoder
 
-        if self.cfg.topics.input_format == "columns":
-            cols, rejected = parse_columns(value, (None, None), self.gate)
+        if self.cfg.topics.columnar:
+            decode = record_decoder(self.cfg.topics.input_format)
+            cols, rejected = parse_columns(value, (None, None), self.gate, decode=decode)
             self.dead += len(rejected)
             return [Event(**cols.event(i)) for i in range(len(cols))]
         raws = [raw for _, raw in split_record(value, self.cfg.topics.ndjson)]

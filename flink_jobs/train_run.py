@@ -8,6 +8,7 @@ import json
 import os
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from connectors.config import KafkaConfig
@@ -26,7 +27,11 @@ def resolve_bounds(cfg: TrainConfig) -> tuple[dict[int, int] | None, int | None]
     )
     if ends is None or not cfg.topics.batched:
         return ends, records
-    count = events_in_columns if cfg.topics.input_format == "columns" else events_in_ndjson
+    count = events_in_ndjson
+    if cfg.topics.columnar:
+        from operators.parsing import record_decoder
+
+        count = partial(events_in_columns, decode=record_decoder(cfg.topics.input_format))
     return ends, count_batched_events(cfg.kafka, cfg.topics.input, ends, records, count)
 
 
@@ -36,9 +41,10 @@ def events_in_ndjson(value: bytes | None) -> int:
     return len(split_record(value, True))
 
 
-def events_in_columns(value: bytes | None) -> int:
-    """What the parser accounts for in a columns record: one per event (taken or
-    dead-lettered), or one for a record that is not a columns record.
+def events_in_columns(value: bytes | None, decode=None) -> int:
+    """What the parser accounts for in a columnar record (``decode``: its decoder, JSON
+    columns by default): one per event (taken or dead-lettered), or one for a record that is
+    not one.
 
     >>> events_in_columns(b'{"event_id": ["a", 1], "ts": [1, 2], "label": [0, 0], "features": {}}')
     2
@@ -47,7 +53,7 @@ def events_in_columns(value: bytes | None) -> int:
     """
     from connectors.columns import decode_columns
 
-    cols, bad = decode_columns(value)
+    cols, bad = (decode or decode_columns)(value)
     return len(cols) + len(bad)
 
 

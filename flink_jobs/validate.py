@@ -45,7 +45,7 @@ def build(env, cfg: ValidateConfig):
 
     from connectors.flink_kafka import kafka_sink
     from connectors.ingest import raw_records, table_env
-    from operators.keyed import DEAD_LETTERS
+    from operators.keyed import DEAD_LETTERS, side_output
     from operators.validate_fn import ValidateFunction
 
     # the table connector hands over bytes, tombstones and each record's partition and offset
@@ -66,7 +66,7 @@ def build(env, cfg: ValidateConfig):
     valid.sink_to(
         kafka_sink(cfg.kafka, cfg.output_topic, cfg.guarantee, f"{cfg.job_name}-out")
     ).name("valid-sink").uid("valid-sink")
-    valid.get_side_output(DEAD_LETTERS).sink_to(
+    side_output(valid, DEAD_LETTERS).sink_to(
         kafka_sink(cfg.kafka, cfg.dead_letter_topic, cfg.guarantee, f"{cfg.job_name}-dlq")
     ).name("dead-letter-sink").uid("dead-letter-sink")
     return valid

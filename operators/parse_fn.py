@@ -8,8 +8,14 @@ from pyflink.datastream import ProcessFunction
 from connectors.events import split_record
 from operators.evaluation import DEAD_LETTER_COUNT
 from operators.heap import freeze_startup_heap
-from operators.keyed import COUNTS, DEAD_LETTERS
-from operators.parsing import by_worker, columns_by_worker, parse_batch, parse_columns
+from operators.keyed import COUNTS, DEAD_LETTERS, with_key
+from operators.parsing import (
+    by_worker,
+    columns_by_worker,
+    parse_batch,
+    parse_columns,
+    record_decoder,
+)
 from operators.ps_fn import PsSettings
 from operators.records import Count, WorkerExamples
 
@@ -30,7 +36,7 @@ class ParseFunction(ProcessFunction):
         freeze_startup_heap()
 
     def process_element(self, value, ctx):
-        if self.s.topics.input_format == "columns":
+        if self.s.topics.columnar:
             yield from self._columns(value)
             return
         raws, where = [], []
@@ -42,23 +48,24 @@ class ParseFunction(ProcessFunction):
         for rejected in parsed.rejected:
             yield DEAD_LETTERS, rejected.letter(self.s.topics.input)
         if parsed.rejected:
-            yield COUNTS, Count(DEAD_LETTER_COUNT, len(parsed.rejected))
+            yield COUNTS, with_key(Count(DEAD_LETTER_COUNT, len(parsed.rejected)))
         # each worker key's share as one Examples (columns: one small pickle into the worker
         # and its state), hashed in one call
         model = self.s.model
         for key, examples, _ in by_worker(parsed.events, self.s.loop.workers, model.bits,
                                           model.clip):  # fmt: skip
-            yield WorkerExamples(examples.task, key, examples)
+            yield with_key(WorkerExamples(examples.task, key, examples))
 
     def _columns(self, value):
-        """The same for records in the columns format, one record at a time."""
+        """The same for records in a columnar format, one record at a time."""
         model, topic = self.s.model, self.s.topics.input
+        decode = record_decoder(self.s.topics.input_format)
         for line, partition, offset in zip(value[1], value[2], value[3], strict=True):
-            cols, rejected = parse_columns(line, (partition, offset), self.gate)
+            cols, rejected = parse_columns(line, (partition, offset), self.gate, decode=decode)
             for letter in rejected:
                 yield DEAD_LETTERS, letter.letter(topic)
             if rejected:
-                yield COUNTS, Count(DEAD_LETTER_COUNT, len(rejected))
+                yield COUNTS, with_key(Count(DEAD_LETTER_COUNT, len(rejected)))
             for key, examples, _ in columns_by_worker(cols, self.s.loop.workers, model.bits,
                                                       model.clip):  # fmt: skip
-                yield WorkerExamples(examples.task, key, examples)
+                yield with_key(WorkerExamples(examples.task, key, examples))

@@ -2,10 +2,11 @@
 the hashed columns a worker learns from or a replica scores.
 
 ``train``'s parser, ``serve``'s request parser, ``validate`` and the local engine all call
-``parse_batch``; the two that learn or score then call ``by_worker``. Records in the columns
-format (``connectors/columns.py``) go through ``parse_columns`` and ``columns_by_worker``
-instead, which never make an object per event. Pure: no Flink here, the
-adapters only hand on what it returns (``Rejected.letter`` makes the dead-letter record).
+``parse_batch``; the two that learn or score then call ``by_worker``. Records in a columnar
+format (``connectors/columns.py``, ``connectors/arrow_records.py``) go through
+``parse_columns`` and ``columns_by_worker`` instead, which never make an object per event.
+Pure: no Flink here, the adapters only hand on what it returns (``Rejected.letter`` makes the
+dead-letter record).
 
 Examples
 --------
@@ -83,11 +84,23 @@ def parse_batch(raws: list, where: list, gate=None, require_label: bool = True) 
     return Parsed(events, kept, rejected)
 
 
-def parse_columns(raw: bytes | None, where: tuple, gate=None, require_label: bool = True):
-    """A columns record (``connectors.columns``) from ``where`` (``(partition, offset)``):
-    its events that decode and whose task ``gate`` admits, as ``Columns``, and a
+def record_decoder(form: str):
+    """The decoder of records in columnar format ``form``: ``columns`` (JSON,
+    ``connectors.columns``) or ``arrow`` (``connectors.arrow_records``, imported when asked
+    for: pyarrow takes a while to import)."""
+    if form == "arrow":
+        from connectors.arrow_records import decode_arrow
+
+        return decode_arrow
+    return decode_columns
+
+
+def parse_columns(raw: bytes | None, where: tuple, gate=None, require_label: bool = True,
+                  decode=decode_columns):  # fmt: skip
+    """A columnar record (``decode``: ``record_decoder``'s) from ``where`` (``(partition,
+    offset)``): its events that decode and whose task ``gate`` admits, as ``Columns``, and a
     ``Rejected`` for each of the others, with its index in the record (None: the record)."""
-    cols, bad = decode_columns(raw, require_label)
+    cols, bad = decode(raw, require_label)
     partition, offset = where
     rejected = [Rejected(b.payload, b.reason, (partition, offset, b.index), "decode")
                 for b in bad]  # fmt: skip
@@ -117,11 +130,16 @@ def columns_by_worker(cols, workers: int, bits: int, clip: float | None = None):
 
 
 def _worker_groups(tasks: list, event_ids: list, workers: int) -> dict[str, list]:
-    """The events' positions by worker key (``task#worker``), keys in order of first
-    appearance."""
+    """The events' positions by worker key (``task#worker``, the worker ``worker_of`` the
+    event's id), keys in order of first appearance."""
+    n = len(event_ids)
+    of = np.fromiter(map(zlib.crc32, map(str.encode, event_ids)), np.int64, n) % workers
+    if len(set(tasks)) == 1:  # the common case, one task: a pass per worker
+        return {f"{tasks[0]}#{w}": np.flatnonzero(of == w).tolist()
+                for w in dict.fromkeys(of.tolist())}  # fmt: skip
     groups: dict[str, list] = {}
-    for position, (task, event_id) in enumerate(zip(tasks, event_ids, strict=True)):
-        groups.setdefault(f"{task}#{worker_of(event_id, workers)}", []).append(position)
+    for position, (task, worker) in enumerate(zip(tasks, of.tolist(), strict=True)):
+        groups.setdefault(f"{task}#{worker}", []).append(position)
     return groups
 
 

@@ -19,7 +19,7 @@ from connectors.errors import DecodeError
 from connectors.messages import decode_update
 from operators.dense_range import DenseRange
 from operators.journal import Journaled, Working
-from operators.keyed import DIGESTS
+from operators.keyed import DIGESTS, with_key
 from operators.records import KeyedUpdates
 from operators.settings import LoopSettings, ModelSettings, TrainTopics
 
@@ -150,7 +150,7 @@ def arm_timer(ctx, due_state, at: int) -> None:
 def fan_out_updates(workers: int, dim: int | None = None, lines=lambda value: value[0]):
     """Decode a window's model updates ``Row(lines)`` (gathered by ``connectors.ingest``) and
     hand every worker key of a task (``task#0`` .. ``task#W-1``) that task's updates as one
-    record, in topic order.
+    record, in topic order (``KeyedUpdates`` in a ``KEYED`` row).
 
     The serve job's updates come one record each (``lines``: how a record's lines are read):
     its requests arrive one by one, and an update waiting for its window would wait for them.
@@ -170,7 +170,7 @@ def fan_out_updates(workers: int, dim: int | None = None, lines=lambda value: va
             by_task.setdefault(update.task, []).append(update)
         for task, updates in by_task.items():
             for w in range(workers):  # decoded once here; numpy arrays pickle far faster
-                yield KeyedUpdates(f"{task}#{w}", updates)  # than JSON parses
+                yield with_key(KeyedUpdates(f"{task}#{w}", updates))  # than JSON parses
 
     return fan_out
 

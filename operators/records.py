@@ -3,7 +3,7 @@ the Python/Java bridge, so their classes must stay importable under these names)
 
 - ``WorkerExamples``: the parser's examples for one worker, hashed, as columns;
 - ``Push``: a worker's gradient for one shard at one of its clocks;
-- ``PredictionBatch``: a mini-batch's scores, for the evaluator;
+- ``Scored``: a mini-batch's labels and scores, for the evaluator;
 - ``Count``: a counter's increment (dead letters, rejected pushes), for the evaluator;
 - ``KeyedUpdates``: decoded model updates of one task, for one worker (or serving replica).
 
@@ -29,6 +29,10 @@ class WorkerExamples(NamedTuple):
     worker: str  # the worker's key, ``task#i``: what the workers are keyed by
     examples: Examples
 
+    @property
+    def key(self) -> str:
+        return self.worker
+
 
 class Push(NamedTuple):
     task: str
@@ -44,15 +48,12 @@ class Push(NamedTuple):
         return f"{self.task}/{self.shard}"
 
 
-class PredictionBatch(NamedTuple):
+class Scored(NamedTuple):
     task: str
-    worker: str
-    event_ids: list
     labels: np.ndarray
     scores: np.ndarray
-    version: int
-    staleness: int
-    clock: int
+    version: int  # of the model that scored them
+    staleness: int  # in mini-batches
 
     @property
     def key(self) -> str:

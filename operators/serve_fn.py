@@ -20,7 +20,7 @@ from connectors.deadletter import dead_letter
 from operators.faults import FailOnce
 from operators.heap import freeze_startup_heap
 from operators.journal import Working
-from operators.keyed import DEAD_LETTERS, LONG, list_state, map_state, value_state
+from operators.keyed import DEAD_LETTERS, LONG, list_state, map_state, value_state, with_key
 from operators.logistic import predict_proba
 from operators.parsing import by_worker, parse_batch
 from operators.ps import BLOCK, timer_lapsed
@@ -83,10 +83,11 @@ class ParseRequests(ProcessFunction):
         # one hasher call per batch, the same hasher as training
         for key, examples, positions in by_worker(parsed.events, serving.replicas, serving.bits,
                                                   serving.clip):  # fmt: skip
-            yield RequestBatch(examples.task, key, examples.event_ids,
-                               [parsed.events[p].ts for p in positions], examples.indptr,
-                               examples.indices, examples.values,
-                               [parsed.raws[p] for p in positions], parsed_at)  # fmt: skip
+            yield with_key(RequestBatch(examples.task, key, examples.event_ids,
+                                        [parsed.events[p].ts for p in positions],
+                                        examples.indptr, examples.indices, examples.values,
+                                        [parsed.raws[p] for p in positions],
+                                        parsed_at))  # fmt: skip
 
 
 class ServeFunction(KeyedCoProcessFunction):

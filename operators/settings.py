@@ -33,10 +33,11 @@ from connectors.events import DEFAULT_CLIP
 from connectors.hashing import check_bits
 from operators.logistic import dimension
 from operators.optim import make_optimizer, make_rule
+from operators.predictions import PREDICTION_FORMATS
 from operators.ps import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, Consistency, TaskGate, batch_size_at
 from operators.serving import MAX_REQUEST_AGE_MS, MAX_WAIT_MS
 
-INPUT_FORMATS = ("event", "ndjson", "columns")
+INPUT_FORMATS = ("event", "ndjson", "columns", "arrow")
 
 
 def flag_of(cls, name: str) -> str:
@@ -162,21 +163,23 @@ class TrainTopics:
                               metadata=_help(None, flag="--dead-letter-topic"))  # fmt: skip
     input_format: str = field(default="event", metadata=_help(
         "event: one event per Kafka record; ndjson: a record carries many events, one per line; "
-        "columns: a record carries many events as columns (connectors/columns.py); a bad event "
-        "of a record is dead-lettered with its record's partition, offset and index",
+        "columns: a record carries many events as JSON columns (connectors/columns.py); arrow: "
+        "as an Arrow record batch (connectors/arrow_records.py), the fastest; a bad event of a "
+        "record is dead-lettered with its record's partition, offset and index",
         choices=INPUT_FORMATS))  # fmt: skip
     prediction_format: str = field(
         default="event",
         metadata=_help(
             "event: one train-predictions record per event; batch: one record per mini-batch "
-            "holding its predictions one per line (NDJSON)",
-            choices=("event", "batch"),
+            "holding its predictions one per line (NDJSON); columns: one record per mini-batch "
+            "as one JSON object of columns (operators/predictions.py)",
+            choices=PREDICTION_FORMATS,
         ),
     )
 
     def __post_init__(self) -> None:
         _one_of(self, "input_format", INPUT_FORMATS)
-        _one_of(self, "prediction_format", ("event", "batch"))
+        _one_of(self, "prediction_format", PREDICTION_FORMATS)
 
     @property
     def ndjson(self) -> bool:
@@ -184,12 +187,13 @@ class TrainTopics:
 
     @property
     def batched(self) -> bool:
-        """Whether a record carries many events (``ndjson`` or ``columns``)."""
+        """Whether a record carries many events (``ndjson``, ``columns`` or ``arrow``)."""
         return self.input_format != "event"
 
     @property
-    def batch_predictions(self) -> bool:
-        return self.prediction_format == "batch"
+    def columnar(self) -> bool:
+        """Whether a record carries its events as columns (``columns`` or ``arrow``)."""
+        return self.input_format in ("columns", "arrow")
 
 
 @dataclass(frozen=True)

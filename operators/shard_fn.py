@@ -17,7 +17,7 @@ from operators.evaluation import REJECTED_COUNT
 from operators.faults import FailOnce
 from operators.heap import freeze_startup_heap
 from operators.journal import Journaled, Working
-from operators.keyed import COUNTS, list_state, map_state, value_state
+from operators.keyed import COUNTS, list_state, map_state, value_state, with_key
 from operators.loop import (
     awaited_clock,
     duplicate_push,
@@ -167,7 +167,7 @@ class ShardFunction(KeyedProcessFunction):
         if result is None:  # rejected: nothing changed, nothing to replay
             meta["rejected"] += 1
             result = (np.zeros(0, np.int64), np.zeros(0))
-            yield COUNTS, Count(REJECTED_COUNT, 1)
+            yield COUNTS, with_key(Count(REJECTED_COUNT, 1))
         else:
             if self.s.loop.rmw:  # the workers' read-my-writes needs the state, not only weights
                 local = result[0] - work.copy.lo

@@ -22,6 +22,7 @@ from operators.keyed import (
     list_state,
     map_state,
     value_state,
+    with_key,
 )
 from operators.logistic import (
     batch_gradient,
@@ -37,7 +38,7 @@ from operators.loop import (
     staleness,
     state_pieces,
 )
-from operators.predictions import prediction_lines
+from operators.predictions import train_predictions
 from operators.ps import Consistency, plan_batches, split_by_shard, state_digest, timer_lapsed
 from operators.ps_fn import (
     STATE_PIECE,
@@ -51,7 +52,7 @@ from operators.ps_fn import (
     replica_journal,
     save_blocks,
 )
-from operators.records import PredictionBatch, Push
+from operators.records import Push, Scored
 from operators.replica import Replica, StateReplica
 
 # keyed state, per task#worker. The buffered examples: one map entry per chunk as it came
@@ -222,7 +223,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         for shard in range(self.s.loop.shards):
             empty = np.zeros(0, np.int64)
             push = Push(update.task, shard, key, clock, empty, empty_push(self.s.model.standardize))
-            yield PUSHES, push
+            yield PUSHES, with_key(push)
         self.clock.update(clock + 1)
 
     # -- the examples ----------------------------------------------------------------------
@@ -350,17 +351,15 @@ class WorkerFunction(KeyedCoProcessFunction):
                     mine = self.optimizer.self_contained(part_g)
                 work.copy.push(shard, clock, part_idx, mine)
                 self.journaled.took(work, meta, ("p", shard, clock, part_idx, mine))
-            yield PUSHES, Push(task, shard, key, clock, part_idx, part_g)
-        event_ids = batch.event_ids
-        batched = self.s.topics.batch_predictions
-        lines = prediction_lines(task, key, event_ids, labels.astype(np.int64), scores,
-                                 version, staleness, clock, batched)  # fmt: skip
+            yield PUSHES, with_key(Push(task, shard, key, clock, part_idx, part_g))
+        labels = labels.astype(np.int64)
+        lines = train_predictions(task, key, batch.event_ids, labels, scores, version,
+                                   staleness, clock, self.s.topics.prediction_format)  # fmt: skip
         # the main output (decision 0015): Java takes each record from this generator and
         # hands it to the chained Kafka writer itself; a side output would be a call from
         # Python into Java, the writer's work made under the interpreter's lock
         yield from lines
-        yield PREDICTIONS, PredictionBatch(task, key, event_ids, labels.astype(np.int64), scores,
-                                           version, staleness, clock)  # fmt: skip
+        yield PREDICTIONS, with_key(Scored(task, labels, scores, version, staleness))
 
 
 def _replay_rmw(replica: StateReplica, entry: tuple) -> None:

@@ -27,6 +27,9 @@ if os.environ.get("STREAMSHARD_THREAD_BOOT") == "1" and not sys.orig_argv:
         import sklearn.feature_extraction  # noqa: F401
         import sklearn.utils  # noqa: F401
 
+        # and pyarrow (its compute functions too), which the parser imports only for
+        # --input-format arrow: a lazy import on an operator's thread hung the job
+        import connectors.arrow_records  # noqa: F401
         import operators.evaluate_fn  # noqa: F401
         import operators.parse_fn  # noqa: F401
         import operators.ps_fn  # noqa: F401

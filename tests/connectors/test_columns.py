@@ -8,7 +8,8 @@ import numpy as np
 import orjson
 import pytest
 
-from connectors.columns import _event_by_event, _plain, decode_columns, encode_columns
+from connectors import hashing
+from connectors.columns import _plain, decode_columns, encode_columns, event_by_event
 from connectors.errors import DecodeError
 from connectors.events import decode_event
 from connectors.hashing import hash_batch, hash_columns
@@ -44,8 +45,23 @@ def test_a_clean_record_decodes_to_its_events_and_hashes_as_they_do():
         for bits in (4, 20):  # 2**4: many collisions within an event
             got = hash_columns(cols.features, len(cols), bits)
             want = hash_batch([d["features"] for d in given], bits)
-            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
-            assert np.allclose(got[2], want[2], rtol=1e-12, atol=1e-12)
+            pairs = zip(got, want, strict=True)
+            assert all(np.array_equal(g, w) and g.dtype == w.dtype for g, w in pairs)
+
+
+def test_only_a_record_with_an_index_shared_within_an_event_goes_through_scipy(monkeypatch):
+    """Rows whose features all hash apart are sorted as a table; a record with one event
+    whose features share an index is summed by scipy, bit for bit as scikit-learn sums it."""
+    calls = []
+    summed = hashing._hash_columns_summed
+    monkeypatch.setattr(hashing, "_hash_columns_summed", lambda *a: calls.append(1) or summed(*a))
+    given = docs(3)
+    cols, _ = decode_columns(encode_columns(given))
+    for bits, through_scipy in ((24, 0), (2, 1)):
+        got = hash_columns(cols.features, len(cols), bits)
+        want = hash_batch([d["features"] for d in given], bits)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+        assert len(calls) == through_scipy
 
 
 def test_each_bad_event_is_named_by_index_and_the_rest_of_the_record_kept():
@@ -99,7 +115,7 @@ def test_the_column_checks_accept_only_what_the_event_checks_accept():
                 col[rng.randrange(len(col))] = rng.choice(odd)
         cols, bad = decode_columns(orjson.dumps(record))
         if not bad:  # the fast path kept all: the event-by-event path keeps the same
-            kept, slow_bad = _event_by_event(cols, True)
+            kept, slow_bad = event_by_event(cols, True)
             assert slow_bad == [] and kept.event_ids == cols.event_ids
         for b in bad:  # what it refused, the one-event decoder refuses
             if b.index is not None and b.payload is not None:

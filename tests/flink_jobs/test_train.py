@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from connectors.admin import create_topics, produce, read_records
+from connectors.arrow_records import encode_arrow
 from connectors.columns import encode_columns
 from connectors.hashing import hash_batch
 from connectors.messages import ModelUpdate, decode_update
@@ -19,6 +20,7 @@ from flink_jobs.train_local import local_run
 from operators.local import OnlineLogistic
 from operators.logistic import dimension
 from operators.metrics import roc_auc
+from operators.predictions import read_predictions
 from operators.ps import batch_size_at, whole_batches
 from operators.replica import Replica
 from operators.settings import Bounds, LoopSettings, ModelSettings, TrainTopics
@@ -546,7 +548,8 @@ def test_columns_records_in_each_bad_event_dead_lettered_by_index(kafka, topic_n
     """--input-format columns: 4,000 events as records of 50 in columns (generate --columns),
     then one record with two bad events and one that is not a columns record: every event is
     predicted once or dead-lettered once, a bad event with its record's offset and index and
-    its own JSON as the payload; the local engine takes the same events."""
+    its own JSON as the payload; --prediction-format columns: one record of columns per
+    mini-batch; the local engine takes the same events."""
     out = streamshard("generate", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
                       topic_name, "--events", "4000", "--batch", "50", "--columns",
                       "--seed", "22")  # fmt: skip
@@ -559,21 +562,51 @@ def test_columns_records_in_each_bad_event_dead_lettered_by_index(kafka, topic_n
     record["ts"][3] = -5
     produce(kafka, topic_name, [(None, json.dumps(record).encode()), (None, b"[not columns]")])
     summary = run_train(kafka, topic_name, tmp_path, "--stop-at-offsets", "0=82",
-                        "--input-format", "columns", "--prediction-format", "batch")  # fmt: skip
+                        "--input-format", "columns", "--prediction-format", "columns")  # fmt: skip
     assert summary["events"] == 4000 + 5 + 1 and summary["dead_letters"] == 3
     letters = [json.loads(r.value) for r in read_records(kafka, f"{topic_name}-dlq", idle=3)]
     assert sorted((d["offset"], d.get("index")) for d in letters) == [(80, 1), (80, 3), (81, None)]
     by_index = {d.get("index"): d for d in letters}
     assert json.loads(by_index[1]["payload"])["event_id"] == "extra-1"
     records = committed_records(kafka, f"{topic_name}-pred", count=4003, idle=3)
-    ids = [json.loads(line)["event_id"] for r in records for line in r.value.splitlines()]
+    ids = [p["event_id"] for r in records for p in read_predictions(r.value)]
     assert len(ids) == len(set(ids)) == 4003
+    assert all(r.value.startswith(b'{"event_id":[') for r in records)  # columns records
     assert {"extra-0", "extra-2", "extra-4"} <= set(ids)
     local = local_run(train.TrainConfig(kafka=kafka, engine="local", model=ModelSettings(bits=BITS),
                                         topics=TrainTopics(input=topic_name,
                                                            input_format="columns"),
                                         bounds=Bounds(stop_offsets={0: 82})))  # fmt: skip
     assert local.summary["dead_letters"] == 3
+    assert sorted(i for i, _ in local.predictions) == sorted(ids)
+
+
+def test_arrow_records_in_each_bad_event_dead_lettered_by_index(kafka, topic_name, tmp_path):
+    """--input-format arrow: 3,000 events as Arrow records of 50 (generate --arrow), then one
+    record with a bad label and one that is not an Arrow record: every event is predicted
+    once or dead-lettered once, the bad event with its record's offset and index; the local
+    engine takes the same events."""
+    out = streamshard("generate", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                      topic_name, "--events", "3000", "--batch", "50", "--arrow",
+                      "--seed", "23")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("end offsets ")[1].split()[0] == "0=60"
+    docs = [doc for doc, _ in CtrStream(CtrSettings(events=4, seed=98)).events()]
+    docs = [{**d, "event_id": f"extra-{i}", "label": 2 if i == 2 else d["label"]}
+            for i, d in enumerate(docs)]  # fmt: skip
+    produce(kafka, topic_name, [(None, encode_arrow(docs)), (None, b"not arrow")])
+    summary = run_train(kafka, topic_name, tmp_path, "--stop-at-offsets", "0=62",
+                        "--input-format", "arrow", "--prediction-format", "columns")  # fmt: skip
+    assert summary["events"] == 3000 + 4 + 1 and summary["dead_letters"] == 2
+    letters = [json.loads(r.value) for r in read_records(kafka, f"{topic_name}-dlq", idle=3)]
+    assert sorted((d["offset"], d.get("index")) for d in letters) == [(60, 2), (61, None)]
+    records = committed_records(kafka, f"{topic_name}-pred", count=3003, idle=3)
+    ids = [p["event_id"] for r in records for p in read_predictions(r.value)]
+    assert len(ids) == len(set(ids)) == 3003
+    local = local_run(train.TrainConfig(kafka=kafka, engine="local", model=ModelSettings(bits=BITS),
+                                        topics=TrainTopics(input=topic_name, input_format="arrow"),
+                                        bounds=Bounds(stop_offsets={0: 62})))  # fmt: skip
+    assert local.summary["dead_letters"] == 2
     assert sorted(i for i, _ in local.predictions) == sorted(ids)
 
 
