@@ -550,11 +550,7 @@ def test_columns_records_in_each_bad_event_dead_lettered_by_index(kafka, topic_n
     predicted once or dead-lettered once, a bad event with its record's offset and index and
     its own JSON as the payload; --prediction-format columns: one record of columns per
     mini-batch; the local engine takes the same events."""
-    out = streamshard("generate", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
-                      topic_name, "--events", "4000", "--batch", "50", "--columns",
-                      "--seed", "22")  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("end offsets ")[1].split()[0] == "0=80"
+    assert generate_records(kafka, topic_name, 4000, "--columns", seed=22) == "0=80"
     docs = [doc for doc, _ in CtrStream(CtrSettings(events=5, seed=99)).events()]
     docs = [{**d, "event_id": f"extra-{i}"} for i, d in enumerate(docs)]
     record = json.loads(encode_columns(docs))
@@ -573,12 +569,7 @@ def test_columns_records_in_each_bad_event_dead_lettered_by_index(kafka, topic_n
     assert len(ids) == len(set(ids)) == 4003
     assert all(r.value.startswith(b'{"event_id":[') for r in records)  # columns records
     assert {"extra-0", "extra-2", "extra-4"} <= set(ids)
-    local = local_run(train.TrainConfig(kafka=kafka, engine="local", model=ModelSettings(bits=BITS),
-                                        topics=TrainTopics(input=topic_name,
-                                                           input_format="columns"),
-                                        bounds=Bounds(stop_offsets={0: 82})))  # fmt: skip
-    assert local.summary["dead_letters"] == 3
-    assert sorted(i for i, _ in local.predictions) == sorted(ids)
+    assert_the_local_engine_agrees(kafka, topic_name, "columns", 82, 3, ids)
 
 
 def test_arrow_records_in_each_bad_event_dead_lettered_by_index(kafka, topic_name, tmp_path):
@@ -586,11 +577,7 @@ def test_arrow_records_in_each_bad_event_dead_lettered_by_index(kafka, topic_nam
     record with a bad label and one that is not an Arrow record: every event is predicted
     once or dead-lettered once, the bad event with its record's offset and index; the local
     engine takes the same events."""
-    out = streamshard("generate", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
-                      topic_name, "--events", "3000", "--batch", "50", "--arrow",
-                      "--seed", "23")  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("end offsets ")[1].split()[0] == "0=60"
+    assert generate_records(kafka, topic_name, 3000, "--arrow", seed=23) == "0=60"
     docs = [doc for doc, _ in CtrStream(CtrSettings(events=4, seed=98)).events()]
     docs = [{**d, "event_id": f"extra-{i}", "label": 2 if i == 2 else d["label"]}
             for i, d in enumerate(docs)]  # fmt: skip
@@ -603,10 +590,26 @@ def test_arrow_records_in_each_bad_event_dead_lettered_by_index(kafka, topic_nam
     records = committed_records(kafka, f"{topic_name}-pred", count=3003, idle=3)
     ids = [p["event_id"] for r in records for p in read_predictions(r.value)]
     assert len(ids) == len(set(ids)) == 3003
+    assert_the_local_engine_agrees(kafka, topic_name, "arrow", 62, 2, ids)
+
+
+def generate_records(kafka, topic: str, events: int, form_flag: str, seed: int) -> str:
+    """``generate`` ``events`` in records of 50 in the format of ``form_flag``; the end
+    offsets it prints."""
+    out = streamshard("generate", "--bootstrap-servers", kafka.bootstrap_servers, "--topic",
+                      topic, "--events", str(events), "--batch", "50", form_flag,
+                      "--seed", str(seed))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split("end offsets ")[1].split()[0]
+
+
+def assert_the_local_engine_agrees(kafka, topic: str, form: str, end: int, dead: int, ids):
+    """The local engine reads the records below ``end`` to the same events (``ids``, the
+    job's predictions) and the same number of dead letters."""
     local = local_run(train.TrainConfig(kafka=kafka, engine="local", model=ModelSettings(bits=BITS),
-                                        topics=TrainTopics(input=topic_name, input_format="arrow"),
-                                        bounds=Bounds(stop_offsets={0: 62})))  # fmt: skip
-    assert local.summary["dead_letters"] == 2
+                                        topics=TrainTopics(input=topic, input_format=form),
+                                        bounds=Bounds(stop_offsets={0: end})))  # fmt: skip
+    assert local.summary["dead_letters"] == dead
     assert sorted(i for i, _ in local.predictions) == sorted(ids)
 
 
