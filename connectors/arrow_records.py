@@ -238,20 +238,17 @@ def _as_lists(batch: pa.RecordBatch) -> Columns:
                    column("task", DEFAULT_TASK), flat, list(range(n)))  # fmt: skip
 
 
-def arrow_slots(name: str, col: pa.Array, n_features: int, codes):
+def arrow_slots(name: str, col: pa.Array, n_features: int):
     """Feature ``name``'s column as ``(indices, values)``, one entry per event (index
-    ``n_features``: none), hashed once per dictionary entry (``codes``: the memoized signed
-    codes of a list of strings, ``connectors.hashing``)."""
-    from connectors.hashing import _index_sign, token_hash
+    ``n_features``: none), hashed once per dictionary entry (``connectors.hashing``)."""
+    from connectors.hashing import _codes, codes_slot, number_slot
 
     kind = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
     if pa.types.is_string(kind):
         if not pa.types.is_dictionary(col.type):
             col = col.dictionary_encode()
         values = col.dictionary.to_numpy(zero_copy_only=False).tolist()
-        table = np.append(codes(name, values, n_features), 0)  # the last: null
-        picked = table[col.indices.fill_null(len(values)).to_numpy()]
-        return np.where(picked == 0, n_features, np.abs(picked) - 1), np.sign(picked).astype(float)
+        table = np.append(_codes(name, values, n_features), 0)  # the last: null
+        return codes_slot(table[col.indices.fill_null(len(values)).to_numpy()], n_features)
     x = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
-    index, sign = _index_sign(token_hash(name), n_features)
-    return np.where(x != 0, index, n_features), sign * x
+    return number_slot(name, x, n_features)

@@ -131,7 +131,7 @@ def hash_columns(features: Mapping[str, list], n: int, bits: int):
     True
     """
     n_features = 1 << bits
-    slots = list(_column_slots(features, n, n_features))
+    slots = list(_column_slots(features, n_features))
     if not slots:
         return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
     # one (index, value) per event and slot, index n_features where the event has none
@@ -149,29 +149,38 @@ def hash_columns(features: Mapping[str, list], n: int, bits: int):
     return indptr, idx[keep], val[keep]
 
 
-def _column_slots(features: Mapping[str, list], n: int, n_features: int):
+def _column_slots(features: Mapping[str, list], n_features: int):
     """Per column (a list, or an Arrow array), ``(indices, values)`` of one entry per event
     (index ``n_features``: none); a list of both strings and numbers gives two."""
     for name, col in features.items():
         if not isinstance(col, list):  # an Arrow array: typed, hashed per dictionary entry
             from connectors.arrow_records import arrow_slots
 
-            yield arrow_slots(name, col, n_features, _codes)
+            yield arrow_slots(name, col, n_features)
             continue
         kinds = set(map(type, col))
         if str in kinds:  # "name=value" tokens, value 1
             strings = col if kinds <= {str, type(None)} else [v if type(v) is str else None
                                                               for v in col]  # fmt: skip
-            codes = _codes(name, strings, n_features)
-            yield np.where(codes == 0, n_features, np.abs(codes) - 1), np.sign(codes).astype(float)
+            yield codes_slot(_codes(name, strings, n_features), n_features)
         if kinds & {int, float}:  # the token "name", the number as value
             if kinds <= {int, float}:
                 x = np.array(col, np.float64)
             else:
                 x = np.array([v if type(v) is int or type(v) is float else 0.0 for v in col],
                              np.float64)  # fmt: skip
-            index, sign = _index_sign(token_hash(name), n_features)
-            yield np.where(x != 0, index, n_features), sign * x
+            yield number_slot(name, x, n_features)
+
+
+def codes_slot(codes: np.ndarray, n_features: int):
+    """A categorical column's slot from its signed codes (``_codes``; 0: none)."""
+    return np.where(codes == 0, n_features, np.abs(codes) - 1), np.sign(codes).astype(float)
+
+
+def number_slot(name: str, x: np.ndarray, n_features: int):
+    """A numeric column's slot: the token ``name``, the numbers (0: none) as values."""
+    index, sign = _index_sign(token_hash(name), n_features)
+    return np.where(x != 0, index, n_features), sign * x
 
 
 def _hash_columns_summed(slots: list, n: int, n_features: int):
