@@ -72,6 +72,10 @@ class ClusterSettings:
         return self.bind_host in ("localhost", "::1") or self.bind_host.startswith("127.")
 
 
+CLIENT_JAVA_OPTS = "-Xmx192m -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+JOBMANAGER_JAVA_OPTS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+
+
 def _java_opts() -> str:
     """The ``env.java.opts.all`` PyFlink's own config ships (module opens Java 17 needs)."""
     text = (flink_home() / "conf" / "config.yaml").read_text()
@@ -89,6 +93,8 @@ def write_config(s: ClusterSettings) -> Path:
     savepoints = (cluster_dir() / "savepoints").resolve().as_uri()
     settings = {
         "env.java.opts.all": _java_opts(),
+        "env.java.opts.client": CLIENT_JAVA_OPTS,
+        "env.java.opts.jobmanager": JOBMANAGER_JAVA_OPTS,
         "jobmanager.bind-host": s.bind_host,
         "jobmanager.rpc.address": s.bind_host,
         "jobmanager.rpc.port": s.rpc_port,
