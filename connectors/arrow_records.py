@@ -247,8 +247,15 @@ def arrow_slots(name: str, col: pa.Array, n_features: int):
     if pa.types.is_string(kind):
         if not pa.types.is_dictionary(col.type):
             col = col.dictionary_encode()
-        values = col.dictionary.to_numpy(zero_copy_only=False).tolist()
-        table = np.append(_codes(name, values, n_features), 0)  # the last: null
-        return codes_slot(table[col.indices.fill_null(len(values)).to_numpy()], n_features)
-    x = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64)
+        codes = _codes(name, col.dictionary.to_numpy(zero_copy_only=False).tolist(), n_features)
+        positions = col.indices
+        if positions.null_count:  # a null points past the dictionary, at code 0: none
+            codes = np.append(codes, 0)
+            positions = positions.fill_null(len(codes) - 1)
+        index, value = codes_slot(codes, n_features)  # per dictionary entry, then per event
+        positions = positions.to_numpy()
+        return index[positions], value[positions]
+    if col.null_count:
+        col = col.fill_null(0)
+    x = col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     return number_slot(name, x, n_features)
