@@ -119,28 +119,31 @@ def columns_by_worker(cols, workers: int, bits: int, clip: float | None = None):
     """``by_worker`` for events as ``Columns``: hashed in one call, column by column."""
     if not len(cols):
         return []
-    groups = _worker_groups(cols.tasks, cols.event_ids, workers)
+    groups = _worker_groups(cols.tasks, cols.event_ids, workers, as_arrays=True)
     indptr, indices, values = hash_columns(cols.features, len(cols), bits)
-    order = np.fromiter((p for group in groups.values() for p in group), np.int64, len(cols))
+    order = np.concatenate(list(groups.values()))
     indptr, indices, values = _rows(indptr, indices, values, order)
-    labels = np.array([cols.labels[p] or 0 for p in order], np.int8)
-    every = Examples("", [cols.event_ids[p] for p in order], labels, indptr, indices,
-                     clip_values(values, clip))  # fmt: skip
+    labels = np.array([label or 0 for label in cols.labels], np.int8)[order]
+    event_ids = list(map(cols.event_ids.__getitem__, order.tolist()))
+    every = Examples("", event_ids, labels, indptr, indices, clip_values(values, clip))
     return _split(every, groups, cols.tasks)
 
 
-def _worker_groups(tasks: list, event_ids: list, workers: int) -> dict[str, list]:
+def _worker_groups(tasks: list, event_ids: list, workers: int, as_arrays: bool = False) -> dict:
     """The events' positions by worker key (``task#worker``, the worker ``worker_of`` the
-    event's id), keys in order of first appearance."""
+    event's id), keys in order of first appearance; each key's positions a list, or with
+    ``as_arrays`` an int64 array."""
     n = len(event_ids)
     of = np.fromiter(map(zlib.crc32, map(str.encode, event_ids)), np.int64, n) % workers
     if len(set(tasks)) == 1:  # the common case, one task: a pass per worker
-        return {f"{tasks[0]}#{w}": np.flatnonzero(of == w).tolist()
-                for w in dict.fromkeys(of.tolist())}  # fmt: skip
-    groups: dict[str, list] = {}
-    for position, (task, worker) in enumerate(zip(tasks, of.tolist(), strict=True)):
-        groups.setdefault(f"{task}#{worker}", []).append(position)
-    return groups
+        firsts = np.sort(np.unique(of, return_index=True)[1])
+        groups = {f"{tasks[0]}#{of[i]}": np.flatnonzero(of == of[i]) for i in firsts}
+    else:
+        lists: dict[str, list] = {}
+        for position, (task, worker) in enumerate(zip(tasks, of.tolist(), strict=True)):
+            lists.setdefault(f"{task}#{worker}", []).append(position)
+        groups = {key: np.array(group, np.int64) for key, group in lists.items()}
+    return groups if as_arrays else {key: group.tolist() for key, group in groups.items()}
 
 
 def _rows(indptr, indices, values, order):
