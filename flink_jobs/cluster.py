@@ -74,6 +74,7 @@ class ClusterSettings:
 
 CLIENT_JAVA_OPTS = "-Xmx192m -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 JOBMANAGER_JAVA_OPTS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
+TASKMANAGER_JAVA_OPTS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 
 
 def _java_opts() -> str:
@@ -95,6 +96,7 @@ def write_config(s: ClusterSettings) -> Path:
         "env.java.opts.all": _java_opts(),
         "env.java.opts.client": CLIENT_JAVA_OPTS,
         "env.java.opts.jobmanager": JOBMANAGER_JAVA_OPTS,
+        "env.java.opts.taskmanager": TASKMANAGER_JAVA_OPTS,
         "jobmanager.bind-host": s.bind_host,
         "jobmanager.rpc.address": s.bind_host,
         "jobmanager.rpc.port": s.rpc_port,
