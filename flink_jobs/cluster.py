@@ -72,6 +72,9 @@ class ClusterSettings:
         return self.bind_host in ("localhost", "::1") or self.bind_host.startswith("127.")
 
 
+# On 2 cores C2 compiled for much of a short job and G1's structures cost memory: with the
+# serial collector and C1 the benchmark's cluster row went from a 3.1 GiB peak to 2.55 and
+# about doubled its rate (docs/operations.md). The client only waits for the job.
 CLIENT_JAVA_OPTS = "-Xmx192m -XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 JOBMANAGER_JAVA_OPTS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
 TASKMANAGER_JAVA_OPTS = "-XX:+UseSerialGC -XX:TieredStopAtLevel=1"
