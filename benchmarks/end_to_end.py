@@ -172,12 +172,11 @@ def batched_records(lines: list[bytes]) -> list[bytes]:
     """The stream as records of ``BATCH_EVENTS`` events in ``BATCH_FORMAT``."""
     import orjson
 
-    from connectors.arrow_records import encode_arrow
-    from connectors.columns import encode_columns
+    from operators.parsing import record_encoder
 
     chunks = [lines[i : i + BATCH_EVENTS] for i in range(0, len(lines), BATCH_EVENTS)]
-    encode = {"columns": encode_columns, "arrow": encode_arrow}.get(BATCH_FORMAT)
-    if encode:
+    if BATCH_FORMAT != "ndjson":
+        encode = record_encoder(BATCH_FORMAT)
         return [encode(list(map(orjson.loads, chunk))) for chunk in chunks]
     return [b"\n".join(chunk) for chunk in chunks]
 

@@ -62,14 +62,13 @@ def main() -> int:
 
 def record_formats(lines: list[str]) -> dict[str, float]:
     """Seconds the parser takes for ``lines`` as records of each batched input format."""
-    from connectors.arrow_records import encode_arrow
-    from connectors.columns import encode_columns
     from operators.parsing import (
         by_worker,
         columns_by_worker,
         parse_batch,
         parse_columns,
         record_decoder,
+        record_encoder,
     )
 
     docs = [json.loads(line) for line in lines]
@@ -80,15 +79,15 @@ def record_formats(lines: list[str]) -> dict[str, float]:
         for raws in ndjson:
             by_worker(parse_batch(raws, [None] * len(raws)).events, 2, BITS)
 
-    def columnar(form, encode):
-        records = [encode(chunk) for chunk in chunks]
+    def columnar(form):
+        records = [record_encoder(form)(chunk) for chunk in chunks]
         decode = record_decoder(form)
         return lambda: [columns_by_worker(parse_columns(r, (0, 0), decode=decode)[0], 2, BITS)
                         for r in records]  # fmt: skip
 
     return {"ndjson": best_of(lines_parser),
-            "columns (JSON)": best_of(columnar("columns", encode_columns)),
-            "arrow": best_of(columnar("arrow", encode_arrow))}  # fmt: skip
+            "columns (JSON)": best_of(columnar("columns")),
+            "arrow": best_of(columnar("arrow"))}  # fmt: skip
 
 
 def prediction_formats(n: int) -> dict[str, float]:

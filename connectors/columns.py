@@ -10,7 +10,7 @@ column of names (absent: ``default``); a ``null`` in a feature column means the 
 that feature. Each event must be one that :func:`connectors.events.decode_event` accepts as
 its own JSON object, so the rules (and the reasons) are the one-event format's. A record of
 1,000 events of the ``ctr`` stream takes 159 bytes per event against 382 as NDJSON, and is
-decoded, checked, hashed and grouped by worker in two thirds of the time (5.1 against 7.6 µs
+decoded, checked, hashed and grouped by worker in two thirds of the time (4.4 against 7.1 µs
 per event, ``benchmarks/hash_bench.py``).
 
 :func:`decode_columns` checks whole columns at once; only a record that may hold a bad event

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from connectors.columns import encode_columns
 from connectors.config import KafkaConfig
 from connectors.errors import StreamshardError
 from flink_jobs.options import add_kafka_args, kafka_config
+from operators.parsing import record_encoder
 from operators.synthetic import (
     MALFORMED_KINDS,
     CtrSettings,
@@ -151,7 +151,9 @@ class _Records:
     def __init__(self, cfg: GenerateConfig):
         from connectors.admin import producer
 
-        self.topic, self.batch, self.form = cfg.topic, cfg.batch, cfg.record_format
+        self.topic, self.batch = cfg.topic, cfg.batch
+        # records of many events: NDJSON lines, or a columnar format's encoder
+        self.encode = None if cfg.record_format == "ndjson" else record_encoder(cfg.record_format)
         self.prod = producer(cfg.kafka, acks="all", linger_ms=20, batch_size=512 * 1024)
         self.held: list[tuple[bytes, bytes]] = []  # events of the record being filled
         self.futures: list = []
@@ -167,12 +169,8 @@ class _Records:
 
     def _send_held(self) -> None:
         """One record of the held events, keyed by the first one's key."""
-        if self.form == "columns":
-            value = encode_columns([orjson.loads(v) for _, v in self.held])
-        elif self.form == "arrow":
-            from connectors.arrow_records import encode_arrow
-
-            value = encode_arrow([orjson.loads(v) for _, v in self.held])
+        if self.encode:
+            value = self.encode([orjson.loads(v) for _, v in self.held])
         else:
             value = b"\n".join(v for _, v in self.held)
         self.futures.append(self.prod.send(self.topic, key=self.held[0][0], value=value))

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from connectors.columns import decode_columns
+from connectors.columns import decode_columns, encode_columns
 from connectors.deadletter import dead_letter
 from connectors.events import Event, decode_events
 from connectors.hashing import clip_values, hash_batch, hash_columns
@@ -95,6 +95,16 @@ def record_decoder(form: str):
     return decode_columns
 
 
+def record_encoder(form: str):
+    """The encoder of records in columnar format ``form`` (``record_decoder``'s formats):
+    a list of event dicts in, one record's bytes out."""
+    if form == "arrow":
+        from connectors.arrow_records import encode_arrow
+
+        return encode_arrow
+    return encode_columns
+
+
 def parse_columns(raw: bytes | None, where: tuple, gate=None, require_label: bool = True,
                   decode=decode_columns):  # fmt: skip
     """A columnar record (``decode``: ``record_decoder``'s) from ``where`` (``(partition,
@@ -119,7 +129,7 @@ def columns_by_worker(cols, workers: int, bits: int, clip: float | None = None):
     """``by_worker`` for events as ``Columns``: hashed in one call, column by column."""
     if not len(cols):
         return []
-    groups = _worker_groups(cols.tasks, cols.event_ids, workers, as_arrays=True)
+    groups = _worker_groups(cols.tasks, cols.event_ids, workers)
     indptr, indices, values = hash_columns(cols.features, len(cols), bits)
     order = np.concatenate(list(groups.values()))
     indptr, indices, values = _rows(indptr, indices, values, order)
@@ -129,21 +139,18 @@ def columns_by_worker(cols, workers: int, bits: int, clip: float | None = None):
     return _split(every, groups, cols.tasks)
 
 
-def _worker_groups(tasks: list, event_ids: list, workers: int, as_arrays: bool = False) -> dict:
-    """The events' positions by worker key (``task#worker``, the worker ``worker_of`` the
-    event's id), keys in order of first appearance; each key's positions a list, or with
-    ``as_arrays`` an int64 array."""
+def _worker_groups(tasks: list, event_ids: list, workers: int) -> dict[str, np.ndarray]:
+    """The events' positions (int64 arrays) by worker key (``task#worker``, the worker
+    ``worker_of`` the event's id), keys in order of first appearance."""
     n = len(event_ids)
     of = np.fromiter(map(zlib.crc32, map(str.encode, event_ids)), np.int64, n) % workers
     if len(set(tasks)) == 1:  # the common case, one task: a pass per worker
         firsts = np.sort(np.unique(of, return_index=True)[1])
-        groups = {f"{tasks[0]}#{of[i]}": np.flatnonzero(of == of[i]) for i in firsts}
-    else:
-        lists: dict[str, list] = {}
-        for position, (task, worker) in enumerate(zip(tasks, of.tolist(), strict=True)):
-            lists.setdefault(f"{task}#{worker}", []).append(position)
-        groups = {key: np.array(group, np.int64) for key, group in lists.items()}
-    return groups if as_arrays else {key: group.tolist() for key, group in groups.items()}
+        return {f"{tasks[0]}#{of[i]}": np.flatnonzero(of == of[i]) for i in firsts}
+    groups: dict[str, list] = {}
+    for position, (task, worker) in enumerate(zip(tasks, of.tolist(), strict=True)):
+        groups.setdefault(f"{task}#{worker}", []).append(position)
+    return {key: np.array(group, np.int64) for key, group in groups.items()}
 
 
 def _rows(indptr, indices, values, order):
@@ -173,7 +180,8 @@ def by_worker(events: list, workers: int, bits: int, clip: float | None = None):
     if not events:
         return []
     tasks = [event.task for event in events]
-    groups = _worker_groups(tasks, [event.event_id for event in events], workers)
+    positions = _worker_groups(tasks, [event.event_id for event in events], workers)
+    groups = {key: group.tolist() for key, group in positions.items()}  # callers index lists
     order = [position for group in groups.values() for position in group]
     ordered = [events[position] for position in order]
     indptr, indices, values = hash_batch([event.features for event in ordered], bits)

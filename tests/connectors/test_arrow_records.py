@@ -4,7 +4,6 @@ is the one-event format's (no JVM, no broker)."""
 import json
 import random
 
-import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
@@ -12,8 +11,8 @@ import pytest
 from connectors.arrow_records import decode_arrow, encode_arrow
 from connectors.errors import DecodeError
 from connectors.events import decode_event
-from connectors.hashing import hash_batch, hash_columns
-from tests.connectors.test_columns import docs
+from connectors.hashing import hash_columns
+from tests.connectors.test_columns import assert_the_events_of, docs
 
 
 def typed_docs(seed: int, n: int = 300) -> list[dict]:
@@ -40,15 +39,8 @@ def test_a_clean_record_decodes_to_its_events_and_hashes_as_they_do():
     for seed in range(5):
         given = typed_docs(seed)
         cols, bad = decode_arrow(encode_arrow(given))
-        assert bad == [] and len(cols) == len(given)
-        assert [cols.event(i) for i in range(len(cols))] == [
-            json.loads(decode_event(json.dumps(d).encode()).to_json()) for d in given
-        ]
         assert all(not isinstance(col, list) for col in cols.features.values())  # Arrow
-        for bits in (4, 20):
-            got = hash_columns(cols.features, len(cols), bits)
-            want = hash_batch([d["features"] for d in given], bits)
-            assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+        assert_the_events_of(cols, bad, given)
 
 
 def test_each_bad_event_is_named_by_index_and_the_rest_of_the_record_kept():

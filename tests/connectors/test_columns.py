@@ -34,19 +34,24 @@ def docs(seed: int, n: int = 300) -> list[dict]:
     return out
 
 
+def assert_the_events_of(cols, bad, given: list[dict]) -> None:
+    """A clean record's ``decode`` result: every event of ``given``, as the one-event
+    decoder keeps it, hashed as ``hash_batch`` hashes the events (values and types)."""
+    assert bad == [] and len(cols) == len(given)
+    assert [cols.event(i) for i in range(len(cols))] == [
+        json.loads(decode_event(json.dumps(d).encode()).to_json()) for d in given
+    ]
+    for bits in (4, 20):  # 2**4: many collisions within an event
+        got = hash_columns(cols.features, len(cols), bits)
+        want = hash_batch([d["features"] for d in given], bits)
+        pairs = zip(got, want, strict=True)
+        assert all(np.array_equal(g, w) and g.dtype == w.dtype for g, w in pairs)
+
+
 def test_a_clean_record_decodes_to_its_events_and_hashes_as_they_do():
     for seed in range(5):
         given = docs(seed)
-        cols, bad = decode_columns(encode_columns(given))
-        assert bad == [] and len(cols) == len(given)
-        assert [cols.event(i) for i in range(len(cols))] == [
-            json.loads(decode_event(json.dumps(d).encode()).to_json()) for d in given
-        ]
-        for bits in (4, 20):  # 2**4: many collisions within an event
-            got = hash_columns(cols.features, len(cols), bits)
-            want = hash_batch([d["features"] for d in given], bits)
-            pairs = zip(got, want, strict=True)
-            assert all(np.array_equal(g, w) and g.dtype == w.dtype for g, w in pairs)
+        assert_the_events_of(*decode_columns(encode_columns(given)), given)
 
 
 def test_only_a_record_with_an_index_shared_within_an_event_goes_through_scipy(monkeypatch):
