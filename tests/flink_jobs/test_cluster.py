@@ -100,22 +100,29 @@ def metrics_count(kafka, topic, run) -> int:
     return max(counts, default=0)
 
 
-def wait_quiet(kafka, digests: Digests, metrics_topic, run, events, workers, shards, timeout=180):
-    """Poll until every event is counted by the evaluator and the parameter server is at
-    rest: each shard applied every worker's pushes (version == sum of the workers' clocks)
-    and each worker applied every shard's updates (applied == sum of the shard versions)."""
+def wait_quiet(
+    kafka, digests: Digests, metrics_topic, run, events, workers, shards, since=0, timeout=180
+):
+    """Poll until every event is counted by the evaluator, every shard and worker of the job
+    has said how it found its state (a ``first`` digest after record ``since``), and the
+    parameter server is at rest: each shard applied every worker's pushes (version == sum of
+    the workers' clocks) and each worker applied every shard's updates (applied == sum of the
+    shard versions). Without the ``first`` digests, the previous job's last digests (at rest)
+    and the new job's count could pass for the new job at rest before it wrote a digest."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        counted = metrics_count(kafka, metrics_topic, run)
         latest = digests.latest(digests.poll())
+        found = {(d["kind"], d["key"]) for d in digests.records[since:] if d["when"] == "first"}
         ws = [v for (kind, _), v in latest.items() if kind == "worker"]
         ss = [v for (kind, _), v in latest.items() if kind == "shard"]
-        if len(ws) == workers and len(ss) == shards:
+        if len(ws) == workers and len(ss) == shards and len(found) == workers + shards:
             clocks = sum(w["clock"] for w in ws)
             versions = sum(s["version"] for s in ss)
             if (
                 all(s["version"] == clocks for s in ss)
                 and all(w.get("applied") == versions for w in ws)
-                and metrics_count(kafka, metrics_topic, run) == events
+                and counted == events
             ):
                 return latest
     raise AssertionError(f"not at rest after {timeout}s: {digests.latest()}")
@@ -167,7 +174,7 @@ def test_savepoint_and_rescale_keep_the_state(cluster, kafka, topic_name):
         mark = len(digests.poll())
         feed(docs[events - 2000 : events])
         job = submit_train(cluster, kafka, topics, parallelism, savepoint)
-        after = wait_quiet(kafka, digests, topics["metrics"], "rescale", events, 2, 4)
+        after = wait_quiet(kafka, digests, topics["metrics"], "rescale", events, 2, 4, mark)
         restored = [d for d in digests.records[mark:] if d["when"] == "first"]
         # every shard and worker came back once, in another process, with the state it had
         assert sorted((d["kind"], d["key"]) for d in restored) == sorted(before), step
