@@ -110,7 +110,8 @@ class _Engine:
             warm = self.init[task].weights if task in self.init else None
             self.models[task] = OnlineLogistic(
                 cfg.model.bits, cfg.model.optimizer, cfg.loop.update_threshold, init_weights=warm,
-                standardize=cfg.model.standardize, **dict(cfg.model.hyper),
+                standardize=cfg.model.standardize, kkt=cfg.model.kkt_filter,
+                **dict(cfg.model.hyper),
             )  # fmt: skip
         model = self.models[task]
         indptr, indices, values = hash_batch([e.features for e in batch], cfg.model.bits)

@@ -11,9 +11,11 @@ import numpy as np
 
 from operators.dense_range import DenseRange
 from operators.logistic import (
+    NOTHING_HELD,
     batch_gradient,
     batch_scores,
     dimension,
+    kkt_filter,
     prepare,
     standardized_push,
 )
@@ -36,6 +38,9 @@ class OnlineLogistic:
         than this since it was last sent.
     standardize
         Learn over standardized numeric coordinates (``operators.optim.Standardized``).
+    kkt
+        The KKT filter (``operators.logistic.kkt_filter``; FTRL with ``l1`` > 0, not
+        standardized): coordinates held at zero by the L1 term are not pushed.
 
     Examples
     --------
@@ -55,6 +60,7 @@ class OnlineLogistic:
         update_threshold: float = 0.0,
         init_weights: np.ndarray | None = None,
         standardize: bool = True,
+        kkt: bool = False,
         **hyper,
     ):
         self.bits = bits
@@ -62,6 +68,7 @@ class OnlineLogistic:
         self.update_threshold = update_threshold
         self.init_weights = init_weights
         self.standardize = standardize
+        self.kkt = kkt
         self.hyper = hyper
         optim = make_rule(optimizer, standardize, **hyper)
         dim = dimension(bits)
@@ -79,6 +86,8 @@ class OnlineLogistic:
         self.updates_sent_ = 0
         self.rows_ = 0  # rows learned from (the standardization's count)
         self.batches_ = 0  # mini-batches learned from (a worker's clock)
+        self.pushed_ = 0  # coordinates pushed to the shard
+        self.held_ = NOTHING_HELD  # gradients the KKT filter holds back
 
     def predict_proba_many(self, indptr, indices, values) -> np.ndarray:
         batch = prepare(indptr, indices, values, self.bits)
@@ -87,13 +96,17 @@ class OnlineLogistic:
     def learn_many(self, indptr, indices, values, labels) -> np.ndarray:
         """Score a mini-batch with the current weights, then learn from it; return the scores."""
         batch = prepare(indptr, indices, values, self.bits)
-        scores = batch_scores(batch, self.replica_.lookup(batch.coords), -self.shard_.offset)
-        g = batch_gradient(batch, np.asarray(labels, float), scores)
+        w = self.replica_.lookup(batch.coords)
+        scores = batch_scores(batch, w, -self.shard_.offset)
+        idx, g = batch.coords, batch_gradient(batch, np.asarray(labels, float), scores)
         rows = self.rows_
         if self.standardize:  # as a shard does: the running row count in the last row
             g = standardized_push(batch, g)
             rows = g[-1, 0] = self.rows_ + batch.size
-        applied = self.server_.apply_dense(self.shard_, batch.coords, g)
+        elif self.kkt:
+            idx, g, self.held_ = kkt_filter(idx, g, w, self.hyper["l1"], self.held_)
+        self.pushed_ += idx.size
+        applied = self.server_.apply_dense(self.shard_, idx, g)
         self.batches_ += 1
         if applied is None:
             self.rejected_ += 1

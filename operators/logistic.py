@@ -103,6 +103,44 @@ def empty_push(standardize: bool) -> np.ndarray:
     return np.zeros((1, PUSH_COLUMNS)) if standardize else np.zeros(0)
 
 
+NOTHING_HELD = (np.zeros(0, np.int64), np.zeros(0))
+
+
+def kkt_filter(
+    coords: np.ndarray, g: np.ndarray, w: np.ndarray, l1: float, held: tuple = NOTHING_HELD
+) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """The KKT filter of L1-regularised logistic regression (Li et al., OSDI 2014, §5.1), for
+    an online learner: a coordinate whose weight is zero and whose gradient is within ``l1``
+    is not pushed, since the L1 term holds it at zero. Its gradient is held, not dropped:
+    ``held`` (sorted coordinates, summed gradients) is added to the coordinate's next gradient
+    and pushed with it once the sum leaves ``[-l1, l1]`` or the weight leaves zero, so FTRL's
+    ``z`` still gets every gradient. The intercept (last of ``coords``) is always pushed.
+    ``w`` is the weights at ``coords``. Returns the push ``(coords, g)`` and the new ``held``.
+
+    >>> idx, g, held = kkt_filter(np.array([1, 4, 7, 16]), np.array([0.3, -2.0, 0.1, 0.2]),
+    ...                           np.array([0.0, 0.0, 0.5, 0.0]), l1=1.0)
+    >>> idx.tolist(), g.tolist(), held[0].tolist(), held[1].tolist()
+    ([4, 7, 16], [-2.0, 0.1, 0.2], [1], [0.3])
+    >>> idx, g, held = kkt_filter(np.array([1, 16]), np.array([0.8, 0.1]), np.zeros(2), 1.0, held)
+    >>> idx.tolist(), g.round(6).tolist(), held[0].tolist()
+    ([1, 16], [1.1, 0.1], [])
+    """
+    h_idx, h_g = held
+    g = g.copy()
+    pos = np.searchsorted(h_idx, coords)
+    found = pos < h_idx.size
+    found[found] = h_idx[pos[found]] == coords[found]
+    g[found] += h_g[pos[found]]
+    keep = (w != 0) | (np.abs(g) > l1)
+    keep[-1] = True
+    rest = np.ones(h_idx.size, bool)
+    rest[pos[found]] = False  # held entries this push took up again
+    h_idx = np.concatenate((h_idx[rest], coords[~keep]))
+    h_g = np.concatenate((h_g[rest], g[~keep]))
+    order = np.argsort(h_idx, kind="stable")
+    return coords[keep], g[keep], (h_idx[order], h_g[order])
+
+
 def predict_proba(indptr, indices, values, lookup, bits: int, offset: float = 0.0) -> np.ndarray:
     """Scores of a mini-batch; ``lookup(idx)`` returns current weights at coordinates ``idx``."""
     batch = prepare(indptr, indices, values, bits)

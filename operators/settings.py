@@ -76,11 +76,22 @@ class ModelSettings:
         "learn over numeric features standardized online (running mean and variance kept on "
         "the shards with the weights; default)"))  # fmt: skip
     clip: float | None = DEFAULT_CLIP  # |feature value| limit (--clip-features; None: none)
+    kkt_filter: bool = field(default=False, metadata=_help(
+        "KKT filter: a worker holds back the gradient of a zero weight until it could move the "
+        "weight off zero under --l1 (needs ftrl, --l1 > 0 and --no-standardize)"))  # fmt: skip
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
         make_optimizer(self.optimizer, **dict(self.hyper))
         _at_least(self, ("clip",), 0)
+        if self.kkt_filter and (
+            self.optimizer != "ftrl" or not self.l1 > 0 or self.standardize
+        ):  # a standardized push also carries each coordinate's moments, which none may skip
+            raise ConfigError("--kkt-filter needs --optimizer ftrl, --l1 > 0 and --no-standardize")
+
+    @property
+    def l1(self) -> float:
+        return dict(self.hyper).get("l1", 0.0)
 
     @property
     def dim(self) -> int:

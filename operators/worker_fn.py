@@ -25,9 +25,11 @@ from operators.keyed import (
     with_key,
 )
 from operators.logistic import (
+    NOTHING_HELD,
     batch_gradient,
     batch_scores,
     empty_push,
+    kkt_filter,
     prepare,
     standardized_push,
 )
@@ -70,6 +72,8 @@ REPLICA, JOURNAL, META = "replica", "replica-journal", "replica-meta"
 # read-my-writes: my pushes not yet reflected, as of the last compaction (the journal holds
 # the ones since)
 OWN = "own-pushes"
+# --kkt-filter: the gradients it holds back, (sorted coordinates, sums)
+HELD = "kkt-held"
 
 
 class WorkerFunction(KeyedCoProcessFunction):
@@ -102,6 +106,8 @@ class WorkerFunction(KeyedCoProcessFunction):
             self.journaled = replica_journal(
                 journal, self.replica, self.s.model.dim, self.s.loop.block
             )
+        if self.s.model.kkt_filter:
+            self.held = value_state(runtime_context, HELD)
         self.incoming: Examples | None = None  # the chunk being received, not yet in state
         self.init = initial_models(self.s)
         self.digests = Digests(self.s, "worker")
@@ -123,7 +129,11 @@ class WorkerFunction(KeyedCoProcessFunction):
         replica = self._replica(key, meta).copy
         if self.s.loop.rmw:
             fields["own"] = replica.own
-        return state_digest(replica.arrays, fields), {"clock": clock, "applied": fields["applied"]}
+        arrays = replica.arrays
+        if self.s.model.kkt_filter:
+            held_idx, held_g = self.held.value() or NOTHING_HELD
+            arrays = {**arrays, "held-idx": held_idx, "held-g": held_g}
+        return state_digest(arrays, fields), {"clock": clock, "applied": fields["applied"]}
 
     def process_element1(self, value, ctx):
         return self.digests.around(ctx, self._digest, self._example(value, ctx))
@@ -344,6 +354,9 @@ class WorkerFunction(KeyedCoProcessFunction):
         idx, g = rows.coords, batch_gradient(rows, labels, scores)
         if self.s.model.standardize:
             g = standardized_push(rows, g)
+        elif self.s.model.kkt_filter:
+            idx, g, held = kkt_filter(idx, g, w, self.s.model.l1, self.held.value() or NOTHING_HELD)
+            self.held.update(held)
         for shard, part_idx, part_g in split_by_shard(idx, g, self.s.model.dim, self.s.loop.shards):
             if self.s.loop.rmw and part_idx.size:
                 mine = part_g

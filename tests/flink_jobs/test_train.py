@@ -234,6 +234,7 @@ def test_bounded_delay_never_exceeds_its_bound_with_two_tasks(kafka, topic_name,
 
 def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name, tmp_path):
     # the warm-up's 40 mini-batches (864 events), then 32 of 100: all whole
+    # with the KKT filter, whose held-back gradients are worker state that must come back too
     events, batches = whole_batches(4100, 100)
     fill_topic(kafka, topic_name, events, seed=23)
     marker = tmp_path / "failed-once"
@@ -257,6 +258,10 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
         "1000",
         "--inject-failure",
         str(marker),
+        "--no-standardize",
+        "--l1",
+        "1.5",
+        "--kkt-filter",
     )
     assert marker.exists(), "the injected failure never fired"
 
@@ -285,16 +290,19 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
     # parity test shows equal to an undisturbed Flink run): not merely close, as it was
     # while restarted workers took the failed attempt's later updates from the feedback
     # topic and scored re-trained examples with weights that had seen their labels
-    reference = local_run(
-        train.TrainConfig(
-            kafka=kafka,
-            engine="local",
-            topics=TrainTopics(input=topic_name),
-            model=ModelSettings(bits=BITS),
-            loop=LoopSettings(workers=1, shards=4, batch_size=100, consistency="sync"),
-            bounds=Bounds(max_events=events),
+    def reference_run(**model):
+        return local_run(
+            train.TrainConfig(
+                kafka=kafka,
+                engine="local",
+                topics=TrainTopics(input=topic_name),
+                model=ModelSettings(bits=BITS, standardize=False, hyper=(("l1", 1.5),), **model),
+                loop=LoopSettings(workers=1, shards=4, batch_size=100, consistency="sync"),
+                bounds=Bounds(max_events=events),
+            )
         )
-    )
+
+    reference = reference_run(kkt_filter=True)
     local = reference.summary
     assert abs(summary["tasks"]["ctr"]["auc"] - local["tasks"]["ctr"]["auc"]) <= 1e-4
     # the shards' final state is a replay of each push exactly once: the weights the topic's
@@ -305,6 +313,10 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
     local_w = reference.models["ctr"].weights_
     assert np.count_nonzero(local_w) > 100
     assert np.max(np.abs(snap.weights - local_w)) <= 1e-6
+    # which the filter made: without it, more pushed and other weights
+    plain = reference_run().models["ctr"]
+    assert plain.pushed_ > 1.5 * reference.models["ctr"].pushed_
+    assert np.max(np.abs(plain.weights_ - local_w)) > 1e-3
 
 
 def test_sync_with_two_workers_finishes_a_bounded_stream(kafka, topic_name, tmp_path):

@@ -2,11 +2,15 @@
 ceiling, score for score, and the same state as a shard fed the same pushes."""
 
 import numpy as np
+import pytest
 
 from benchmarks.ceiling import SparseFtrl
+from connectors.errors import ConfigError
 from connectors.hashing import hash_batch
 from operators.local import OnlineLogistic
+from operators.logistic import NOTHING_HELD, kkt_filter
 from operators.optim import Ftrl
+from operators.settings import ModelSettings
 from operators.synthetic import CtrSettings, CtrStream
 
 BITS = 16
@@ -80,3 +84,54 @@ def test_standardized_scores_equal_the_ceilings_standardized_ftrl():
         np.testing.assert_allclose(ours.learn_many(*batch), ceiling.learn(*batch), rtol=1e-9)
     assert ours.shard_.offset != 0  # the numeric features were centred
     assert abs(ours.shard_.offset - ceiling.offset) <= 1e-9 * abs(ceiling.offset)
+
+
+def test_the_kkt_filter_holds_back_only_what_l1_holds_at_zero_and_loses_no_gradient():
+    rng = np.random.default_rng(5)
+    held, total, pushed = NOTHING_HELD, np.zeros(33), np.zeros(33)
+    for _ in range(200):
+        coords = np.append(np.sort(rng.choice(32, size=8, replace=False)), 32)
+        g = rng.normal(scale=0.6, size=coords.size)
+        w = np.where(rng.random(coords.size) < 0.3, rng.normal(size=coords.size), 0.0)
+        before = dict(zip(*held, strict=True))
+        idx, sent, held = kkt_filter(coords, g, w, 1.0, held)
+        total[coords] += g
+        pushed[idx] += sent
+        assert idx[-1] == 32  # the intercept always goes
+        dropped = ~np.isin(coords, idx)
+        with_held = g + np.array([before.get(c, 0.0) for c in coords])
+        assert np.all(w[dropped] == 0) and np.all(np.abs(with_held[dropped]) <= 1.0)
+        assert np.all(np.diff(held[0]) > 0)  # sorted, each coordinate once
+    assert 0 < held[0].size < 32
+    # every gradient was pushed or is still held
+    np.testing.assert_allclose(pushed + np.bincount(held[0], held[1], 33), total, atol=1e-12)
+
+
+def test_the_kkt_filter_halves_the_pushes_and_learns_as_well():
+    from operators.metrics import summary
+
+    def run(kkt):
+        model, scores, labels = OnlineLogistic(BITS, standardize=False, l1=1.5, kkt=kkt), [], []
+        for batch in _batches(30_000, 200, seed=2):
+            scores.append(model.learn_many(*batch))
+            labels.append(batch[-1])
+        return model, summary(np.concatenate(labels), np.concatenate(scores))["auc"]
+
+    (plain, plain_auc), (kkt, kkt_auc) = run(False), run(True)
+    assert plain.pushed_ >= 2 * kkt.pushed_, (plain.pushed_, kkt.pushed_)
+    assert kkt_auc >= plain_auc - 0.002, (plain_auc, kkt_auc)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {},
+        {"hyper": (("l1", 1.0),)},
+        {"standardize": False},
+        {"standardize": False, "optimizer": "adagrad", "hyper": (("l1", 1.0),)},
+    ],
+)
+def test_the_kkt_filter_refuses_what_it_cannot_filter(given):
+    with pytest.raises(ConfigError, match="--kkt-filter needs"):
+        ModelSettings(kkt_filter=True, **given)
+    assert ModelSettings(kkt_filter=True, standardize=False, hyper=(("l1", 1.0),)).l1 == 1.0
