@@ -68,8 +68,9 @@ def main() -> None:
             aucs = [r["auc"] for r in rows]
             base = base or aucs
             cost = np.mean(base) - np.mean(aucs)
+            auc = " / ".join(f"{a:.4f}" for a in aucs)
             print(f"| {l1:g} | {name} | {pushed:.3f} | {16 * pushed:.1f} | {updates:.3f} | "
-                  f"{' / '.join(f'{a:.4f}' for a in aucs)} | {cost:+.4f} |", flush=True)  # fmt: skip
+                  f"{auc} | {cost:+.4f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
