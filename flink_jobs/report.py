@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from connectors.errors import StreamshardError
+from operators.drift import DRIFT_DONE
 from operators.evaluation import DEAD_LETTER_COUNT, REJECTED_COUNT, metric_text
 
 PLOTS = ("auc", "log_loss", "calibration", "throughput", "staleness", "dead_letters")
@@ -289,7 +290,8 @@ def _drift_html(drifts: list) -> str:
         return "<h2>Drift</h2><p>no drift detected (Page-Hinkley on the log loss)</p>"
     items = "".join(
         f"<li>task {html.escape(d['task'])}: the log loss rose; detected at prediction "
-        f"{d['count']:,}, model version {d['model_version']:,}</li>"
+        f"{d['count']:,}, model version {d['model_version']:,}"
+        f"{html.escape(DRIFT_DONE.get(d.get('action'), ''))}</li>"
         for d in drifts
     )
     return f"<h2>Drift</h2><ul>{items}</ul>"

@@ -36,6 +36,7 @@ from flink_jobs.options import (
     kafka_config,
     task_limits,
 )
+from operators.drift import DRIFT_DONE
 from operators.evaluation import metric_text
 from operators.ps import DEFAULT_MAX_TASKS
 from operators.settings import Bounds, LoopSettings, ModelSettings, TrainTopics
@@ -225,7 +226,8 @@ def _outputs(cfg: TrainConfig, parsed, workers, shards) -> None:
 
     counts = side_output(parsed, COUNTS).union(side_output(shards, COUNTS))
     keyed(batches.union(counts)).process(
-        EvaluatorFunction(cfg.window, cfg.run_id), output_type=Types.STRING()
+        EvaluatorFunction(cfg.window, cfg.run_id, on_drift=cfg.model.on_drift),
+        output_type=Types.STRING(),
     ).name("evaluator").uid("evaluator").sink_to(
         kafka_sink(cfg.kafka, cfg.topics.metrics, cfg.delivery, f"{cfg.run_id}-metrics")
     ).name("metrics-sink").uid("metrics-sink")
@@ -354,4 +356,5 @@ def print_summary(summary: dict) -> None:
         )
     for doc in summary.get("drifts", []):
         print(f"  drift detected in task {doc['task']} at prediction {doc['count']:,} (model "
-              f"version {doc['model_version']:,}): its log loss rose")  # fmt: skip
+              f"version {doc['model_version']:,}): its log loss rose"
+              f"{DRIFT_DONE.get(doc.get('action'), '')}")  # fmt: skip

@@ -111,6 +111,7 @@ class _Engine:
             self.models[task] = OnlineLogistic(
                 cfg.model.bits, cfg.model.optimizer, cfg.loop.update_threshold, init_weights=warm,
                 standardize=cfg.model.standardize, kkt=cfg.model.kkt_filter,
+                on_drift=cfg.model.on_drift,
                 **dict(cfg.model.hyper),
             )  # fmt: skip
         model = self.models[task]
@@ -119,8 +120,8 @@ class _Engine:
         labels = [e.label for e in batch]
         version = model.version_
         scores = model.learn_many(indptr, indices, values, labels)
-        ev = self.evals.setdefault(task, Prequential(task, cfg.window))
-        self.windows.extend(ev.add(labels, scores, version, 0))
+        ev = self.evals.setdefault(task, Prequential(task, cfg.window, cfg.model.on_drift))
+        self.windows.extend(ev.add(labels, scores, version, 0, worker_drifts=model.drifts_))
         self.predictions.extend(zip((e.event_id for e in batch), scores.tolist(), strict=True))
 
     def flush(self) -> None:

@@ -32,6 +32,9 @@ import numpy as np
 from connectors.errors import ConfigError
 
 DRIFT_CHUNK = 500  # predictions per value the detector reads
+# what ``train --on-drift`` did about a drift, as the summary and the report say it
+DRIFT_DONE = {"reset": "; the model restarted from zero",
+              "boost": "; the step sizes were raised 4x"}  # fmt: skip
 
 
 @dataclass

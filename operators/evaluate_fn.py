@@ -34,8 +34,9 @@ class EvaluatorFunction(KeyedProcessFunction):
     the job's Python time in thread mode.
     """
 
-    def __init__(self, window: int, run_id: str, emit_every_ms: int = 1000):
+    def __init__(self, window: int, run_id: str, emit_every_ms: int = 1000, on_drift="alert"):
         self.window = window
+        self.on_drift = on_drift
         self.run_id = run_id
         self.emit_every_ms = emit_every_ms
 
@@ -57,7 +58,7 @@ class EvaluatorFunction(KeyedProcessFunction):
 
     def _compacted(self, task: str, meta: dict) -> Prequential:
         packed = self.state.value()
-        return pickle.loads(packed) if packed else Prequential(task, self.window)
+        return pickle.loads(packed) if packed else Prequential(task, self.window, self.on_drift)
 
     def _save(self, work: Working, meta: dict) -> None:
         # as bytes: process mode's state cache would keep (and later commit) the object
@@ -72,7 +73,7 @@ class EvaluatorFunction(KeyedProcessFunction):
             version, staleness = record.version, record.staleness
             meta = self.meta.value() or {}
             work = self._prequential(task, meta)
-            entry = (labels, scores, version, staleness, time.time())
+            entry = (labels, scores, version, staleness, time.time(), record.drift)
             for window in work.copy.add(*entry):
                 yield json_record({**window, "run": self.run_id, "time": int(time.time() * 1000)})
             self.journaled.took(work, meta, entry)

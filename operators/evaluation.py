@@ -16,7 +16,7 @@ import numpy as np
 
 from connectors.errors import ConfigError
 from operators.drift import LossDrift
-from operators.metrics import EPS, calibration, summary
+from operators.metrics import EPS, calibration, log_losses, summary
 
 BINS = 1 << 16
 LOGIT_RANGE = 12.0
@@ -101,7 +101,7 @@ class Prequential:
     running totals.
     """
 
-    def __init__(self, task: str, window: int = 10_000):
+    def __init__(self, task: str, window: int = 10_000, on_drift: str = "alert"):
         if window < 1:
             raise ConfigError(f"window must be >= 1, got {window}")
         self.task = task
@@ -121,20 +121,30 @@ class Prequential:
         self.windows_done = 0
         self.drift = LossDrift()  # Page-Hinkley on the log loss (operators/drift.py)
         self.drifts = 0
+        # alert: the detector above raises the alerts; reset or boost: the workers detect,
+        # since the shards act on what they detect, and this reports each drift once
+        self.on_drift = on_drift
 
     def __setstate__(self, state: dict) -> None:  # state pickled before drift detection
-        self.__dict__.update({"drift": LossDrift(), "drifts": 0, **state})
+        self.__dict__.update({"drift": LossDrift(), "drifts": 0, "on_drift": "alert", **state})
 
     def add(
-        self, labels, scores, version: int, staleness: int, now: float | None = None
+        self,
+        labels,
+        scores,
+        version: int,
+        staleness: int,
+        now: float | None = None,
+        worker_drifts: int = 0,
     ) -> list[dict]:
+        """Count a mini-batch's predictions; return the windows it closes and the drifts it
+        shows (``worker_drifts``: how many the worker that scored it has detected so far)."""
         labels = np.asarray(labels, np.int64)
         scores = np.asarray(scores, np.float64)
         now = time.time() if now is None else now
         self.first_seen = now if self.first_seen is None else self.first_seen
         self.last_seen = now
-        p = np.clip(scores, EPS, 1 - EPS)
-        losses = -(labels * np.log(p) + (1 - labels) * np.log1p(-p))
+        losses = log_losses(labels, scores)
         self.loss_sum += float(losses.sum())
         hit = scores >= 0.5
         self.correct += int(np.count_nonzero(hit == labels.astype(bool)))
@@ -152,11 +162,15 @@ class Prequential:
         out = []
         while self._buffered >= self.window:
             out.append(self._close_window())
-        for at in self.drift.add(losses):
+        if self.on_drift == "alert":
+            fired = self.drift.add(losses)
+        else:  # the first worker to detect a drift reports it; the shards acted on it then
+            fired = [self.count] * max(0, worker_drifts - self.drifts)
+        for at in fired:
             self.drifts += 1
             out.append({"type": "drift", "task": self.task, "count": at,
                         "model_version": version, "detector": "page-hinkley",
-                        "chunk": self.drift.chunk})  # fmt: skip
+                        "chunk": self.drift.chunk, "action": self.on_drift})  # fmt: skip
         return out
 
     def _close_window(self) -> dict:

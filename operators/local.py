@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from operators.dense_range import DenseRange
+from operators.drift import LossDrift
 from operators.logistic import (
     NOTHING_HELD,
     batch_gradient,
@@ -19,6 +20,7 @@ from operators.logistic import (
     prepare,
     standardized_push,
 )
+from operators.metrics import log_losses
 from operators.optim import make_rule
 from operators.ps import BLOCK
 from operators.shard_server import ShardServer
@@ -38,6 +40,10 @@ class OnlineLogistic:
         than this since it was last sent.
     standardize
         Learn over standardized numeric coordinates (``operators.optim.Standardized``).
+    on_drift
+        ``"alert"`` (nothing here), ``"reset"`` or ``"boost"``: what a drift in the
+        prequential loss does to the model, as ``train --on-drift`` (detected as a worker
+        does, on this learner's own predictions; ``drifts_`` counts them).
     kkt
         The KKT filter (``operators.logistic.kkt_filter``; FTRL with ``l1`` > 0, not
         standardized): coordinates held at zero by the L1 term are not pushed.
@@ -61,6 +67,7 @@ class OnlineLogistic:
         init_weights: np.ndarray | None = None,
         standardize: bool = True,
         kkt: bool = False,
+        on_drift: str = "alert",
         **hyper,
     ):
         self.bits = bits
@@ -69,6 +76,9 @@ class OnlineLogistic:
         self.init_weights = init_weights
         self.standardize = standardize
         self.kkt = kkt
+        self.on_drift = on_drift
+        self.drift_ = LossDrift()
+        self.drifts_ = 0
         self.hyper = hyper
         optim = make_rule(optimizer, standardize, **hyper)
         dim = dimension(bits)
@@ -98,6 +108,13 @@ class OnlineLogistic:
         batch = prepare(indptr, indices, values, self.bits)
         w = self.replica_.lookup(batch.coords)
         scores = batch_scores(batch, w, -self.shard_.offset)
+        fired = self.drift_.add(log_losses(labels, scores)) if self.on_drift != "alert" else []
+        if fired:  # as a shard does before it applies the push that says so
+            self.drifts_ += len(fired)
+            self.server_.act_dense(self.shard_, self.on_drift)
+            if self.on_drift == "reset":
+                self.rows_ = 0
+            self.version_ += 1
         idx, g = batch.coords, batch_gradient(batch, np.asarray(labels, float), scores)
         rows = self.rows_
         if self.standardize:  # as a shard does: the running row count in the last row

@@ -36,11 +36,17 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def log_loss(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mean binary cross-entropy, scores clipped to [eps, 1 - eps] as scikit-learn does."""
+def log_losses(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each prediction's binary cross-entropy, scores clipped to [eps, 1 - eps] as
+    scikit-learn does."""
     p = np.clip(np.asarray(scores, dtype=np.float64), EPS, 1 - EPS)
     y = np.asarray(labels, dtype=np.float64)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+
+
+def log_loss(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean binary cross-entropy (``log_losses``)."""
+    return float(np.mean(log_losses(labels, scores)))
 
 
 def summary(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

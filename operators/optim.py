@@ -38,6 +38,14 @@ class _Rule:
         """Pushes ``[(idx, g), ...]`` of one clock (sync mode) as one push."""
         return combine_sum(parts)
 
+    boosts = False  # has per-coordinate step sizes that ``boost`` can raise
+
+    def boost(self, state: dict[str, np.ndarray], factor: float) -> None:
+        """Raise every coordinate's step size about ``factor`` times (``--on-drift boost``),
+        in place: the accumulated squared gradients shrink by ``factor**2``, so the raise
+        fades as new gradients arrive; the weights stay (FTRL's exactly when beta is 0)."""
+        raise ConfigError(f"--on-drift boost needs ftrl or adagrad, not {self.name}")
+
     def apply(self, state: dict[str, np.ndarray], idx: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Apply gradients ``g`` to the unique coordinates ``idx``; return their new weights."""
         new, w = self.step({k: state[k][idx] for k in self.state_names}, g)
@@ -51,6 +59,11 @@ class Ftrl(_Rule):
 
     name = "ftrl"
     state_names = ("z", "n")
+    boosts = True
+
+    def boost(self, state: dict[str, np.ndarray], factor: float) -> None:
+        state["z"] /= factor  # w = -(z - sign(z) l1) alpha / (beta + sqrt(n)): kept
+        state["n"] /= factor * factor
 
     def __init__(self, alpha: float = 0.2, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0):
         self.alpha = _check("alpha", alpha, strict=True)
@@ -117,6 +130,10 @@ class AdaGrad(_StoredWeights):
 
     name = "adagrad"
     state_names = ("w", "g2")
+    boosts = True
+
+    def boost(self, state: dict[str, np.ndarray], factor: float) -> None:
+        state["g2"] /= factor * factor
 
     def __init__(self, lr: float = 0.1, l2: float = 0.0, eps: float = 1e-8):
         self.lr = _check("lr", lr, strict=True)
@@ -239,6 +256,10 @@ class Standardized(_Rule):
         self.inner = inner
         self.name = inner.name
         self.state_names = (*inner.state_names, *self.moments)
+        self.boosts = inner.boosts
+
+    def boost(self, state: dict[str, np.ndarray], factor: float) -> None:
+        self.inner.boost(self._inner(state), factor)  # the moments stay
 
     def init_state(self, size: int) -> dict[str, np.ndarray]:
         state = self.inner.init_state(size)

@@ -41,6 +41,7 @@ class Push(NamedTuple):
     clock: int
     indices: np.ndarray
     grads: np.ndarray
+    drift: int = 0  # --on-drift reset|boost: the drifts the worker has detected so far
 
     @property
     def key(self) -> str:
@@ -54,6 +55,7 @@ class Scored(NamedTuple):
     scores: np.ndarray
     version: int  # of the model that scored them
     staleness: int  # in mini-batches
+    drift: int = 0  # --on-drift reset|boost: the drifts the worker has detected so far
 
     @property
     def key(self) -> str:

@@ -38,6 +38,7 @@ from operators.ps import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TASKS, Consistency, Tas
 from operators.serving import MAX_REQUEST_AGE_MS, MAX_WAIT_MS
 
 INPUT_FORMATS = ("event", "ndjson", "columns", "arrow")
+DRIFT_ACTIONS = ("alert", "reset", "boost")
 
 
 def flag_of(cls, name: str) -> str:
@@ -76,14 +77,21 @@ class ModelSettings:
         "learn over numeric features standardized online (running mean and variance kept on "
         "the shards with the weights; default)"))  # fmt: skip
     clip: float | None = DEFAULT_CLIP  # |feature value| limit (--clip-features; None: none)
+    on_drift: str = field(default="alert", metadata=_help(
+        "what a drift in the prequential loss does: alert (a record on metrics), reset (also "
+        "restart the model from zero) or boost (also raise the step sizes 4x, fading as new "
+        "gradients arrive; ftrl or adagrad)", choices=DRIFT_ACTIONS))  # fmt: skip
     kkt_filter: bool = field(default=False, metadata=_help(
         "KKT filter: a worker holds back the gradient of a zero weight until it could move the "
         "weight off zero under --l1 (needs ftrl, --l1 > 0 and --no-standardize)"))  # fmt: skip
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
-        make_optimizer(self.optimizer, **dict(self.hyper))
+        rule = make_optimizer(self.optimizer, **dict(self.hyper))
         _at_least(self, ("clip",), 0)
+        _one_of(self, "on_drift", DRIFT_ACTIONS)
+        if self.on_drift == "boost" and not rule.boosts:
+            raise ConfigError(f"--on-drift boost needs ftrl or adagrad, not {self.optimizer}")
         if self.kkt_filter and (
             self.optimizer != "ftrl" or not self.l1 > 0 or self.standardize
         ):  # a standardized push also carries each coordinate's moments, which none may skip

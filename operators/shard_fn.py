@@ -77,7 +77,7 @@ class ShardFunction(KeyedProcessFunction):
         self.journaled = Journaled(
             list_state(runtime_context, JOURNAL),
             build=self._build,
-            replay=lambda dr, entry: self.server.apply_dense(dr, *entry),
+            replay=self.server.replay,
             save=save_blocks(self.blocks),
         )
         self.init = initial_models(self.s)
@@ -114,13 +114,16 @@ class ShardFunction(KeyedProcessFunction):
         return self.digests.around(ctx, self._digest, self._push(push))
 
     def _push(self, push):
-        task, shard, worker, clock, idx, g = push
+        task, shard, worker, clock, idx, g, drift = push
         self.fault.tick()
         meta = self._meta(task, shard)
         if duplicate_push(clock, meta["clock"].get(worker, -1)):
             meta["duplicates_skipped"] += 1  # already applied once: never twice
             self.meta.update(meta)
             return
+        if drift > meta.get("drift", 0):  # a drift no worker told this shard of before
+            meta["drift"] = drift
+            yield self._act(meta, task, shard)
         if self.s.loop.consistency == "sync":
             yield from self._hold(meta, task, shard, worker, clock, idx, g)
         else:
@@ -183,6 +186,23 @@ class ShardFunction(KeyedProcessFunction):
         yield self._update(
             meta, task, shard, result, [[w, c] for w, c in pushes], state=state, offset=offset
         )
+
+    def _act(self, meta, task, shard) -> bytes:
+        """``--on-drift reset|boost`` on the whole range, once per drift (whichever worker
+        detects it first); the update carries every coordinate the shard holds."""
+        work = self._work(meta, task, shard)
+        action = self.s.model.on_drift
+        changed = self.server.act_dense(work.copy, action)
+        state = None
+        if self.s.loop.rmw:
+            local = changed[0] - work.copy.lo
+            state = {k: work.copy.arrays[k][local] for k in self.server.optimizer.state_names}
+        if action == "reset":
+            meta["rows"] = 0
+        meta["version"] += 1
+        self.journaled.took(work, meta, (action,))
+        offset = work.copy.offset if self.s.model.standardize else None
+        return self._update(meta, task, shard, changed, [], state=state, offset=offset)
 
     def _update(
         self, meta, task, shard, changed, applied, waiting=None, state=None, offset=None

@@ -12,6 +12,8 @@ import numpy as np
 from operators.dense_range import DenseRange
 from operators.ps import BLOCK
 
+DRIFT_BOOST = 4.0  # --on-drift boost: step sizes raised this many times (decision 0020)
+
 
 class ShardServer:
     """The server-side function of one shard: apply a push, return what changed.
@@ -102,6 +104,39 @@ class ShardServer:
             return idx, w
         sent[local[moved]] = w[moved]
         return idx[moved], w[moved]
+
+    def act_dense(self, dr: DenseRange, action: str) -> tuple[np.ndarray, np.ndarray]:
+        """A drift action on the whole range of a working copy (``--on-drift``): ``reset``
+        starts every coordinate's state from zero, ``boost`` raises the step sizes
+        ``DRIFT_BOOST`` times (``optimizer.boost``). Returns every coordinate it held, with
+        its new weight: the update that carries them, and their state, to the replicas."""
+        names = self.optimizer.state_names
+        empty = self.optimizer.init_state(1)
+        held = dr.arrays["sent"] != 0
+        for k in names:  # (a never-written coordinate of a zero-filled array holds 0)
+            held |= (dr.arrays[k] != empty[k][0]) & (dr.arrays[k] != 0)
+        local = np.flatnonzero(held)
+        part = {k: dr.arrays[k][local] for k in names}
+        if action == "reset":
+            part = self.optimizer.init_state(local.size)
+        else:
+            self.optimizer.boost(part, DRIFT_BOOST)
+        for k in names:
+            dr.arrays[k][local] = part[k]
+        w = self.optimizer.weights(dr.arrays, local)
+        dr.arrays["sent"][local] = w
+        self.load_offset(dr)
+        idx = local + dr.lo
+        if idx.size:
+            dr.mark(idx)
+        return idx, w
+
+    def replay(self, dr: DenseRange, entry: tuple) -> None:
+        """Replay one journal entry: a push ``(idx, g)`` or a drift action ``(action,)``."""
+        if len(entry) == 1:
+            self.act_dense(dr, entry[0])
+        else:
+            self.apply_dense(dr, *entry)
 
     def apply(
         self, blocks: MutableMapping, idx: np.ndarray, g: np.ndarray

@@ -11,6 +11,7 @@ from pyflink.datastream import KeyedCoProcessFunction
 
 from connectors.errors import ConfigError
 from operators.dense_range import DenseRange
+from operators.drift import LossDrift
 from operators.examples import Examples
 from operators.heap import freeze_startup_heap
 from operators.journal import Journaled, Working
@@ -40,6 +41,7 @@ from operators.loop import (
     staleness,
     state_pieces,
 )
+from operators.metrics import log_losses
 from operators.predictions import train_predictions
 from operators.ps import Consistency, plan_batches, split_by_shard, state_digest, timer_lapsed
 from operators.ps_fn import (
@@ -74,6 +76,8 @@ REPLICA, JOURNAL, META = "replica", "replica-journal", "replica-meta"
 OWN = "own-pushes"
 # --kkt-filter: the gradients it holds back, (sorted coordinates, sums)
 HELD = "kkt-held"
+# --on-drift reset|boost: the drift detector on this worker's predictions, and its count
+DRIFT = "drift"
 
 
 class WorkerFunction(KeyedCoProcessFunction):
@@ -108,6 +112,8 @@ class WorkerFunction(KeyedCoProcessFunction):
             )
         if self.s.model.kkt_filter:
             self.held = value_state(runtime_context, HELD)
+        if self.s.model.on_drift != "alert":
+            self.drift = value_state(runtime_context, DRIFT)
         self.incoming: Examples | None = None  # the chunk being received, not yet in state
         self.init = initial_models(self.s)
         self.digests = Digests(self.s, "worker")
@@ -351,6 +357,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         else:
             w = work.copy.lookup(rows.coords)
         scores = batch_scores(rows, w, offset)
+        drift = self._drifts(labels, scores) if self.s.model.on_drift != "alert" else 0
         idx, g = rows.coords, batch_gradient(rows, labels, scores)
         if self.s.model.standardize:
             g = standardized_push(rows, g)
@@ -364,7 +371,7 @@ class WorkerFunction(KeyedCoProcessFunction):
                     mine = self.optimizer.self_contained(part_g)
                 work.copy.push(shard, clock, part_idx, mine)
                 self.journaled.took(work, meta, ("p", shard, clock, part_idx, mine))
-            yield PUSHES, with_key(Push(task, shard, key, clock, part_idx, part_g))
+            yield PUSHES, with_key(Push(task, shard, key, clock, part_idx, part_g, drift))
         labels = labels.astype(np.int64)
         lines = train_predictions(task, key, batch.event_ids, labels, scores, version,
                                    staleness, clock, self.s.topics.prediction_format)  # fmt: skip
@@ -372,7 +379,15 @@ class WorkerFunction(KeyedCoProcessFunction):
         # hands it to the chained Kafka writer itself; a side output would be a call from
         # Python into Java, the writer's work made under the interpreter's lock
         yield from lines
-        yield PREDICTIONS, with_key(Scored(task, labels, scores, version, staleness))
+        yield PREDICTIONS, with_key(Scored(task, labels, scores, version, staleness, drift))
+
+    def _drifts(self, labels: np.ndarray, scores: np.ndarray) -> int:
+        """The drifts detected so far in this worker's prequential loss, this mini-batch's
+        included: the shards act on each once (``--on-drift``), the evaluator reports it."""
+        detector, drifts = self.drift.value() or (LossDrift(), 0)
+        drifts += len(detector.add(log_losses(labels, scores)))
+        self.drift.update((detector, drifts))
+        return drifts
 
 
 def _replay_rmw(replica: StateReplica, entry: tuple) -> None:

@@ -625,13 +625,14 @@ def assert_the_local_engine_agrees(kafka, topic: str, form: str, end: int, dead:
     assert sorted(i for i, _ in local.predictions) == sorted(ids)
 
 
-def test_a_drift_in_the_stream_is_reported_once_after_it(kafka, topic_name, tmp_path):
-    """The stream's true model changes at event 100,000: the evaluator's Page-Hinkley test
-    (operators/drift.py) writes one drift record after it, within 20,000 events, which the
-    summary and the printed lines carry; nothing before it. One worker, sync, count-cut
-    mini-batches: the sequential learner, so the losses the evaluator reads do not depend on
-    the run's timing (with two async workers they do; tests/operators/test_drift.py holds
-    the detector to its target over several seeds)."""
+def test_a_drift_in_the_stream_is_reported_once_and_boosts_the_model(kafka, topic_name, tmp_path):
+    """The stream's true model changes at event 100,000: with ``--on-drift boost`` the
+    worker's Page-Hinkley test (operators/drift.py) fires once after it, within 20,000
+    events; both shards raise their step sizes once, on the push that says so; the evaluator
+    writes one drift record, which the summary and the printed lines carry. One worker, sync,
+    count-cut mini-batches: the sequential learner, so the job must end with the local
+    engine's weights (tests/operators/test_drift.py holds the detector to its target over
+    several seeds, and the boost to its gain)."""
     events, _ = whole_batches(130_000, 1000)  # --batch-timeout 0 trains whole batches only
     stream = CtrStream(CtrSettings(events=events, seed=4, drift_at=100_000))
     records = [(doc["event_id"].encode(), encode(doc)) for doc, _ in stream.events()]
@@ -643,12 +644,37 @@ def test_a_drift_in_the_stream_is_reported_once_after_it(kafka, topic_name, tmp_
         "--updates-topic", f"{topic_name}-updates", "--predictions-topic", f"{topic_name}-pred",
         "--metrics-topic", f"{topic_name}-metrics", "--dead-letter-topic", f"{topic_name}-dlq",
         "--hash-bits", str(BITS), "--max-events", str(events), "--summary-json", str(summary),
-        "--workers", "1", "--shards", "1", "--consistency", "sync", "--batch-timeout", "0",
+        "--workers", "1", "--shards", "2", "--consistency", "sync", "--batch-timeout", "0",
+        "--on-drift", "boost",
         "--checkpoint-dir", f"file://{tmp_path}/ckpt", "--timeout", "400", timeout=500,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
     doc = json.loads(summary.read_text())
-    assert [d["task"] for d in doc["drifts"]] == ["ctr"], doc["drifts"]
+    assert [(d["task"], d["action"]) for d in doc["drifts"]] == [("ctr", "boost")], doc["drifts"]
     assert 100_000 < doc["drifts"][0]["count"] <= 120_000
     assert doc["tasks"]["ctr"]["drifts"] == 1
     assert "drift detected in task ctr at prediction" in out.stdout
+
+    def reference(on_drift):
+        return local_run(
+            train.TrainConfig(
+                kafka=kafka,
+                engine="local",
+                topics=TrainTopics(input=topic_name),
+                model=ModelSettings(bits=BITS, on_drift=on_drift),
+                loop=LoopSettings(workers=1, shards=2, consistency="sync"),
+                bounds=Bounds(max_events=events),
+            )
+        ).models["ctr"]
+
+    boosted = reference("boost")
+    assert boosted.drifts_ == 1
+    updates = [decode_update(r.value) for r in read_records(
+        kafka, f"{topic_name}-updates", idle=3)]  # fmt: skip
+    (snap,) = from_updates(updates, BITS)
+    assert np.max(np.abs(snap.weights - boosted.weights_)) <= 1e-6
+    # each shard acted once: one update with no push applied, every coordinate it held
+    acted = [u for u in updates if not u.applied and u.waiting is None]
+    assert sorted(u.shard for u in acted) == [0, 1] and all(u.indices.size > 100 for u in acted)
+    # and without the boost the model would be another
+    assert np.max(np.abs(reference("alert").weights_ - boosted.weights_)) > 1e-3
