@@ -257,6 +257,18 @@ def targets(e2e: list[dict], services: list[dict], learner: dict, prefix: dict) 
             f"cost {cost:+.4f} (target < 0.002): "
             f"{_verdict(share <= 0.5 and cost < 0.002, '')}."
         )
+    plain = next((r for r in ok if r.get("kkt_base")), None)
+    kkt = next((r for r in ok if r.get("kkt")), None)
+    if plain and kkt:
+        cut = plain["pushed_per_event"] / kkt["pushed_per_event"]
+        cost = plain["auc"] - kkt["auc"]
+        out.append(
+            f"- KKT filter (L1 {kkt['l1']}, unstandardized, 1 worker, 4 shards, sync, "
+            f"{kkt['events']:,} events): pushed coordinates per event "
+            f"{kkt['pushed_per_event']:.3f} vs {plain['pushed_per_event']:.3f} ({cut:.2f}x fewer, "
+            f"target >= 2x), AUC {kkt['auc']:.4f} vs {plain['auc']:.4f}, cost {cost:+.4f} "
+            f"(target < 0.002): {_verdict(cut >= 2 and cost < 0.002, '')}."
+        )
     return out
 
 

@@ -39,6 +39,7 @@ TABLE_FIELDS = (
     ("mean_score", "mean score", "{:.4f}"),
     ("positive_rate", "positive rate", "{:.4f}"),
     ("staleness_max", "staleness max", "{}"),
+    ("pushed_per_event", "pushed coordinates/event", "{:.2f}"),
     ("model_version", "model version", "{:,}"),
     ("events_per_s", "events/s *", "{:,.0f}"),
 )

@@ -118,10 +118,11 @@ class _Engine:
         indptr, indices, values = hash_batch([e.features for e in batch], cfg.model.bits)
         clip_values(values, cfg.model.clip)
         labels = [e.label for e in batch]
-        version = model.version_
+        version, pushed = model.version_, model.pushed_
         scores = model.learn_many(indptr, indices, values, labels)
         ev = self.evals.setdefault(task, Prequential(task, cfg.window, cfg.model.on_drift))
-        self.windows.extend(ev.add(labels, scores, version, 0, worker_drifts=model.drifts_))
+        self.windows.extend(ev.add(labels, scores, version, 0, worker_drifts=model.drifts_,
+                                   pushed=model.pushed_ - pushed))  # fmt: skip
         self.predictions.extend(zip((e.event_id for e in batch), scores.tolist(), strict=True))
 
     def flush(self) -> None:

@@ -73,7 +73,7 @@ class EvaluatorFunction(KeyedProcessFunction):
             version, staleness = record.version, record.staleness
             meta = self.meta.value() or {}
             work = self._prequential(task, meta)
-            entry = (labels, scores, version, staleness, time.time(), record.drift)
+            entry = (labels, scores, version, staleness, time.time(), record.drift, record.pushed)
             for window in work.copy.add(*entry):
                 yield json_record({**window, "run": self.run_id, "time": int(time.time() * 1000)})
             self.journaled.took(work, meta, entry)

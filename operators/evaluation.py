@@ -121,12 +121,15 @@ class Prequential:
         self.windows_done = 0
         self.drift = LossDrift()  # Page-Hinkley on the log loss (operators/drift.py)
         self.drifts = 0
+        self.pushed = 0  # coordinates the mini-batches pushed to the shards
         # alert: the detector above raises the alerts; reset or boost: the workers detect,
         # since the shards act on what they detect, and this reports each drift once
         self.on_drift = on_drift
 
     def __setstate__(self, state: dict) -> None:  # state pickled before drift detection
-        self.__dict__.update({"drift": LossDrift(), "drifts": 0, "on_drift": "alert", **state})
+        self.__dict__.update(
+            {"drift": LossDrift(), "drifts": 0, "on_drift": "alert", "pushed": 0, **state}
+        )
 
     def add(
         self,
@@ -136,9 +139,11 @@ class Prequential:
         staleness: int,
         now: float | None = None,
         worker_drifts: int = 0,
+        pushed: int = 0,
     ) -> list[dict]:
         """Count a mini-batch's predictions; return the windows it closes and the drifts it
-        shows (``worker_drifts``: how many the worker that scored it has detected so far)."""
+        shows (``worker_drifts``: how many the worker that scored it has detected so far;
+        ``pushed``: the coordinates it pushed)."""
         labels = np.asarray(labels, np.int64)
         scores = np.asarray(scores, np.float64)
         now = time.time() if now is None else now
@@ -154,6 +159,7 @@ class Prequential:
         self.score_sum += float(scores.sum())
         self.hist.add(labels, scores)
         self.count += labels.size
+        self.pushed += pushed
         self.staleness_max = max(self.staleness_max, staleness)
         self.staleness_sum += staleness * labels.size
         self.version = max(self.version, version)
@@ -213,4 +219,5 @@ class Prequential:
             "staleness_mean": self.staleness_sum / n if n else math.nan,
             "events_per_s": n / elapsed if elapsed > 0 else math.nan,
             "drifts": self.drifts,
+            "pushed_per_event": self.pushed / n if n else math.nan,
         }

@@ -56,6 +56,7 @@ class Scored(NamedTuple):
     version: int  # of the model that scored them
     staleness: int  # in mini-batches
     drift: int = 0  # --on-drift reset|boost: the drifts the worker has detected so far
+    pushed: int = 0  # coordinates the mini-batch pushed to the shards
 
     @property
     def key(self) -> str:

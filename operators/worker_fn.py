@@ -379,7 +379,8 @@ class WorkerFunction(KeyedCoProcessFunction):
         # hands it to the chained Kafka writer itself; a side output would be a call from
         # Python into Java, the writer's work made under the interpreter's lock
         yield from lines
-        yield PREDICTIONS, with_key(Scored(task, labels, scores, version, staleness, drift))
+        scored = Scored(task, labels, scores, version, staleness, drift, int(idx.size))
+        yield PREDICTIONS, with_key(scored)
 
     def _drifts(self, labels: np.ndarray, scores: np.ndarray) -> int:
         """The drifts detected so far in this worker's prequential loss, this mini-batch's

@@ -39,7 +39,11 @@ def test_headline_trains_on_the_whole_stream_and_the_rest_on_the_prefix():
     pair = [c for c in rest if c.get("filter_base") or c.get("eps")]
     # whole mini-batches of 1,000 after the warm-up's 8,306 events: no partial one is left
     assert len(pair) == 2 and all(c["events"] == 19_306 for c in pair)
-    assert all(c["events"] == 10_000 for c in rest if c not in pair + one)
+    # the KKT pair: longer, unstandardized, with L1, the filter on in one
+    kkt = [c for c in rest if c.get("kkt_base") or c.get("kkt")]
+    assert [c.get("kkt", False) for c in kkt] == [False, True]
+    assert all(c["events"] == 99_306 and c["l1"] > 0 for c in kkt)
+    assert all(c["events"] == 10_000 for c in rest if c not in pair + one + kkt)
     full = end_to_end_configs(quick=False, events=1_000_000, prefix=20_000)
     assert next(c for c in full if c.get("one_sync"))["events"] == 200_000
     assert len(full) == len(configs) + 11  # the grid: 2 x 2 x 3 less the 1w 1s sync run

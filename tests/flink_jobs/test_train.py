@@ -313,10 +313,14 @@ def test_failure_after_a_checkpoint_loses_and_doubles_nothing(kafka, topic_name,
     local_w = reference.models["ctr"].weights_
     assert np.count_nonzero(local_w) > 100
     assert np.max(np.abs(snap.weights - local_w)) <= 1e-6
-    # which the filter made: without it, more pushed and other weights
-    plain = reference_run().models["ctr"]
-    assert plain.pushed_ > 1.5 * reference.models["ctr"].pushed_
-    assert np.max(np.abs(plain.weights_ - local_w)) > 1e-3
+    # which the filter made: without it, more pushed and other weights; the job counted
+    # what its workers pushed, each mini-batch once
+    pushed = summary["tasks"]["ctr"]["pushed_per_event"]
+    assert pushed == pytest.approx(local["tasks"]["ctr"]["pushed_per_event"], rel=1e-12)
+    assert pushed == pytest.approx(reference.models["ctr"].pushed_ / events, rel=1e-12)
+    plain = reference_run()
+    assert plain.summary["tasks"]["ctr"]["pushed_per_event"] > 1.5 * pushed
+    assert np.max(np.abs(plain.models["ctr"].weights_ - local_w)) > 1e-3
 
 
 def test_sync_with_two_workers_finishes_a_bounded_stream(kafka, topic_name, tmp_path):
