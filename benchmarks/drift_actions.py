@@ -30,29 +30,26 @@ SPAN, AFTER = 5_000, 40_000
 ACTIONS = ("alert", "reset", "boost")
 
 
-def stream(seed: int) -> list[tuple]:
+def stream(seed: int) -> list[dict]:
     settings = CtrSettings(events=EVENTS, seed=seed, drift_at=DRIFT_AT)
-    docs = [doc for doc, _ in CtrStream(settings).events()]
-    batches, lo, clock = [], 0, 0
-    while lo < len(docs):
-        part = docs[lo : lo + batch_size_at(clock, 1000)]
-        labels = np.array([d["label"] for d in part], float)
-        batches.append((*hash_batch([d["features"] for d in part], BITS), labels))
-        lo, clock = lo + len(part), clock + 1
-    return batches
+    return [doc for doc, _ in CtrStream(settings).events()]
 
 
-def run(batches: list, action: str) -> tuple[np.ndarray, np.ndarray, int | None]:
+def run(docs: list, action: str) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Scores, labels, and the prediction after which the first drift was detected (with
     ``alert`` nothing acts, and it is ``None``: up to that alarm every action learns the
-    same, so the others' is its)."""
-    model, scores, seen, detected = OnlineLogistic(BITS, on_drift=action), [], 0, None
-    for batch in batches:
-        scores.append(model.learn_many(*batch))
-        seen += batch[-1].size
+    same, so the others' is its). Mini-batches are cut as the local engine cuts them: their
+    warm-up starts again after an action (``OnlineLogistic.age_``)."""
+    model, scores, labels, lo, detected = OnlineLogistic(BITS, on_drift=action), [], [], 0, None
+    while lo < len(docs):
+        part = docs[lo : lo + batch_size_at(model.age_, 1000)]
+        y = np.array([d["label"] for d in part], float)
+        scores.append(model.learn_many(*hash_batch([d["features"] for d in part], BITS), y))
+        labels.append(y)
+        lo += len(part)
         if detected is None and model.drifts_:
-            detected = seen
-    return np.concatenate(scores), np.concatenate([b[-1] for b in batches]), detected
+            detected = lo
+    return np.concatenate(scores), np.concatenate(labels), detected
 
 
 def recovered(y, s, detected: int, target: float) -> int | None:
@@ -65,9 +62,9 @@ def recovered(y, s, detected: int, target: float) -> int | None:
 def main() -> None:
     rows = {a: [] for a in ACTIONS}
     for seed in SEEDS:
-        batches, at = stream(seed), None
+        docs, at = stream(seed), None
         for action in ("boost", "reset", "alert"):
-            s, y, detected = run(batches, action)
+            s, y, detected = run(docs, action)
             at = detected or at
             if at is None:
                 continue

@@ -79,7 +79,7 @@ class _Engine:
             batch = self.pending.setdefault(event.task, [])
             batch.append(event)
             model = self.models.get(event.task)
-            batches = model.batches_ if model is not None else 0
+            batches = model.age_ if model is not None else 0
             if len(batch) >= self.cfg.loop.batch_size_at(batches):
                 self.train(event.task, batch)
                 self.pending[event.task] = []

@@ -79,6 +79,7 @@ class OnlineLogistic:
         self.on_drift = on_drift
         self.drift_ = LossDrift()
         self.drifts_ = 0
+        self.warm_from_ = 0  # the mini-batch the warm-up counts from (after a drift action)
         self.hyper = hyper
         optim = make_rule(optimizer, standardize, **hyper)
         dim = dimension(bits)
@@ -111,6 +112,7 @@ class OnlineLogistic:
         fired = self.drift_.add(log_losses(labels, scores)) if self.on_drift != "alert" else []
         if fired:  # as a shard does before it applies the push that says so
             self.drifts_ += len(fired)
+            self.warm_from_ = self.batches_ + 1  # as a worker's mini-batches do
             self.server_.act_dense(self.shard_, self.on_drift)
             if self.on_drift == "reset":
                 self.rows_ = 0
@@ -132,6 +134,12 @@ class OnlineLogistic:
             self.version_ += 1
             self.rows_ = int(rows)
         return scores
+
+    @property
+    def age_(self) -> int:
+        """Mini-batches since the warm-up began: the next one's size is
+        ``batch_size_at(age_)``."""
+        return self.batches_ - self.warm_from_
 
     @property
     def weights_(self) -> np.ndarray:

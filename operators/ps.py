@@ -69,10 +69,12 @@ def whole_batches(limit: int, batch_size: int, warmup: bool = True) -> tuple[int
     return events, clock
 
 
-def plan_batches(count: int, clock: int, batch_size: int, warmup: bool, may_start, flush: bool):
+def plan_batches(
+    count: int, clock: int, batch_size: int, warmup: bool, may_start, flush: bool, origin: int = 0
+):
     """Sizes of the mini-batches to cut now from ``count`` buffered examples, the first one
     number ``clock``: full ones while ``may_start(clock)`` allows, and a partial last one
-    when ``flush``.
+    when ``flush``. The warm-up counts from clock ``origin`` (a drift action restarts it).
 
     >>> [batch_size_at(c, 4) for c in (10, 11, 12)]
     [3, 3, 4]
@@ -82,10 +84,12 @@ def plan_batches(count: int, clock: int, batch_size: int, warmup: bool, may_star
     [3, 3, 3]
     >>> plan_batches(10, 20, 4, True, lambda c: c < 21, flush=True)
     [4]
+    >>> plan_batches(9, 20, 4, True, lambda c: True, flush=False, origin=20)
+    [1, 1, 1, 1, 1, 1, 2]
     """
     sizes, left = [], count
     while left > 0:
-        size = batch_size_at(clock, batch_size, warmup)
+        size = batch_size_at(clock - origin, batch_size, warmup)
         if (left < size and not flush) or not may_start(clock):
             break
         sizes.append(min(size, left))

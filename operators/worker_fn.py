@@ -277,7 +277,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         # state: examples trained at once never make the round trip through the state channel
         # (their pushes leave in this same call, so a checkpoint has all of them or none)
         self.incoming = chunk
-        if count >= self.s.loop.batch_size_at(self.clock.value() or 0):
+        if count >= self._batch_size(self.clock.value() or 0):
             yield from self._drain(ctx, self._meta(value.task), flush=False)
         else:
             self._time_partial(ctx, count)
@@ -292,7 +292,7 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _time_partial(self, ctx, count: int) -> None:
         """Start the batch timeout of a partial mini-batch (unless one runs). A chunk, or a
         drain that trains the full batches before it, can leave one behind."""
-        size = self.s.loop.batch_size_at(self.clock.value() or 0)
+        size = self._batch_size(self.clock.value() or 0)
         if 0 < count < size and self.s.loop.batch_timeout_ms > 0:
             now = ctx.timer_service().current_processing_time()
             at = self.timer_at.value()
@@ -315,13 +315,14 @@ class WorkerFunction(KeyedCoProcessFunction):
     def _drain(self, ctx, meta: dict, flush: bool):
         count, clock = self.buffered.value() or 0, self.clock.value() or 0
         flush = flush or bool(self.due.value())
-        if not must_train(count, self.s.loop.batch_size_at(clock), flush):
+        if not must_train(count, self._batch_size(clock), flush):
             return  # nothing to train: skip reading the buffered examples
         progress = self._progress(meta)  # no update arrives during a drain
         applied = [mine for _, mine in progress]
         # the consistency model and flow control decide how many may start
         sizes = plan_batches(count, clock, self.s.loop.batch_size, self.s.loop.warmup,
-                             lambda c: self.consistency.may_start(c, applied), flush)  # fmt: skip
+                             lambda c: self.consistency.may_start(c, applied), flush,
+                             self._warm_from())  # fmt: skip
         n = sum(sizes)
         if n:  # else the examples wait in state (unread); the next model update retries
             examples = self._take_buffered(n)
@@ -357,7 +358,7 @@ class WorkerFunction(KeyedCoProcessFunction):
         else:
             w = work.copy.lookup(rows.coords)
         scores = batch_scores(rows, w, offset)
-        drift = self._drifts(labels, scores) if self.s.model.on_drift != "alert" else 0
+        drift = self._drifts(labels, scores, clock) if self.s.model.on_drift != "alert" else 0
         idx, g = rows.coords, batch_gradient(rows, labels, scores)
         if self.s.model.standardize:
             g = standardized_push(rows, g)
@@ -382,13 +383,27 @@ class WorkerFunction(KeyedCoProcessFunction):
         scored = Scored(task, labels, scores, version, staleness, drift, int(idx.size))
         yield PREDICTIONS, with_key(scored)
 
-    def _drifts(self, labels: np.ndarray, scores: np.ndarray) -> int:
-        """The drifts detected so far in this worker's prequential loss, this mini-batch's
-        included: the shards act on each once (``--on-drift``), the evaluator reports it."""
-        detector, drifts = self.drift.value() or (LossDrift(), 0)
-        drifts += len(detector.add(log_losses(labels, scores)))
-        self.drift.update((detector, drifts))
+    def _drifts(self, labels: np.ndarray, scores: np.ndarray, clock: int) -> int:
+        """The drifts detected so far in this worker's prequential loss, mini-batch ``clock``
+        included: the shards act on each once (``--on-drift``), the evaluator reports it, and
+        this worker's mini-batches start their warm-up again from the next clock."""
+        detector, drifts, warm_from = self.drift.value() or (LossDrift(), 0, 0)
+        fired = detector.add(log_losses(labels, scores))
+        if fired:
+            drifts, warm_from = drifts + len(fired), clock + 1
+        self.drift.update((detector, drifts, warm_from))
         return drifts
+
+    def _warm_from(self) -> int:
+        """The clock the warm-up of the mini-batch sizes counts from (0, or the one after
+        this worker's last drift detection)."""
+        if self.s.model.on_drift == "alert":
+            return 0
+        found = self.drift.value()
+        return found[2] if found else 0
+
+    def _batch_size(self, clock: int) -> int:
+        return self.s.loop.batch_size_at(clock - self._warm_from())
 
 
 def _replay_rmw(replica: StateReplica, entry: tuple) -> None:

@@ -629,6 +629,18 @@ def assert_the_local_engine_agrees(kafka, topic: str, form: str, end: int, dead:
     assert sorted(i for i, _ in local.predictions) == sorted(ids)
 
 
+def whole_batches_acting(docs: list, on_drift: str, batch_size: int = 1000) -> int:
+    """How many of ``docs`` make whole mini-batches for the local engine with ``--on-drift
+    on_drift`` (whose warm-up restarts after each action)."""
+    model, lo = OnlineLogistic(BITS, on_drift=on_drift), 0
+    while lo + (size := batch_size_at(model.age_, batch_size)) <= len(docs):
+        part = docs[lo : lo + size]
+        model.learn_many(*hash_batch([d["features"] for d in part], BITS),
+                         [d["label"] for d in part])  # fmt: skip
+        lo += size
+    return lo
+
+
 def test_a_drift_in_the_stream_is_reported_once_and_boosts_the_model(kafka, topic_name, tmp_path):
     """The stream's true model changes at event 100,000: with ``--on-drift boost`` the
     worker's Page-Hinkley test (operators/drift.py) fires once after it, within 20,000
@@ -637,9 +649,12 @@ def test_a_drift_in_the_stream_is_reported_once_and_boosts_the_model(kafka, topi
     count-cut mini-batches: the sequential learner, so the job must end with the local
     engine's weights (tests/operators/test_drift.py holds the detector to its target over
     several seeds, and the boost to its gain)."""
-    events, _ = whole_batches(130_000, 1000)  # --batch-timeout 0 trains whole batches only
-    stream = CtrStream(CtrSettings(events=events, seed=4, drift_at=100_000))
-    records = [(doc["event_id"].encode(), encode(doc)) for doc, _ in stream.events()]
+    docs = [doc for doc, _ in CtrStream(CtrSettings(events=130_000, seed=4,
+                                                    drift_at=100_000)).events()]  # fmt: skip
+    # --batch-timeout 0 trains whole mini-batches only, and the action starts their warm-up
+    # again: the stream ends where the local engine's last whole one does
+    events = whole_batches_acting(docs, "boost")
+    records = [(doc["event_id"].encode(), encode(doc)) for doc in docs[:events]]
     create_topics(kafka, [topic_name], partitions=1)
     produce(kafka, topic_name, records)
     summary = tmp_path / "summary.json"

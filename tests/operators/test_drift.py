@@ -147,7 +147,7 @@ def _post_drift_auc(on_drift: str, seed: int, events=140_000, drift_at=100_000):
     detector, batch, seen = LossDrift(), [], 0
     for doc, _ in CtrStream(CtrSettings(events=events, seed=seed, drift_at=drift_at)).events():
         batch.append(doc)
-        if len(batch) >= batch_size_at(model.batches_, 1000, True):
+        if len(batch) >= batch_size_at(model.age_, 1000, True):
             y = np.array([d["label"] for d in batch])
             s = model.learn_many(*hash_batch([d["features"] for d in batch], 16), y)
             scores.append(s)
