@@ -149,7 +149,7 @@ def table(single: list[dict], services: list[dict], e2e: list[dict], ceiling: di
 
 
 def _verdict(ok: bool, missed: str) -> str:
-    return "met" if ok else f"MISSED {missed}"
+    return "met" if ok else f"MISSED {missed}".rstrip()
 
 
 def learner_bench(events: int) -> dict:
@@ -244,32 +244,28 @@ def targets(e2e: list[dict], services: list[dict], learner: dict, prefix: dict) 
     if peak is not None:
         out.append(f"- Peak memory of any job {peak:,.0f} MiB (target <= 3,072): "
                    f"{_verdict(peak <= 3072, f'by {peak - 3072:,.0f} MiB')}.")  # fmt: skip
-    plain = next((r for r in ok if r.get("filter_base")), None)
-    filt = next((r for r in ok if r.get("eps")), None)
-    if plain and filt:
-        share = filt["update_bytes_per_event"] / plain["update_bytes_per_event"]
-        cost = plain["auc"] - filt["auc"]
-        out.append(
-            f"- Significantly-modified filter (EPS {filt['eps']}, 1 worker, 4 shards, sync, "
-            f"{filt['events']:,} events): update bytes per event "
-            f"{filt['update_bytes_per_event']:,.0f} vs {plain['update_bytes_per_event']:,.0f} "
-            f"({share:.2f} of it, target <= 0.5), AUC {filt['auc']:.4f} vs {plain['auc']:.4f}, "
-            f"cost {cost:+.4f} (target < 0.002): "
-            f"{_verdict(share <= 0.5 and cost < 0.002, '')}."
-        )
-    plain = next((r for r in ok if r.get("kkt_base")), None)
-    kkt = next((r for r in ok if r.get("kkt")), None)
-    if plain and kkt:
-        cut = plain["pushed_per_event"] / kkt["pushed_per_event"]
-        cost = plain["auc"] - kkt["auc"]
-        out.append(
-            f"- KKT filter (L1 {kkt['l1']}, unstandardized, 1 worker, 4 shards, sync, "
-            f"{kkt['events']:,} events): pushed coordinates per event "
-            f"{kkt['pushed_per_event']:.3f} vs {plain['pushed_per_event']:.3f} ({cut:.2f}x fewer, "
-            f"target >= 2x), AUC {kkt['auc']:.4f} vs {plain['auc']:.4f}, cost {cost:+.4f} "
-            f"(target < 0.002): {_verdict(cut >= 2 and cost < 0.002, '')}."
-        )
-    return out
+    out.append(_filter_pair(ok, "filter_base", "eps", "update_bytes_per_event", "update bytes",
+                            ",.0f", "Significantly-modified filter (EPS {eps}"))  # fmt: skip
+    out.append(_filter_pair(ok, "kkt_base", "kkt", "pushed_per_event", "pushed coordinates",
+                            ".3f", "KKT filter (L1 {l1}, unstandardized"))  # fmt: skip
+    return [line for line in out if line]
+
+
+def _filter_pair(rows, base: str, flag: str, field: str, what: str, fmt: str, title: str):
+    """The target line of a filter's pair of runs (``base`` without it, ``flag`` with it):
+    ``field`` per event at most half, at an AUC cost under 0.002; None without the pair."""
+    plain = next((r for r in rows if r.get(base)), None)
+    filt = next((r for r in rows if r.get(flag)), None)
+    if not (plain and filt):
+        return None
+    share = filt[field] / plain[field]
+    cost = plain["auc"] - filt["auc"]
+    return (
+        f"- {title.format(**filt)}, 1 worker, 4 shards, sync, {filt['events']:,} events): "
+        f"{what} per event {filt[field]:{fmt}} vs {plain[field]:{fmt}} ({share:.2f} of it, "
+        f"target <= 0.5), AUC {filt['auc']:.4f} vs {plain['auc']:.4f}, cost {cost:+.4f} "
+        f"(target < 0.002): {_verdict(share <= 0.5 and cost < 0.002, '')}."
+    )
 
 
 SINGLE = ("ceiling", "ceiling-orjson", "learner", "numpy-loop", "sklearn", "vw")
