@@ -25,10 +25,15 @@ import time
 
 class FailOnce:
     """Raise once from ``tick`` when it has been called ``after`` times and a checkpoint
-    under ``checkpoint_dir`` is complete; the file ``marker`` records that it fired."""
+    under ``checkpoint_dir`` is complete; the file ``marker`` records that it fired.
+    ``settle_s``: how long to wait before raising, so that the records the operator already
+    handed to a Kafka sink leave its producer (which sends them from a thread of its own)."""
 
-    def __init__(self, marker: str | None, checkpoint_dir: str | None, after: int = 50):
+    def __init__(
+        self, marker: str | None, checkpoint_dir: str | None, after: int = 50, settle_s: float = 0
+    ):
         self.marker, self.checkpoint_dir, self.after, self.seen = marker, checkpoint_dir, after, 0
+        self.settle_s = settle_s
 
     def tick(self) -> None:
         if not self.marker:
@@ -39,6 +44,7 @@ class FailOnce:
         if completed_checkpoint(self.checkpoint_dir):
             with open(self.marker, "w") as out:
                 out.write(str(time.time()))
+            time.sleep(self.settle_s)
             raise RuntimeError("injected failure (--inject-failure), once")
 
 

@@ -99,7 +99,9 @@ class ServeFunction(KeyedCoProcessFunction):
     def __init__(self, s: ServeSettings):
         self.s = s
         # tests only (--inject-failure): throw once a batch answered after a checkpoint
-        self.fault = FailOnce(s.fail_marker, s.checkpoint_dir, after=1)
+        # (its answers must reach the broker, in the transaction the failure aborts, for the
+        # test to see that none is doubled: the producer lingers 5 ms)
+        self.fault = FailOnce(s.fail_marker, s.checkpoint_dir, after=1, settle_s=0.5)
 
     def open(self, runtime_context):
         from operators.snapshot import load_models
