@@ -32,9 +32,10 @@ import numpy as np
 from connectors.errors import ConfigError
 
 DRIFT_CHUNK = 500  # predictions per value the detector reads
+DRIFT_BOOST = 4.0  # --on-drift boost: step sizes raised this many times (decision 0020)
 # what ``train --on-drift`` did about a drift, as the summary and the report say it
 DRIFT_DONE = {"reset": "; the model restarted from zero",
-              "boost": "; the step sizes were raised 4x"}  # fmt: skip
+              "boost": f"; the step sizes were raised {DRIFT_BOOST:g}x"}  # fmt: skip
 
 
 @dataclass

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from connectors.errors import ConfigError
 from connectors.events import DEFAULT_CLIP
 from connectors.hashing import check_bits
+from operators.drift import DRIFT_BOOST
 from operators.logistic import dimension
 from operators.optim import make_optimizer, make_rule
 from operators.predictions import PREDICTION_FORMATS
@@ -79,8 +80,8 @@ class ModelSettings:
     clip: float | None = DEFAULT_CLIP  # |feature value| limit (--clip-features; None: none)
     on_drift: str = field(default="alert", metadata=_help(
         "what a drift in the prequential loss does: alert (a record on metrics), reset (also "
-        "restart the model from zero) or boost (also raise the step sizes 4x, fading as new "
-        "gradients arrive; ftrl or adagrad)", choices=DRIFT_ACTIONS))  # fmt: skip
+        f"restart the model from zero) or boost (also raise the step sizes {DRIFT_BOOST:g}x, "
+        "fading as new gradients arrive; ftrl or adagrad)", choices=DRIFT_ACTIONS))  # fmt: skip
     kkt_filter: bool = field(default=False, metadata=_help(
         "KKT filter: a worker holds back the gradient of a zero weight until it could move the "
         "weight off zero under --l1 (needs ftrl, --l1 > 0 and --no-standardize)"))  # fmt: skip

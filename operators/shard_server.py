@@ -10,9 +10,8 @@ from collections.abc import MutableMapping
 import numpy as np
 
 from operators.dense_range import DenseRange
+from operators.drift import DRIFT_BOOST
 from operators.ps import BLOCK
-
-DRIFT_BOOST = 4.0  # --on-drift boost: step sizes raised this many times (decision 0020)
 
 
 class ShardServer:
